@@ -1,0 +1,233 @@
+"""Band adaptation: from a raster's bands to the 12 inputs SpectralGPT was pretrained on.
+
+Two ways, both followed by a robust per-input scaling to [0, 1]:
+
+- PCA to 12 components fitted on a sample of the scene's valid pixels, as in Ligan et al.,
+  "Parameter-Efficient Fine-Tuning of Multispectral Foundation Models for Hyperspectral Image
+  Classification" (2025).
+- Spectral resampling to the 12 Sentinel-2 MSI bands SpectralGPT (Hong et al., IEEE TPAMI 2024)
+  was pretrained on: each Sentinel-2 band is a weighted mean of the raster's bands, the weights
+  being the overlap of two Gaussian responses (the Sentinel-2 band's and the raster band's), so
+  the inputs stay close to what the model has seen.
+
+Pretraining scaled every band to [0, 1] (min-max); the 2nd and 98th percentiles are used here
+instead so a few extreme pixels do not squeeze the rest. The adaptation is stored in the adapter
+file and reapplied unchanged when classifying.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import HyperAdaptError
+
+NUM_MODEL_BANDS = 12
+DEFAULT_PERCENTILES = (2.0, 98.0)
+
+# Sentinel-2A MSI bands in SpectralGPT's input order (B10, the cirrus band, is not used).
+# Centre wavelengths and bandwidths (nm) from ESA's Sentinel-2 User Handbook (2015, Table 1)
+# and the S2A spectral response functions (ESA document COPE-GSEG-EOPG-TN-15-0007); the
+# bandwidths are used as the full width at half maximum of a Gaussian approximation.
+S2_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
+S2_CENTER_NM = (442.7, 492.4, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1, 1613.7,
+                2202.4)
+S2_FWHM_NM = (21.0, 66.0, 36.0, 31.0, 15.0, 15.0, 20.0, 106.0, 21.0, 20.0, 91.0, 175.0)
+
+_FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+METHODS = ("pca", "s2")
+
+
+@dataclass
+class BandAdaptation:
+    """A fixed linear map from chosen raster bands to 12 model inputs, then scaling to [0, 1].
+
+    ``inputs = clip(((x[band_indices] - mean) @ projection - low) / (high - low), 0, 1)``
+    """
+
+    method: str
+    band_indices: list[int]
+    mean: np.ndarray            # (num_inputs,)
+    projection: np.ndarray      # (num_inputs, 12)
+    low: np.ndarray             # (12,)
+    high: np.ndarray            # (12,)
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    explained_variance_ratio: list[float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.band_indices)
+
+    def project_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, num_inputs) spectra -> (N, 12) unscaled components."""
+        return ((np.asarray(pixels, dtype=np.float32) - self.mean.astype(np.float32))
+                @ self.projection.astype(np.float32))
+
+    def apply_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, num_inputs) spectra -> (N, 12) model inputs in [0, 1], float32."""
+        projected = self.project_pixels(pixels)
+        span = (self.high - self.low).astype(np.float32)
+        scaled = (projected - self.low.astype(np.float32)) / span
+        return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+    def apply_block(self, data: np.ndarray) -> np.ndarray:
+        """(num_inputs, H, W) block -> (12, H, W) model inputs in [0, 1], float32."""
+        bands, height, width = data.shape
+        pixels = data.reshape(bands, height * width).T
+        return np.ascontiguousarray(self.apply_pixels(pixels).T.reshape(NUM_MODEL_BANDS, height,
+                                                                         width))
+
+    def to_state(self) -> dict:
+        """Plain lists and numbers only, so a ``weights_only`` torch.load can read it back."""
+        return {"method": self.method, "band_indices": [int(b) for b in self.band_indices],
+                "mean": [float(v) for v in self.mean],
+                "projection": [[float(v) for v in row] for row in self.projection],
+                "low": [float(v) for v in self.low], "high": [float(v) for v in self.high],
+                "percentiles": [float(p) for p in self.percentiles],
+                "explained_variance_ratio": (None if self.explained_variance_ratio is None else
+                                             [float(v) for v in self.explained_variance_ratio]),
+                "notes": [str(n) for n in self.notes]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> BandAdaptation:
+        try:
+            projection = np.asarray(state["projection"], dtype=np.float64)
+            adaptation = cls(method=str(state["method"]),
+                             band_indices=[int(b) for b in state["band_indices"]],
+                             mean=np.asarray(state["mean"], dtype=np.float64),
+                             projection=projection,
+                             low=np.asarray(state["low"], dtype=np.float64),
+                             high=np.asarray(state["high"], dtype=np.float64),
+                             percentiles=tuple(state.get("percentiles", DEFAULT_PERCENTILES)),
+                             explained_variance_ratio=state.get("explained_variance_ratio"),
+                             notes=list(state.get("notes", [])))
+        except (KeyError, TypeError, ValueError) as error:
+            raise HyperAdaptError("The band adaptation stored in the file is incomplete.") from error
+        if projection.shape != (len(adaptation.band_indices), NUM_MODEL_BANDS):
+            raise HyperAdaptError("The band adaptation stored in the file is inconsistent.")
+        return adaptation
+
+
+def fit_scaling(components: np.ndarray,
+                percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (low, high) percentiles; a constant column gets a unit span so it maps to 0."""
+    low = np.percentile(components, percentiles[0], axis=0)
+    high = np.percentile(components, percentiles[1], axis=0)
+    flat = ~(high - low > 1e-12 * np.maximum(1.0, np.abs(high)))
+    high = np.where(flat, low + 1.0, high)
+    return low.astype(np.float64), high.astype(np.float64)
+
+
+def fit_pca_reduction(pixels: np.ndarray, band_indices: list[int], *,
+                      num_components: int = NUM_MODEL_BANDS,
+                      percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> BandAdaptation:
+    """PCA of sampled spectra to ``num_components`` components, then percentile scaling.
+
+    Args:
+        pixels: (N, len(band_indices)) valid spectra sampled from the scene.
+        band_indices: the raster bands (0-based) the columns of ``pixels`` come from.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    num_bands = len(band_indices)
+    if num_bands < num_components:
+        raise HyperAdaptError(f"PCA to {num_components} components needs at least "
+                              f"{num_components} usable bands, but the raster has {num_bands}.")
+    if pixels.ndim != 2 or pixels.shape[1] != num_bands:
+        raise ValueError("pixels must be (N, len(band_indices))")
+    if len(pixels) <= num_components:
+        raise HyperAdaptError(f"PCA to {num_components} components needs more than "
+                              f"{num_components} valid pixels, but the raster has "
+                              f"{len(pixels)}.")
+    mean = pixels.mean(axis=0)
+    centred = pixels - mean
+    covariance = centred.T @ centred / (len(pixels) - 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1][:num_components]
+    components = eigenvectors[:, order]
+    # Eigenvectors have no fixed sign; making each one's largest loading positive keeps a refit
+    # on the same data identical.
+    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(num_components)])
+    components *= np.where(signs == 0, 1.0, signs)
+    total = float(np.clip(eigenvalues, 0, None).sum()) or 1.0
+    explained = [float(max(v, 0.0) / total) for v in eigenvalues[order]]
+    low, high = fit_scaling(centred @ components, percentiles)
+    return BandAdaptation(method="pca", band_indices=[int(b) for b in band_indices], mean=mean,
+                          projection=components, low=low, high=high,
+                          percentiles=tuple(percentiles), explained_variance_ratio=explained)
+
+
+def _band_spacing(centres: np.ndarray) -> np.ndarray:
+    """Spectral interval each band stands for: half the distance to each neighbour."""
+    if len(centres) < 2:
+        return np.ones_like(centres)
+    order = np.argsort(centres)
+    spacing_sorted = np.maximum(np.abs(np.gradient(centres[order])), 1e-3)
+    spacing = np.empty_like(centres)
+    spacing[order] = spacing_sorted
+    return spacing
+
+
+def gaussian_resampling_matrix(wavelengths_nm, fwhm_nm=None) -> tuple[np.ndarray, list[str]]:
+    """(num_bands, 12) weights that turn the raster's bands into the 12 Sentinel-2 bands.
+
+    A Sentinel-2 band integrates the radiance under its response; with the spectrum known only
+    through the raster's bands, that integral becomes a sum over bands of the overlap of the
+    Sentinel-2 Gaussian (peak 1) with the band's own Gaussian (unit area), a Gaussian in the
+    centre difference with variance sigma_s2^2 + sigma_band^2, times the spectral interval the
+    band stands for. Columns are normalised to sum to one. A Sentinel-2 band with no raster band
+    within three combined standard deviations lies outside the raster's range: the nearest band
+    stands in for it, and a note says so.
+    """
+    centres = np.asarray(wavelengths_nm, dtype=np.float64)
+    spacing = _band_spacing(centres)
+    # Without published widths, the band spacing is a fair stand-in (contiguous sampling).
+    widths = spacing if fwhm_nm is None else np.maximum(np.asarray(fwhm_nm, dtype=np.float64),
+                                                        1e-3)
+    s2_centres = np.asarray(S2_CENTER_NM)
+    s2_sigma = np.asarray(S2_FWHM_NM) * _FWHM_TO_SIGMA
+    variance = s2_sigma[None, :] ** 2 + (widths[:, None] * _FWHM_TO_SIGMA) ** 2
+    difference = centres[:, None] - s2_centres[None, :]
+    distance_in_sigma = np.abs(difference) / np.sqrt(variance)
+    weights = (np.exp(-0.5 * distance_in_sigma ** 2) * s2_sigma[None, :] / np.sqrt(variance)
+               * spacing[:, None])
+    notes = []
+    for j in range(len(s2_centres)):
+        if distance_in_sigma[:, j].min() > 3.0:
+            nearest = int(np.argmin(np.abs(difference[:, j])))
+            weights[:, j] = 0.0
+            weights[nearest, j] = 1.0
+            notes.append(f"Sentinel-2 band {S2_BAND_NAMES[j]} ({s2_centres[j]:.0f} nm) lies "
+                         f"outside the raster's bands; the nearest band "
+                         f"({centres[nearest]:.0f} nm) stands in for it.")
+    weights /= weights.sum(axis=0, keepdims=True)
+    return weights, notes
+
+
+def fit_s2_resampling(pixels: np.ndarray, band_indices: list[int], wavelengths_nm,
+                      fwhm_nm=None, *,
+                      percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> BandAdaptation:
+    """Gaussian resampling of the chosen bands to Sentinel-2's 12 bands, then percentile scaling.
+
+    Args:
+        pixels: (N, len(band_indices)) valid spectra sampled from the scene (for the scaling).
+        band_indices: raster bands (0-based) used; bad bands are best left out.
+        wavelengths_nm: centre wavelength of every band in ``band_indices`` (same order).
+        fwhm_nm: their full widths at half maximum, if known.
+    """
+    if wavelengths_nm is None:
+        raise HyperAdaptError("Resampling to Sentinel-2 bands needs the raster's band wavelengths, "
+                              "but it has none; use PCA instead.")
+    if len(wavelengths_nm) != len(band_indices):
+        raise ValueError("one wavelength per band index is needed")
+    if not band_indices:
+        raise HyperAdaptError("The raster has no usable bands to resample.")
+    weights, notes = gaussian_resampling_matrix(wavelengths_nm, fwhm_nm)
+    pixels = np.asarray(pixels, dtype=np.float64)
+    if len(pixels) < 2:
+        raise HyperAdaptError("The raster has too few valid pixels to scale its bands.")
+    low, high = fit_scaling(pixels @ weights, percentiles)
+    return BandAdaptation(method="s2", band_indices=[int(b) for b in band_indices],
+                          mean=np.zeros(len(band_indices)), projection=weights, low=low,
+                          high=high, percentiles=tuple(percentiles), notes=notes)

@@ -1,0 +1,746 @@
+"""The engine's jobs, one entry point each: fine_tune, classify and evaluate.
+
+The toolbar worker, the Processing algorithms, the benchmarks and the demo all call these. Each
+takes ``progress(fraction, message)`` and ``cancel() -> bool`` callbacks; a cancelled job raises
+JobCancelled, a problem the user can fix raises HyperAdaptError with one sentence, and either way
+no output file is left behind.
+
+fine_tune follows Ligan et al. (2025): the scene's bands are adapted to SpectralGPT's 12 inputs
+(PCA, or resampling to Sentinel-2 bands), pixel-centred windows around the training pixels are
+resized to the model's input, and a parameter-efficient adapter (KronA+ by default) on the frozen
+SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a linear head.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import adapters
+from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
+                           compatibility_problem, describe_weights, load_adapter_file,
+                           save_adapter_file, state_fingerprint)
+from .bands import NUM_MODEL_BANDS, BandAdaptation, fit_pca_reduction, fit_s2_resampling
+from .checkpoint import load_pretrained
+from .device import choose_device
+from .errors import HyperAdaptError, raise_if_cancelled
+from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
+from .predict import classify_raster, predict_windows, style_path_for
+from .raster import (RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info,
+                     sample_valid_pixels)
+from .report import write_html_report, write_metrics_json
+from .samples import ClassInfo, check_class_pixels, read_labelled_pixels, split_by_feature
+from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
+from .windows import check_window_size, collect_windows
+
+PRESETS = ("paper", "fast")
+BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
+BAND_ADAPTATIONS = ("pca", "s2")
+# The "fast" preset: a 16 x 16 input (16 tokens instead of 64) and at most this many epochs.
+FAST_INPUT_SIZE = 16
+FAST_MAX_EPOCHS = 15
+
+
+@dataclass
+class FineTuneSettings:
+    """How to fine-tune. Defaults follow the paper; ``preset="fast"`` trades accuracy for time.
+
+    Args:
+        method: fine-tuning method id (models.adapters.METHODS), KronA+ by default.
+        epochs: the most passes over the training windows.
+        learning_rate: peak AdamW learning rate.
+        lr_ratio: lambda of the *_plus methods (the zero-initialised factor learns this much faster).
+        batch_size: windows per step (halved automatically after a GPU out-of-memory error).
+        window_size: pixels around the centre pixel (odd), before resizing.
+        input_size: model input side (32 -> 64 tokens).
+        band_adaptation: "pca" (12 components fitted on the scene) or "s2" (resampled to
+            Sentinel-2's bands; needs wavelengths).
+        targets: linear layers of each block that get an adapter.
+        rank: LoRA / LoKr rank.
+        factor_shape: KronA / LoKr first-factor shape, or None for the default.
+        val_fraction: share of each class's features held out for validation.
+        patience: epochs without a better validation result before stopping.
+        seed: seeds the split, the sampling, the random start and the training.
+        device: "auto", "cuda" or "cpu".
+        backbone: "base" (ViT-B, the official shape) or "tiny" (tests).
+        weights: official checkpoint (.pth) or a HyperAdapt backbone file; None uses the
+            downloaded official weights, if any.
+        random_start: allow running without pretrained weights (the result says so).
+        preset: "paper" or "fast" (input 16, at most 15 epochs).
+        backbone_overrides: SpectralGPT keyword arguments, e.g. {"depth": 2, "embed_dim": 32}.
+        weight_decay: AdamW weight decay.
+        warmup_fraction: share of the steps spent warming the learning rate up.
+        min_pixels_per_class: fewer usable pixels in a class is an error naming the class.
+        max_pixels_per_class: training and validation pixels kept per class (seeded subsample),
+            which bounds memory for large polygons.
+        fit_pixels: scene pixels sampled to fit the band adaptation.
+        augment: random flips and quarter turns of the training windows.
+    """
+
+    method: str = "krona_plus"
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    lr_ratio: float = 4.0
+    batch_size: int = 32
+    window_size: int = 9
+    input_size: int = 32
+    band_adaptation: str = "pca"
+    targets: tuple[str, ...] = ("attn.q", "attn.v")
+    rank: int = 8
+    factor_shape: tuple[int, int] | None = None
+    val_fraction: float = 0.25
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    backbone: str = "base"
+    weights: str | None = None
+    random_start: bool = False
+    preset: str = "paper"
+    backbone_overrides: dict | None = None
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    min_pixels_per_class: int = 1
+    max_pixels_per_class: int = 10000
+    fit_pixels: int = 20000
+    augment: bool = True
+
+    def resolved(self) -> FineTuneSettings:
+        """A checked copy with the preset applied."""
+        if self.preset not in PRESETS:
+            raise HyperAdaptError(f"The preset '{self.preset}' is unknown; choose one of "
+                                  f"{', '.join(PRESETS)}.")
+        settings = dataclasses.replace(self, targets=tuple(self.targets))
+        if settings.preset == "fast":
+            settings = dataclasses.replace(settings, input_size=FAST_INPUT_SIZE,
+                                           epochs=min(settings.epochs, FAST_MAX_EPOCHS))
+        if settings.band_adaptation not in BAND_ADAPTATIONS:
+            raise HyperAdaptError(f"The band adaptation '{settings.band_adaptation}' is unknown; "
+                                  f"choose 'pca' or 's2'.")
+        if settings.backbone not in BACKBONE_PRESETS:
+            raise HyperAdaptError(f"The backbone '{settings.backbone}' is unknown; choose one of "
+                                  f"{', '.join(BACKBONE_PRESETS)}.")
+        for name in ("epochs", "batch_size", "input_size"):
+            if int(getattr(settings, name)) < 1:
+                raise HyperAdaptError(f"The setting {name} must be at least 1.")
+        if not settings.learning_rate > 0:
+            raise HyperAdaptError("The learning rate must be positive.")
+        if not 0.0 <= settings.val_fraction < 1.0:
+            raise HyperAdaptError("The validation share must be at least 0 and below 1.")
+        check_window_size(settings.window_size)
+        return settings
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["targets"] = list(self.targets)
+        data["factor_shape"] = list(self.factor_shape) if self.factor_shape else None
+        return data
+
+
+@dataclass
+class FineTuneResult:
+    adapter_path: str
+    classification_path: str | None
+    confidence_path: str | None
+    report_path: str | None
+    metrics: dict
+    classes: list[ClassInfo]
+    seconds: float
+    adapter_bytes: int
+    backbone: dict
+    notes: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ClassifyResult:
+    output_path: str
+    confidence_path: str | None
+    classes: list[ClassInfo]
+    seconds: float
+    pixels_per_class: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _scaled(progress, start: float, end: float):
+    """A progress callback mapping 0..1 onto start..end of the caller's."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * float(fraction), message)
+
+
+def _report(progress, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(fraction, message)
+
+
+def _remove_outputs(paths) -> None:
+    for path in paths:
+        if path is None:
+            continue
+        for candidate in (Path(path), Path(f"{path}.aux.xml")):
+            try:
+                candidate.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def _same_file(a, b) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def _check_outputs(raster_path, outputs: dict) -> None:
+    """Refuse outputs that would overwrite the input or each other."""
+    named = {label: path for label, path in outputs.items() if path}
+    for label, path in named.items():
+        if _same_file(path, raster_path):
+            raise HyperAdaptError(f"The {label} would overwrite the input raster; choose another "
+                                  f"file name.")
+    labels = list(named)
+    for i, first in enumerate(labels):
+        for second in labels[i + 1:]:
+            if _same_file(named[first], named[second]):
+                raise HyperAdaptError(f"The {first} and the {second} need different file names.")
+
+
+# -- backbones ------------------------------------------------------------------------------------
+def _backbone_source(settings: FineTuneSettings) -> dict:
+    """Which weights fine-tuning starts from: {"kind": "official" | "backbone-file" | "random", ...}."""
+    if settings.weights:
+        path = Path(settings.weights)
+        if not path.is_file():
+            raise HyperAdaptError(f"The weights file {path} does not exist.")
+        from .pretrain import is_backbone_file
+        return {"kind": BACKBONE_FILE_KIND if is_backbone_file(path) else "official", "path": path}
+    if settings.random_start:
+        return {"kind": "random"}
+    from .weights import find_cached_weights
+    cached = find_cached_weights()
+    if cached is not None:
+        return {"kind": "official", "path": cached}
+    raise HyperAdaptError("No SpectralGPT weights were given or downloaded; download the official "
+                          "weights, choose a backbone file, or allow a random start.")
+
+
+def _seeded(seed: int, build):
+    """Run ``build()`` with torch's generator seeded, leaving the caller's random state alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
+
+
+def _encoder_state(model) -> dict:
+    return {name: tensor for name, tensor in model.state_dict().items()
+            if not name.startswith("head.")}
+
+
+def _build_backbone_for_training(source: dict, settings: FineTuneSettings, num_classes: int,
+                                 input_size: int):
+    """(model with a fresh head, weights identity) for fine-tuning."""
+    if source["kind"] == BACKBONE_FILE_KIND:
+        from .pretrain import backbone_identity, load_backbone_file
+        model, _, info = load_backbone_file(source["path"])
+        _seeded(settings.seed, lambda: model.reset_classifier(num_classes))
+        identity = {**backbone_identity(info), "path": str(source["path"])}
+        return model, identity
+    config = {**BACKBONE_PRESETS[settings.backbone], **(settings.backbone_overrides or {}),
+              "img_size": input_size, "num_classes": num_classes}
+    model = _seeded(settings.seed, lambda: build_backbone(config))
+    if source["kind"] == "official":
+        identity = {**load_pretrained(model, source["path"]), "path": str(source["path"])}
+    else:
+        identity = {"kind": "random", "seed": int(settings.seed),
+                    "fingerprint": state_fingerprint(_encoder_state(model)),
+                    "random_start": True}
+    return model, identity
+
+
+def _weights_path_for(identity: dict, weights) -> Path | None:
+    """The file to rebuild a backbone from: the given one, the recorded one, or the download cache."""
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise HyperAdaptError(f"The weights file {path} does not exist.")
+        return path
+    recorded = identity.get("path")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    if identity.get("kind") == "official":
+        from .weights import find_cached_weights
+        return find_cached_weights(identity.get("name") or "SpectralGPT+.pth")
+    return None
+
+
+def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Module, list[str]]:
+    """The fine-tuned model of an adapter file (adapter loaded, not merged), and notes.
+
+    The backbone is rebuilt from the recorded config and weights identity; a HyperAdaptError says
+    so when the given weights are not the ones the adapter was trained on.
+    """
+    identity = record.weights_identity
+    config = dict(record.backbone.get("config") or {})
+    num_classes = len(record.classes)
+    notes = []
+    kind = identity.get("kind")
+    if kind == "random":
+        if weights:
+            notes.append("The adapter was trained from a random start, so the given weights were "
+                         "not used.")
+        model = _seeded(identity.get("seed", 0), lambda: build_backbone(config))
+        given = {"kind": "random", "seed": identity.get("seed"),
+                 "fingerprint": state_fingerprint(_encoder_state(model))}
+    elif kind == "official":
+        path = _weights_path_for(identity, weights)
+        if path is None:
+            raise HyperAdaptError(f"This adapter needs the SpectralGPT weights "
+                                  f"{identity.get('name')}; download them or give their file.")
+        from .pretrain import is_backbone_file
+        if is_backbone_file(path):
+            from .pretrain import backbone_identity, read_backbone_file
+            payload = read_backbone_file(path)
+            given = backbone_identity({**payload, "name": path.name})
+            model = None
+        else:
+            model = build_backbone(config)
+            given = load_pretrained(model, path)
+    elif kind == BACKBONE_FILE_KIND:
+        path = _weights_path_for(identity, weights)
+        if path is None:
+            raise HyperAdaptError(f"This adapter needs the backbone file {identity.get('name')}; "
+                                  f"give its path as the weights.")
+        from .pretrain import backbone_identity, is_backbone_file, load_backbone_file
+        if not is_backbone_file(path):
+            model, given = None, {"kind": "official", "name": path.name}
+        else:
+            model, _, info = load_backbone_file(path)
+            given = backbone_identity(info)
+            model.reset_classifier(num_classes)
+    else:
+        raise HyperAdaptError("The adapter file does not say which backbone it was trained on.")
+    problem = backbone_problem(identity, given)
+    if problem:
+        raise HyperAdaptError(problem)
+    adapters.apply_adapter(model, adapters.AdapterConfig.from_dict(record.adapter_config))
+    adapters.load_trainable_state_dict(model, record.trainable_state)
+    model.eval()
+    return model, notes
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------
+def _fit_band_adaptation(reader: RasterReader, settings: FineTuneSettings, cancel) -> BandAdaptation:
+    info = reader.info
+    bands = list(info.good_bands)
+    if settings.band_adaptation == "pca" and len(bands) < NUM_MODEL_BANDS:
+        flagged = info.band_count - len(bands)
+        extra = f" ({flagged} more are flagged bad)" if flagged else ""
+        raise HyperAdaptError(f"PCA to {NUM_MODEL_BANDS} components needs at least "
+                              f"{NUM_MODEL_BANDS} usable bands, but the raster has "
+                              f"{len(bands)}{extra}.")
+    if settings.band_adaptation == "s2" and info.wavelengths_nm is None:
+        raise HyperAdaptError("Resampling to Sentinel-2 bands needs the raster's band wavelengths, "
+                              "but it has none; use PCA instead.")
+    pixels = sample_valid_pixels(reader, max_pixels=settings.fit_pixels, seed=settings.seed,
+                                 bands=bands, cancel=cancel)
+    if settings.band_adaptation == "pca":
+        return fit_pca_reduction(pixels, bands)
+    wavelengths = [info.wavelengths_nm[b] for b in bands]
+    fwhm = None if info.fwhm_nm is None else [info.fwhm_nm[b] for b in bands]
+    return fit_s2_resampling(pixels, bands, wavelengths, fwhm)
+
+
+def _check_backbone_adaptation(adaptation: BandAdaptation, info: RasterInfo,
+                               backbone_info: dict) -> None:
+    sensor = backbone_info.get("sensor") or {}
+    count = sensor.get("band_count")
+    if count is not None and int(count) != info.band_count:
+        raise HyperAdaptError(f"This backbone file was pretrained on {count} bands, but the raster "
+                              f"has {info.band_count}.")
+    if adaptation.band_indices and max(adaptation.band_indices) >= info.band_count:
+        raise HyperAdaptError("This backbone file reads bands that the raster does not have.")
+
+
+def _cap_per_class(indices: np.ndarray, class_index: np.ndarray, cap: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """At most ``cap`` of the given pixel indices per class (a seeded subsample)."""
+    if cap is None or cap <= 0:
+        return indices
+    kept = []
+    for cls in np.unique(class_index[indices]):
+        members = indices[class_index[indices] == cls]
+        if len(members) > cap:
+            members = np.sort(rng.choice(members, size=cap, replace=False))
+        kept.append(members)
+    return np.sort(np.concatenate(kept)) if kept else indices
+
+
+def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path: str, *,
+              settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
+              class_colors: dict | None = None, sensor: str | None = None,
+              adapter_name: str | None = None, classification_path: str | None = None,
+              confidence_path: str | None = None, report_path: str | None = None,
+              progress=None, cancel=None, on_epoch=None) -> FineTuneResult:
+    """Fine-tune SpectralGPT on labelled polygons or points and save the adapter file.
+
+    Optionally classifies the same raster afterwards (``classification_path``, with a
+    ``confidence_path``) and writes an HTML report of the validation accuracy (``report_path``,
+    with the metrics as JSON beside it). ``on_epoch(record)`` receives each epoch's loss and
+    validation accuracy. Files are only written once everything before them succeeded, and a
+    failure or cancel removes those already written.
+    """
+    started = time.perf_counter()
+    settings = (settings or FineTuneSettings()).resolved()
+    _check_outputs(raster_path, {"adapter file": adapter_path,
+                                 "classification": classification_path,
+                                 "confidence raster": confidence_path, "report": report_path})
+    if not adapter_path:
+        raise HyperAdaptError("No adapter file name was given.")
+    adapter_config = adapters.AdapterConfig(
+        method=settings.method, targets=settings.targets, rank=settings.rank,
+        factor_shape=settings.factor_shape, lr_ratio=settings.lr_ratio)
+    written: list = []
+    try:
+        _report(progress, 0.0, "Reading the raster and the training layer")
+        info = read_raster_info(raster_path)
+        source = _backbone_source(settings)
+        window_size, input_size = settings.window_size, settings.input_size
+        backbone_adaptation = backbone_info = None
+        notes: list[str] = []
+        if source["kind"] == BACKBONE_FILE_KIND:
+            from .pretrain import read_backbone_file
+            backbone_info = read_backbone_file(source["path"])
+            backbone_adaptation = BandAdaptation.from_state(backbone_info["band_adaptation"])
+            _check_backbone_adaptation(backbone_adaptation, info, backbone_info)
+            window_size = int(backbone_info.get("window_size", window_size))
+            input_size = int(backbone_info.get("input_size", input_size))
+            notes.append(f"The backbone file sets the window size ({window_size}), the input size "
+                         f"({input_size}) and the band adaptation.")
+        pixels = read_labelled_pixels(info, vector_path, class_field, layer_name=layer_name,
+                                      class_colors=class_colors, cancel=cancel)
+        notes += pixels.notes
+        with RasterReader(info) as reader:
+            _report(progress, 0.03, "Fitting the band adaptation")
+            adaptation = backbone_adaptation or _fit_band_adaptation(reader, settings, cancel)
+            notes += adaptation.notes
+            valid = reader.valid_at(pixels.rows, pixels.cols, adaptation.band_indices,
+                                    cancel=cancel)
+            dropped = int((~valid).sum())
+            if dropped:
+                notes.append(f"{dropped} labelled pixel(s) on nodata were left out.")
+            pixels = pixels.subset(valid)
+            check_class_pixels(pixels, settings.min_pixels_per_class)
+            classes = pixels.classes
+            split = split_by_feature(pixels.feature_index, pixels.class_index,
+                                     val_fraction=settings.val_fraction, seed=settings.seed)
+            # With no validation share asked for, the per-class reasons below would mislead.
+            for cls in (split.training_only_classes if settings.val_fraction > 0 else ()):
+                notes.append(f"The class '{classes[cls].name}' has only one feature, so all its "
+                             f"pixels were used for training and it has no validation pixels.")
+            # A seeded subsample per class bounds the windows held in memory for large polygons.
+            rng = np.random.default_rng([settings.seed, 1])
+            train_idx = _cap_per_class(split.train, pixels.class_index,
+                                       settings.max_pixels_per_class, rng)
+            val_idx = _cap_per_class(split.validation, pixels.class_index,
+                                     settings.max_pixels_per_class, rng)
+            kept = np.concatenate([train_idx, val_idx])
+            windows, _ = collect_windows(reader, adaptation, pixels.rows[kept],
+                                         pixels.cols[kept], window_size,
+                                         progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
+        train_x = torch.from_numpy(windows[:len(train_idx)])
+        train_y = torch.from_numpy(pixels.class_index[train_idx])
+        val_x = torch.from_numpy(windows[len(train_idx):]) if len(val_idx) else None
+        val_y = torch.from_numpy(pixels.class_index[val_idx]) if len(val_idx) else None
+        del windows
+
+        _report(progress, 0.1, "Building the model")
+        device = choose_device(settings.device)
+        model, identity = _build_backbone_for_training(source, settings, len(classes), input_size)
+        _seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
+        if identity.get("kind") == "random":
+            notes.append("The backbone started from random weights (no pretraining), so accuracy "
+                         "is not representative of SpectralGPT.")
+        from .training import train_classifier
+        end_of_training = 0.85 if classification_path else 0.97
+        outcome = train_classifier(
+            model, train_x, train_y, val_x, val_y, input_size=input_size,
+            epochs=settings.epochs, learning_rate=settings.learning_rate,
+            lr_ratio=settings.lr_ratio, weight_decay=settings.weight_decay,
+            batch_size=settings.batch_size, warmup_fraction=settings.warmup_fraction,
+            patience=settings.patience, seed=settings.seed, device=device,
+            augment=settings.augment, progress=_scaled(progress, 0.12, end_of_training),
+            cancel=cancel, on_epoch=on_epoch)
+        adapters.load_trainable_state_dict(model, outcome.best_state)
+
+        if val_x is not None:
+            predicted, _ = predict_windows(model, val_x, input_size=input_size, device=device,
+                                           batch_size=max(64, settings.batch_size), cancel=cancel)
+            metrics = metrics_from_labels(val_y.numpy(), predicted, classes)
+        else:
+            metrics = classification_metrics(np.zeros((len(classes), len(classes)), np.int64),
+                                             classes)
+            notes.append("No validation share was asked for, so nothing was held out for "
+                         "validation." if settings.val_fraction <= 0 else
+                         "No class has two or more features, so nothing was held out for "
+                         "validation.")
+        metrics.update({
+            "kind": "validation", "notes": list(notes),
+            "split": {"train_pixels": int(len(train_idx)), "validation_pixels": int(len(val_idx)),
+                      "train_features": split.train_features,
+                      "validation_features": split.validation_features,
+                      "training_only_classes": [classes[c].name
+                                                for c in split.training_only_classes]},
+            "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
+            "stopped_early": outcome.stopped_early,
+            "random_start": identity.get("kind") == "random",
+            "backbone": describe_weights(identity)})
+
+        sensor_name = sensor or info.sensor
+        record = AdapterRecord(
+            name=adapter_name or Path(adapter_path).stem,
+            trainable_state=outcome.best_state, adapter_config=adapter_config.to_dict(),
+            band_adaptation=adaptation.to_state(), window_size=window_size,
+            input_size=input_size, classes=classes,
+            sensor={"name": sensor_name, "band_count": info.band_count,
+                    "wavelengths_nm": info.wavelengths_nm, "fwhm_nm": info.fwhm_nm,
+                    "good_bands": info.good_bands},
+            backbone={"config": dict(model.config), "weights": identity},
+            training={**settings.to_dict(), "window_size": window_size,
+                      "input_size": input_size, "best_epoch": outcome.best_epoch,
+                      "epochs_run": outcome.epochs_run, "batch_size_used": outcome.batch_size,
+                      "seconds": outcome.seconds, "history": outcome.history,
+                      "parameters": adapters.count_parameters(model),
+                      "training_raster": str(raster_path), "class_field": class_field},
+            metrics=metrics,
+            software={"torch": torch.__version__, "python": platform.python_version()})
+
+        if classification_path:
+            _report(progress, end_of_training, "Classifying the raster")
+            adapters.merge_adapters(model)
+            with RasterReader(info) as reader:
+                classify_raster(reader=reader, model=model, adaptation=adaptation,
+                                classes=classes, output_path=classification_path,
+                                window_size=window_size, input_size=input_size, device=device,
+                                batch_size=max(64, settings.batch_size),
+                                confidence_path=confidence_path,
+                                progress=_scaled(progress, end_of_training, 0.97), cancel=cancel)
+            written += [classification_path, style_path_for(classification_path),
+                        confidence_path]
+        raise_if_cancelled(cancel)
+        if report_path:
+            details = {"raster": str(raster_path), "training layer": str(vector_path),
+                       "class field": class_field,
+                       "method": adapters.describe_method(settings.method),
+                       "band adaptation": adaptation.method, "backbone": describe_weights(identity),
+                       "window / input size": f"{window_size} / {input_size}",
+                       "epochs run (best)": f"{outcome.epochs_run} ({outcome.best_epoch})"}
+            json_path = Path(report_path).with_suffix(".json")
+            if _same_file(json_path, report_path):
+                json_path = json_path.with_name(f"{json_path.stem}_metrics.json")
+            written += [report_path, json_path]
+            write_metrics_json(metrics, json_path)
+            write_html_report(metrics, report_path, title="HyperAdapt validation accuracy",
+                              details=details)
+        raise_if_cancelled(cancel)
+        written.append(adapter_path)
+        adapter_bytes = save_adapter_file(record, adapter_path)
+        _report(progress, 1.0, "Done")
+    except BaseException:
+        _remove_outputs(written)
+        raise
+    return FineTuneResult(
+        adapter_path=str(adapter_path),
+        classification_path=str(classification_path) if classification_path else None,
+        confidence_path=str(confidence_path) if classification_path and confidence_path else None,
+        report_path=str(report_path) if report_path else None, metrics=metrics, classes=classes,
+        seconds=time.perf_counter() - started, adapter_bytes=adapter_bytes, backbone=identity,
+        notes=notes, history=outcome.history)
+
+
+# -- classification -------------------------------------------------------------------------------
+def classify(raster_path: str, adapter_path: str, output_path: str, *,
+             confidence_path: str | None = None, weights: str | None = None,
+             device: str = "auto", batch_size: int = 64, progress=None,
+             cancel=None) -> ClassifyResult:
+    """Classify a raster with an adapter file; writes the class GeoTIFF (+ .qml, + confidence).
+
+    An adapter made for another band layout or another backbone is refused with one sentence.
+    """
+    started = time.perf_counter()
+    if not output_path:
+        raise HyperAdaptError("No output file name was given.")
+    _check_outputs(raster_path, {"classification": output_path,
+                                 "confidence raster": confidence_path})
+    _report(progress, 0.0, "Reading the adapter")
+    record = load_adapter_file(adapter_path)
+    info = read_raster_info(raster_path)
+    problem = compatibility_problem(record, info)
+    if problem:
+        raise HyperAdaptError(problem)
+    raise_if_cancelled(cancel)
+    model, notes = rebuild_model(record, weights=weights)
+    torch_device = choose_device(device)
+    model.to(torch_device)
+    adapters.merge_adapters(model)
+    adaptation = BandAdaptation.from_state(record.band_adaptation)
+    with RasterReader(info) as reader:
+        stats = classify_raster(reader=reader, model=model, adaptation=adaptation,
+                                classes=record.classes, output_path=output_path,
+                                window_size=record.window_size, input_size=record.input_size,
+                                device=torch_device, batch_size=max(1, int(batch_size)),
+                                confidence_path=confidence_path,
+                                progress=_scaled(progress, 0.05, 1.0), cancel=cancel)
+    return ClassifyResult(output_path=str(output_path),
+                          confidence_path=str(confidence_path) if confidence_path else None,
+                          classes=record.classes, seconds=time.perf_counter() - started,
+                          pixels_per_class=stats["pixels_per_class"], notes=notes)
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def read_class_raster_classes(path) -> list[ClassInfo]:
+    """Classes of a classification raster: values with a category name, and their colours.
+
+    Without category names, the distinct non-zero values found (read in blocks) are the classes.
+    """
+    dataset = open_raster(path)
+    band = dataset.GetRasterBand(1)
+    nodata = band.GetNoDataValue()   # also makes GTiff load the category names (.aux.xml)
+    names = band.GetCategoryNames() or []
+    table = band.GetColorTable()
+    values = [v for v, name in enumerate(names) if name and v != 0 and v != nodata]
+    if not values:
+        found = set()
+        for x, y, w, h in iter_tiles(dataset.RasterXSize, dataset.RasterYSize, 1024):
+            block = band.ReadAsArray(x, y, w, h)
+            found |= set(np.unique(block[np.isfinite(block)]).astype(np.int64).tolist())
+        values = sorted(v for v in found if v != 0 and v != nodata)
+    classes = []
+    for value in values:
+        color = (128, 128, 128)
+        if table is not None and value < table.GetCount():
+            color = tuple(table.GetColorEntry(int(value))[:3])
+        name = names[value] if value < len(names) and names[value] else str(value)
+        classes.append(ClassInfo(value=int(value), name=name, color=color))
+    if not classes:
+        raise HyperAdaptError(f"The classification {Path(path).name} holds no classes.")
+    return classes
+
+
+def _reference_on_grid(reference_path, info: RasterInfo):
+    """The reference raster, warped (nearest neighbour, virtually) onto the classification grid."""
+    from osgeo import gdal
+    dataset = open_raster(reference_path)
+    same_grid = (dataset.RasterXSize == info.width and dataset.RasterYSize == info.height and
+                 np.allclose(dataset.GetGeoTransform(), info.geotransform))
+    if same_grid:
+        return dataset
+    x0, dx, _, y0, _, dy = info.geotransform
+    bounds = (min(x0, x0 + dx * info.width), min(y0, y0 + dy * info.height),
+              max(x0, x0 + dx * info.width), max(y0, y0 + dy * info.height))
+    return gdal.Warp("", dataset, format="VRT", outputBounds=bounds, width=info.width,
+                     height=info.height, dstSRS=info.crs_wkt or None, resampleAlg="near",
+                     dstNodata=0)
+
+
+def evaluate(classification_path: str, reference_path: str, *, class_field: str | None = None,
+             layer_name: str | None = None, html_path: str | None = None,
+             json_path: str | None = None, progress=None, cancel=None) -> dict:
+    """Accuracy of a classification against reference polygons/points (with ``class_field``) or a
+    reference raster (class values, 0 or nodata = unlabelled).
+
+    Reference classes are matched to the classification's by name, and by value for integer
+    classes. Returns the metrics dict (see models.metrics), also written as JSON and/or HTML.
+    """
+    _report(progress, 0.0, "Reading the classification")
+    info = read_raster_info(classification_path)
+    classes = read_class_raster_classes(classification_path)
+    value_to_index = {c.value: i for i, c in enumerate(classes)}
+    name_to_index = {c.name: i for i, c in enumerate(classes)}
+    notes = []
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    unclassified = unmatched = 0
+    if class_field:
+        pixels = read_labelled_pixels(info, reference_path, class_field, layer_name=layer_name,
+                                      cancel=cancel, min_classes=1, role="reference layer")
+        mapping = np.full(len(pixels.classes), -1, dtype=np.int64)
+        for i, ref in enumerate(pixels.classes):
+            mapping[i] = name_to_index.get(ref.name, value_to_index.get(ref.value, -1)
+                                           if ref.name == str(ref.value) else -1)
+        missing = [ref.name for i, ref in enumerate(pixels.classes) if mapping[i] < 0]
+        if missing:
+            notes.append(f"Reference classes not in the classification were left out: "
+                         f"{', '.join(missing)}.")
+        with RasterReader(info) as reader:
+            predicted, valid = reader.read_pixels(pixels.rows, pixels.cols, bands=[0],
+                                                  cancel=cancel)
+        predicted_lookup = np.full(256, -1, dtype=np.int64)
+        for value, index in value_to_index.items():
+            predicted_lookup[value] = index
+        reference = mapping[pixels.class_index]
+        predicted_index = np.where(
+            valid, predicted_lookup[np.clip(predicted[:, 0], 0, 255).astype(np.int64)], -1)
+        matched, has_prediction = reference >= 0, predicted_index >= 0
+        usable = matched & has_prediction
+        unmatched = int((~matched).sum())
+        unclassified = int((matched & ~has_prediction).sum())
+        matrix += confusion_matrix(reference[usable], predicted_index[usable], len(classes))
+        source = {"reference": str(reference_path), "class_field": class_field}
+    else:
+        reference_ds = _reference_on_grid(reference_path, info)
+        ref_band = reference_ds.GetRasterBand(1)
+        ref_nodata = ref_band.GetNoDataValue()
+        ref_names = ref_band.GetCategoryNames() or []
+        by_name = any(name in name_to_index for name in ref_names if name)
+        lookup_size = 65536
+        lookup = np.full(lookup_size, -1, dtype=np.int64)
+        for value in range(lookup_size if not by_name else len(ref_names)):
+            if by_name:
+                lookup[value] = name_to_index.get(ref_names[value], -1) if ref_names[value] else -1
+            elif value in value_to_index:
+                lookup[value] = value_to_index[value]
+        predicted_lookup = np.full(256, -1, dtype=np.int64)
+        for value, index in value_to_index.items():
+            predicted_lookup[value] = index
+        with RasterReader(info) as reader:
+            tiles = list(iter_tiles(info.width, info.height, 512))
+            for done, (x, y, w, h) in enumerate(tiles):
+                raise_if_cancelled(cancel)
+                predicted, valid = reader.read(x, y, w, h, bands=[0])
+                reference = ref_band.ReadAsArray(x, y, w, h).astype(np.float64)
+                labelled = np.isfinite(reference) & (reference > 0)
+                if ref_nodata is not None:
+                    labelled &= reference != ref_nodata
+                ref_values = np.where(labelled, reference, 0).astype(np.int64)
+                ref_values = np.clip(ref_values, 0, lookup_size - 1)
+                ref_index = np.where(labelled, lookup[ref_values], -1)
+                pred_values = np.clip(predicted[0].astype(np.int64), 0, 255)
+                pred_index = np.where(valid, predicted_lookup[pred_values], -1)
+                unmatched += int((labelled & (ref_index < 0)).sum())
+                unclassified += int(((ref_index >= 0) & (pred_index < 0)).sum())
+                usable = (ref_index >= 0) & (pred_index >= 0)
+                matrix += confusion_matrix(ref_index[usable], pred_index[usable], len(classes))
+                _report(progress, (done + 1) / len(tiles), "Comparing with the reference")
+        source = {"reference": str(reference_path)}
+    if unmatched:
+        notes.append(f"{unmatched} reference pixel(s) of classes the classification does not have "
+                     f"were left out.")
+    if unclassified:
+        notes.append(f"{unclassified} reference pixel(s) where the classification has no data "
+                     f"were left out.")
+    if matrix.sum() == 0:
+        raise HyperAdaptError("The reference and the classification share no labelled pixels of "
+                              "the same classes.")
+    metrics = classification_metrics(matrix, classes)
+    metrics.update({"kind": "evaluation", "classification": str(classification_path), **source,
+                    "notes": notes, "unclassified_reference_pixels": unclassified,
+                    "unmatched_reference_pixels": unmatched})
+    if json_path:
+        write_metrics_json(metrics, json_path)
+    if html_path:
+        write_html_report(metrics, html_path, title="HyperAdapt accuracy assessment",
+                          details={"classification": str(classification_path),
+                                   "reference": str(reference_path)})
+    _report(progress, 1.0, "Done")
+    return metrics

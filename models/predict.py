@@ -1,0 +1,279 @@
+"""Classifying a whole raster: tiled with a halo, batched, memory bounded, written atomically.
+
+The raster is read one tile (plus a halo of ``window_size // 2`` pixels) at a time; the tile is
+band-adapted once, and windows around its valid pixels are cut and resized on the device in
+batches. Memory therefore depends on the tile and batch sizes, never on the raster's size.
+
+The output is a Byte GeoTIFF of class values (0 = no data) with a colour table and category
+names, a ``.qml`` default style beside it (QGIS paletted renderer with the class names and
+colours), and optionally a Float32 confidence raster (the top softmax probability). Files are
+written under temporary names and renamed only once complete; a cancelled or failed run leaves
+none of them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import torch
+from osgeo import gdal
+
+from .bands import BandAdaptation
+from .device import autocast_dtype, is_out_of_memory, release_cached_memory
+from .errors import HyperAdaptError, raise_if_cancelled
+from .raster import RasterReader, iter_tiles, tile_side_for
+from .samples import ClassInfo
+from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
+
+gdal.UseExceptions()
+
+NODATA_CLASS = 0
+NODATA_CONFIDENCE = 0.0
+GTIFF_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+OUT_OF_MEMORY = ("The GPU ran out of memory even for a single window; close other GPU programs "
+                 "or choose the CPU.")
+
+
+def _forward_probabilities(model, batch: torch.Tensor, input_size: int,
+                           device: torch.device) -> torch.Tensor:
+    x = resize_windows(batch.to(device, non_blocking=True).float(), input_size)
+    dtype = autocast_dtype(device)
+    if dtype is not None:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            logits = model(x)
+    else:
+        logits = model(x)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def predict_windows(model, windows, *, input_size: int, device: torch.device,
+                    batch_size: int = 256, cancel=None) -> tuple[np.ndarray, np.ndarray]:
+    """(class index (N,), top probability (N,)) for windows (N, 12, w, w), in batches.
+
+    ``windows`` may be a CPU tensor or already on ``device``. After a CUDA out-of-memory error
+    the batch is halved and retried.
+    """
+    windows = torch.as_tensor(windows)
+    labels = np.zeros(len(windows), dtype=np.int64)
+    confidence = np.zeros(len(windows), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    start = 0
+    try:
+        with torch.inference_mode():
+            while start < len(windows):
+                raise_if_cancelled(cancel)
+                stop = min(start + batch_size, len(windows))
+                try:
+                    probs = _forward_probabilities(model, windows[start:stop], input_size, device)
+                except RuntimeError as error:
+                    if not is_out_of_memory(error):
+                        raise
+                    if stop - start == 1:
+                        raise HyperAdaptError(OUT_OF_MEMORY) from error
+                    release_cached_memory(device)
+                    batch_size = max(1, (stop - start) // 2)
+                    continue
+                top, index = probs.max(dim=1)
+                labels[start:stop] = index.cpu().numpy()
+                confidence[start:stop] = top.cpu().numpy()
+                start = stop
+    finally:
+        model.train(was_training)
+    return labels, confidence
+
+
+def class_color_table(classes: list[ClassInfo]) -> gdal.ColorTable:
+    table = gdal.ColorTable()
+    table.SetColorEntry(NODATA_CLASS, (0, 0, 0, 0))
+    for info in classes:
+        r, g, b = info.color
+        table.SetColorEntry(int(info.value), (int(r), int(g), int(b), 255))
+    return table
+
+
+def category_names(classes: list[ClassInfo]) -> list[str]:
+    """Names indexed by pixel value (GDAL category names), '' for unused values."""
+    names = [""] * (max(info.value for info in classes) + 1)
+    for info in classes:
+        names[info.value] = info.name
+    return names
+
+
+def paletted_style_qml(classes: list[ClassInfo]) -> str:
+    """A QGIS layer style (.qml) drawing the class raster with the class names and colours."""
+    entries = "\n".join(
+        f"        <paletteEntry value=\"{info.value}\" "
+        f"color=\"#{info.color[0]:02x}{info.color[1]:02x}{info.color[2]:02x}\" alpha=\"255\" "
+        f"label={quoteattr(info.name)}/>" for info in classes)
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="AllStyleCategories">
+  <pipe>
+    <provider>
+      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
+    </provider>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" saturation="0" grayscaleMode="0" invertColors="0"/>
+    <rasterresampler maxOversampling="2"/>
+    <resamplingStage>resamplingFilter</resamplingStage>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def style_path_for(raster_path) -> Path:
+    """The .qml beside a raster that QGIS loads as its default style."""
+    return Path(raster_path).with_suffix(".qml")
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix or '.tif'}")
+
+
+def _companions(path: Path) -> list[Path]:
+    return [Path(f"{path}.aux.xml")]
+
+
+def _remove_quietly(*paths: Path) -> None:
+    for path in paths:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Dataset:
+    info = reader.info
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), info.width, info.height, 1,
+                                                   data_type, options=GTIFF_OPTIONS)
+    dataset.SetGeoTransform(info.geotransform)
+    if info.crs_wkt:
+        dataset.SetProjection(info.crs_wkt)
+    return dataset
+
+
+def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
+                    classes: list[ClassInfo], output_path, window_size: int, input_size: int,
+                    device: torch.device, batch_size: int = 64, confidence_path=None,
+                    tile: int | None = None, progress=None, cancel=None) -> dict:
+    """Classify every valid pixel of the raster and write the class (and confidence) GeoTIFF.
+
+    Args:
+        reader: the raster to classify.
+        model: the backbone with its adapter (merged for speed) and head, on ``device``.
+        adaptation: the band adaptation the model was trained with.
+        classes: output value, name and colour of each head output, in head order.
+        output_path: the class GeoTIFF; a ``.qml`` style is written beside it.
+        window_size, input_size: the window cut around each pixel and the model's input size.
+        device: where the model runs.
+        batch_size: windows per forward pass.
+        confidence_path: optional Float32 GeoTIFF of the top softmax probability.
+        tile: tile side in pixels (default from the band count).
+        progress: ``progress(fraction, message)``.
+        cancel: ``cancel() -> bool``, checked between batches.
+
+    Returns {"pixels_per_class": {value: count}, "valid_pixels": int, "seconds": float}.
+    """
+    started = time.perf_counter()
+    window_size = check_window_size(window_size)
+    halo = window_size // 2
+    output_path = Path(output_path)
+    confidence_path = Path(confidence_path) if confidence_path else None
+    if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
+        raise HyperAdaptError("The confidence raster needs a file name of its own.")
+    lookup = np.array([info.value for info in classes], dtype=np.uint8)
+    tile = tile or tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
+    tiles = list(iter_tiles(reader.width, reader.height, tile))
+
+    temp_out = _temporary_name(output_path)
+    temp_conf = _temporary_name(confidence_path) if confidence_path else None
+    style_temp = _temporary_name(style_path_for(output_path)).with_suffix(".qml")
+    created = [temp_out, *_companions(temp_out), style_temp]
+    if temp_conf is not None:
+        created += [temp_conf, *_companions(temp_conf)]
+    counts = np.zeros(len(classes), dtype=np.int64)
+    placed: list[Path] = []
+    try:
+        out_ds = _create_geotiff(temp_out, reader, gdal.GDT_Byte)
+        out_band = out_ds.GetRasterBand(1)
+        out_band.SetNoDataValue(NODATA_CLASS)
+        out_band.SetColorTable(class_color_table(classes))
+        out_band.SetCategoryNames(category_names(classes))
+        out_band.SetColorInterpretation(gdal.GCI_PaletteIndex)
+        conf_ds = conf_band = None
+        if temp_conf is not None:
+            conf_ds = _create_geotiff(temp_conf, reader, gdal.GDT_Float32)
+            conf_band = conf_ds.GetRasterBand(1)
+            conf_band.SetNoDataValue(NODATA_CONFIDENCE)
+            conf_band.SetDescription("top class probability")
+
+        model.eval()
+        for done, (x, y, w, h) in enumerate(tiles):
+            raise_if_cancelled(cancel)
+            region, valid = read_adapted_region(reader, adaptation, x, y, w, h, halo)
+            class_tile = np.zeros((h, w), dtype=np.uint8)
+            conf_tile = np.full((h, w), NODATA_CONFIDENCE, dtype=np.float32)
+            rows, cols = np.nonzero(valid)
+            if len(rows):
+                region_t = torch.from_numpy(region).to(device)
+                labels = np.zeros(len(rows), dtype=np.int64)
+                top = np.zeros(len(rows), dtype=np.float32)
+                for start in range(0, len(rows), batch_size * 16):
+                    stop = min(start + batch_size * 16, len(rows))
+                    windows = extract_windows(region_t, rows[start:stop], cols[start:stop],
+                                              window_size, halo)
+                    labels[start:stop], top[start:stop] = predict_windows(
+                        model, windows, input_size=input_size, device=device,
+                        batch_size=batch_size, cancel=cancel)
+                class_tile[rows, cols] = lookup[labels]
+                conf_tile[rows, cols] = top
+                counts += np.bincount(labels, minlength=len(classes))
+            out_band.WriteArray(class_tile, x, y)
+            if conf_band is not None:
+                conf_band.WriteArray(conf_tile, x, y)
+            if progress is not None:
+                progress((done + 1) / len(tiles), "Classifying the raster")
+        raise_if_cancelled(cancel)
+        out_band = conf_band = None
+        out_ds.FlushCache()
+        out_ds = None
+        if conf_ds is not None:
+            conf_ds.FlushCache()
+            conf_ds = None
+        style_temp.write_text(paletted_style_qml(classes), encoding="utf-8")
+        # Companion files first, the rasters last: a raster under its final name is complete.
+        moves = [(style_temp, style_path_for(output_path))]
+        for temp, final in ((temp_conf, confidence_path), (temp_out, output_path)):
+            if temp is not None:
+                moves += [(c, f) for c, f in zip(_companions(temp), _companions(final))
+                          if c.exists()]
+                moves.append((temp, final))
+        for temp, final in moves:
+            os.replace(temp, final)
+            placed.append(final)
+    except BaseException:
+        out_ds = conf_ds = out_band = conf_band = None
+        _remove_quietly(*created, *placed)
+        raise
+    return {"pixels_per_class": {int(info.value): int(n) for info, n in zip(classes, counts)},
+            "valid_pixels": int(counts.sum()), "seconds": time.perf_counter() - started}
+

@@ -1,0 +1,700 @@
+"""Adapting the backbone to a sensor without labels: masked-autoencoder pretraining on its own scenes.
+
+The official SpectralGPT weights (Hong et al., IEEE TPAMI 2024) were pretrained on Sentinel-2.
+Where they cannot be had, or the sensor is far from Sentinel-2, the same pretraining objective
+(models/mae.py) is run on windows cut around the valid pixels of the user's rasters, after the band
+adaptation that fine-tuning will use. The band adaptation is fitted once per sensor on those
+rasters and stored in the backbone file with the encoder, its configuration and the window and
+input sizes, so that fine-tuning reuses all of them unchanged.
+
+Two starting points: continue from the official ViT-B weights ("base" with ``weights``), or start a
+named configuration from scratch ("tiny", fast enough for a laptop CPU; "base", the official shape).
+The work stops at an epoch or a wall-clock budget, whichever ends first; a cancelled run leaves a
+resumable state beside the output (``<backbone>.resume``) and no backbone file.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .adapter_file import (BACKBONE_FILE_FORMAT, BACKBONE_FILE_KIND, atomic_torch_save, now_iso,
+                           state_fingerprint, to_plain)
+from .bands import BandAdaptation, fit_pca_reduction, fit_s2_resampling
+from .checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
+from .device import autocast_dtype, choose_device
+from .errors import HyperAdaptError, JobCancelled, raise_if_cancelled
+from .library import library_root, safe_name
+from .mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
+from .raster import RasterReader, iter_tiles, read_raster_info, sample_valid_pixels
+from .spectralgpt import BASE_CONFIG, SpectralGPT, build_backbone
+from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
+
+log = logging.getLogger(__name__)
+
+BACKBONE_FORMAT = BACKBONE_FILE_FORMAT
+BACKBONE_VERSION = 1
+BACKBONE_SUFFIX = ".pt"
+RESUME_SUFFIX = ".resume"
+RESUME_FORMAT = "hyperadapt-pretraining-state"
+
+# Encoder shapes (SpectralGPT keyword arguments, img_size comes from the settings' input_size).
+PRETRAIN_PRESETS = {
+    "tiny": {"patch_size": 8, "in_bands": 12, "tubelet_bands": 3, "embed_dim": 128, "depth": 4,
+             "num_heads": 4, "mlp_ratio": 4.0},
+    "base": {key: value for key, value in BASE_CONFIG.items() if key != "img_size"},
+}
+# SpectralGPT's own ViT-B pretraining decoder is 4 blocks of width 512 (16 heads, as MAE).
+DECODER_PRESETS = {
+    "tiny": {"decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4, "decoder_mlp_ratio": 4.0},
+    "base": {"decoder_dim": 512, "decoder_depth": 4, "decoder_heads": 16, "decoder_mlp_ratio": 4.0},
+}
+BAND_ADAPTATIONS = ("pca", "s2")
+# Pixels drawn (over all rasters) to fit the band adaptation.
+FIT_PIXELS = 50_000
+# Adapted pixels kept in memory for sampling windows; larger scenes contribute random tiles.
+MAX_SCENE_PIXELS = 16_000_000
+SCENE_TILE = 256
+# Resumable state is written at least this often (and always on cancel).
+CHECKPOINT_INTERVAL_S = 300.0
+WARMUP_FRACTION = 0.05
+MIN_LR_FRACTION = 0.01
+
+
+@dataclass
+class PretrainSettings:
+    """How to pretrain; a budget (epochs and/or time_budget_s) is required, whichever ends first.
+
+    Args:
+        preset: "tiny" (from scratch, laptop CPU) or "base" (the official ViT-B shape).
+        weights: official SpectralGPT(+) checkpoint to continue from ("base" only).
+        mask_ratio: share of tokens hidden per sample; None picks it from the token count.
+        epochs: epoch budget (an epoch is samples_per_epoch windows).
+        time_budget_s: wall-clock budget in seconds, counted over resumed runs too.
+        batch_size: windows per step.
+        learning_rate: AdamW peak rate; None: 1e-3 from scratch, 1.5e-4 x batch/256 when continuing
+            from the official weights (MAE's base rate, kept small to not wash the weights out).
+        window_size: pixels around the centre pixel (odd), before resizing.
+        input_size: model input side in pixels (a multiple of the patch size, 8).
+        band_adaptation: "pca" (components fitted on the rasters) or "s2" (resampled to the
+            Sentinel-2 bands, needs wavelengths).
+        spectral_loss_weight: weight of the spectrally summed reconstruction term (0: off).
+        samples_per_epoch: windows per epoch, drawn at random valid pixels.
+        seed: seeds the sampling, masking and initialisation.
+        device: "auto", "cpu" or "cuda".
+        weight_decay: AdamW weight decay (not on biases, norms, embeddings).
+        norm_pix_loss: per-token normalised target (as MAE).
+        augment: random flips and quarter turns of the windows.
+        backbone_overrides: SpectralGPT keyword arguments over the preset (e.g. smaller for tests).
+        decoder_overrides: decoder arguments over the preset.
+    """
+
+    preset: str = "tiny"
+    weights: str | None = None
+    mask_ratio: float | None = None
+    epochs: int | None = None
+    time_budget_s: float | None = None
+    batch_size: int = 64
+    learning_rate: float | None = None
+    window_size: int = 9
+    input_size: int = 16
+    band_adaptation: str = "pca"
+    spectral_loss_weight: float = 0.0
+    samples_per_epoch: int = 4096
+    seed: int = 0
+    device: str = "auto"
+    weight_decay: float = 0.05
+    norm_pix_loss: bool = True
+    augment: bool = True
+    backbone_overrides: dict | None = None
+    decoder_overrides: dict | None = None
+
+    def __post_init__(self):
+        if self.preset not in PRETRAIN_PRESETS:
+            raise HyperAdaptError(f"The backbone preset '{self.preset}' is unknown; choose one of "
+                                  f"{', '.join(PRETRAIN_PRESETS)}.")
+        if self.weights and self.preset != "base":
+            raise HyperAdaptError("Pretraining can only continue from the official weights with "
+                                  "the 'base' preset, which has their shape.")
+        if self.band_adaptation not in BAND_ADAPTATIONS:
+            raise HyperAdaptError(f"The band adaptation '{self.band_adaptation}' is unknown; choose "
+                                  f"'pca' or 's2'.")
+        if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
+            raise HyperAdaptError(f"The mask ratio must lie strictly between 0 and 1 "
+                                  f"(got {self.mask_ratio}).")
+        if self.epochs is not None and self.epochs < 1:
+            raise HyperAdaptError(f"The number of epochs must be at least 1 (got {self.epochs}).")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise HyperAdaptError(f"The time budget must be positive (got {self.time_budget_s}).")
+        if self.batch_size < 1 or self.samples_per_epoch < 1:
+            raise HyperAdaptError("The batch size and the samples per epoch must be at least 1.")
+        if self.window_size < 1 or self.window_size % 2 == 0:
+            raise HyperAdaptError(f"The window size must be a positive odd number of pixels "
+                                  f"(got {self.window_size}).")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise HyperAdaptError(f"The learning rate must be positive (got {self.learning_rate}).")
+
+    def backbone_config(self) -> dict:
+        """SpectralGPT keyword arguments of the backbone these settings pretrain."""
+        config = {**PRETRAIN_PRESETS[self.preset], **(self.backbone_overrides or {}),
+                  "img_size": self.input_size, "num_classes": 0}
+        patch = config["patch_size"]
+        if self.input_size < patch or self.input_size % patch:
+            raise HyperAdaptError(f"The input size {self.input_size} must be a positive multiple "
+                                  f"of the patch size {patch}.")
+        return config
+
+    def decoder_config(self) -> dict:
+        return {**DECODER_PRESETS[self.preset], **(self.decoder_overrides or {})}
+
+    def peak_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1.5e-4 * self.batch_size / 256 if self.weights else 1e-3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PretrainResult:
+    """What pretrain_backbone produced."""
+
+    backbone_path: str
+    backbone_id: str
+    losses: list[float]          # mean masked loss per epoch (the last one may be partial)
+    epochs: int                  # epochs run (begun), over resumed runs too
+    seconds: float               # training time, over resumed runs too
+    resumed: bool
+    steps: int = 0
+    mask_ratio: float = 0.0
+    sensor: str = ""
+    backbone_bytes: int = 0
+
+
+# -- library --------------------------------------------------------------------------------------
+def backbone_library_dir(sensor: str) -> Path:
+    """Folder of a sensor's backbones in the adapter library: ``<library root>/backbones/<sensor>``."""
+    return library_root() / "backbones" / safe_name(sensor, "unknown-sensor")
+
+
+def default_backbone_path(sensor: str, preset: str = "tiny") -> Path:
+    """Where a sensor's pretrained backbone goes by default: ``backbones/<sensor>/<preset>.pt``."""
+    return backbone_library_dir(sensor) / f"{preset}{BACKBONE_SUFFIX}"
+
+
+# -- backbone files -------------------------------------------------------------------------------
+def _load_weights_only(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise HyperAdaptError(f"The {what} {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise HyperAdaptError(f"The file {path.name} could not be read as a {what}; it may be "
+                              f"incomplete, damaged or of another kind.") from error
+    if not isinstance(payload, dict):
+        raise HyperAdaptError(f"The file {path.name} is not a {what}.")
+    return payload
+
+
+def is_backbone_file(path) -> bool:
+    """True when ``path`` is a HyperAdapt backbone file (not an official checkpoint)."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == BACKBONE_FORMAT
+
+
+def read_backbone_file(path) -> dict:
+    """The checked contents of a backbone file (weights_only loading; the id is verified)."""
+    path = Path(path)
+    payload = _load_weights_only(path, "HyperAdapt backbone file")
+    if payload.get("format") != BACKBONE_FORMAT:
+        raise HyperAdaptError(f"The file {path.name} is not a HyperAdapt backbone file.")
+    if int(payload.get("version", 0)) > BACKBONE_VERSION:
+        raise HyperAdaptError(f"The backbone file {path.name} was written by a newer HyperAdapt "
+                              f"(format version {payload.get('version')}); update the plugin.")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HyperAdaptError(f"The backbone file {path.name} holds no encoder weights.")
+    if state_fingerprint(state) != payload.get("id"):
+        raise HyperAdaptError(f"The backbone file {path.name} is damaged: its weights do not "
+                              f"match its recorded id.")
+    return payload
+
+
+def load_backbone_file(path) -> tuple[SpectralGPT, BandAdaptation, dict]:
+    """The encoder, its band adaptation and the file's description (everything but the weights).
+
+    The description holds "id", "config", "window_size", "input_size", "sensor", "pretraining",
+    "created", "path", "name" and "kind": "backbone-file".
+    """
+    path = Path(path)
+    payload = read_backbone_file(path)
+    model = build_backbone(dict(payload["config"]))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise HyperAdaptError(f"The backbone file {path.name} does not match its own "
+                              f"configuration.") from error
+    model.eval()
+    adaptation = BandAdaptation.from_state(payload["band_adaptation"])
+    info = {key: value for key, value in payload.items()
+            if key not in ("state_dict", "band_adaptation")}
+    info.update({"path": str(path), "name": path.name, "kind": BACKBONE_FILE_KIND})
+    return model, adaptation, info
+
+
+def backbone_identity(info: dict) -> dict:
+    """What an adapter file records about a backbone file (as load_pretrained does for official weights)."""
+    return {"kind": BACKBONE_FILE_KIND, "name": info.get("name"), "id": info["id"],
+            "sensor": (info.get("sensor") or {}).get("name")}
+
+
+def save_backbone_file(path, *, model: SpectralGPT, band_adaptation: BandAdaptation,
+                       window_size: int, input_size: int, sensor: dict,
+                       pretraining: dict) -> tuple[str, int]:
+    """Write a backbone file atomically; returns (id, size in bytes)."""
+    state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()
+             if not name.startswith("head.")}
+    backbone_id = state_fingerprint(state)
+    config = {**model.config, "num_classes": 0}
+    payload = {"format": BACKBONE_FORMAT, "version": BACKBONE_VERSION, "id": backbone_id,
+               "config": config, "state_dict": state,
+               "band_adaptation": band_adaptation.to_state(), "window_size": int(window_size),
+               "input_size": int(input_size), "sensor": to_plain(sensor),
+               "pretraining": to_plain(pretraining),
+               "created": now_iso()}
+    size = atomic_torch_save(payload, Path(path))
+    return backbone_id, size
+
+
+# -- the scenes -----------------------------------------------------------------------------------
+@dataclass
+class _SceneChunk:
+    """A band-adapted tile with its halo, and the valid pixels in it that windows are centred on."""
+
+    region: torch.Tensor          # (12, h + 2 halo, w + 2 halo) float32
+    rows: np.ndarray              # valid centre pixels, tile coordinates
+    cols: np.ndarray
+
+
+@dataclass
+class ScenePixels:
+    """Band-adapted data of the rasters held in memory, and every valid pixel a window can centre on."""
+
+    chunks: list[_SceneChunk]
+    halo: int
+    raster_names: list[str] = field(default_factory=list)
+    offsets: np.ndarray = field(default=None)     # first pixel number of each chunk
+
+    def __post_init__(self):
+        counts = [len(chunk.rows) for chunk in self.chunks]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def num_pixels(self) -> int:
+        return int(self.offsets[-1])
+
+    def windows(self, pixel_numbers: np.ndarray, window_size: int) -> torch.Tensor:
+        """Windows (N, 12, window_size, window_size) around the numbered valid pixels, in that order."""
+        pixel_numbers = np.asarray(pixel_numbers, dtype=np.int64)
+        chunk_of = np.searchsorted(self.offsets, pixel_numbers, side="right") - 1
+        out = torch.empty(len(pixel_numbers), self.chunks[0].region.shape[0], window_size,
+                          window_size)
+        for index in np.unique(chunk_of):
+            members = np.flatnonzero(chunk_of == index)
+            chunk = self.chunks[index]
+            local = pixel_numbers[members] - self.offsets[index]
+            out[torch.from_numpy(members)] = extract_windows(
+                chunk.region, chunk.rows[local], chunk.cols[local], window_size, self.halo)
+        return out
+
+
+def _common_good_bands(infos) -> list[int]:
+    good = set(infos[0].good_bands)
+    for info in infos[1:]:
+        good &= set(info.good_bands)
+    return sorted(good)
+
+
+def check_rasters(raster_paths) -> list:
+    """RasterInfo of each raster; a HyperAdaptError unless they share one band layout (one sensor)."""
+    paths = [str(path) for path in raster_paths if str(path)]
+    if not paths:
+        raise HyperAdaptError("Pretraining needs at least one raster of the sensor.")
+    infos = [read_raster_info(path) for path in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        if info.band_count != first.band_count:
+            raise HyperAdaptError(
+                f"All rasters must come from one sensor, but {Path(info.path).name} has "
+                f"{info.band_count} bands and {Path(first.path).name} has {first.band_count}.")
+    if not _common_good_bands(infos):
+        raise HyperAdaptError("The rasters have no band that is good (not flagged by bbl) in all "
+                              "of them.")
+    return infos
+
+
+def fit_band_adaptation(infos, method: str, *, seed: int = 0, max_pixels: int = FIT_PIXELS,
+                        cancel=None) -> BandAdaptation:
+    """Fit one band adaptation on valid pixels drawn from all the rasters of a sensor."""
+    bands = _common_good_bands(infos)
+    per_raster = max(1000, max_pixels // len(infos))
+    samples = []
+    for number, info in enumerate(infos):
+        with RasterReader(info) as reader:
+            samples.append(sample_valid_pixels(
+                reader, max_pixels=per_raster, seed=seed + number, bands=bands,
+                cancel=lambda: raise_if_cancelled(cancel)))
+    pixels = np.concatenate(samples, axis=0)
+    if method == "pca":
+        return fit_pca_reduction(pixels, bands)
+    first = infos[0]
+    wavelengths = None if first.wavelengths_nm is None else [first.wavelengths_nm[b] for b in bands]
+    fwhm = None if first.fwhm_nm is None else [first.fwhm_nm[b] for b in bands]
+    return fit_s2_resampling(pixels, bands, wavelengths, fwhm)
+
+
+def load_scene_pixels(infos, adaptation: BandAdaptation, window_size: int, *, seed: int = 0,
+                      max_pixels: int = MAX_SCENE_PIXELS, tile: int = SCENE_TILE,
+                      cancel=None, progress=None) -> ScenePixels:
+    """Read and band-adapt the rasters tile by tile (all of them, or random tiles up to max_pixels)."""
+    halo = window_size // 2
+    tiles = [(number, box) for number, info in enumerate(infos)
+             for box in iter_tiles(info.width, info.height, tile)]
+    total = sum(info.width * info.height for info in infos)
+    if total > max_pixels:
+        rng = np.random.default_rng([seed, 7])
+        order = rng.permutation(len(tiles))
+        chosen, area = [], 0
+        for position in order:
+            if area >= max_pixels:
+                break
+            chosen.append(tiles[position])
+            area += tiles[position][1][2] * tiles[position][1][3]
+        tiles = sorted(chosen)
+        log.info("The rasters hold %d pixels; %d random tiles (%d pixels) are used.", total,
+                 len(tiles), area)
+    readers = {}
+    chunks = []
+    try:
+        for done, (number, (x, y, w, h)) in enumerate(tiles):
+            raise_if_cancelled(cancel)
+            reader = readers.get(number)
+            if reader is None:
+                reader = readers[number] = RasterReader(infos[number])
+            region, valid = read_adapted_region(reader, adaptation, x, y, w, h, halo)
+            rows, cols = np.nonzero(valid)
+            if len(rows):
+                chunks.append(_SceneChunk(region=torch.from_numpy(region), rows=rows.astype(np.int64),
+                                          cols=cols.astype(np.int64)))
+            if progress is not None:
+                progress((done + 1) / len(tiles), "Reading the rasters")
+    finally:
+        for reader in readers.values():
+            reader.close()
+    if not chunks:
+        raise HyperAdaptError("The rasters have no valid pixels to pretrain on: every pixel is "
+                              "nodata or masked.")
+    return ScenePixels(chunks=chunks, halo=halo, raster_names=[Path(i.path).name for i in infos])
+
+
+def augment_windows(windows: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random flips and quarter turns per window: a scene has no preferred orientation."""
+    turns = rng.integers(0, 4, size=len(windows))
+    flips = rng.integers(0, 2, size=len(windows)).astype(bool)
+    out = windows.clone()
+    for k in range(4):
+        for flip in (False, True):
+            members = np.flatnonzero((turns == k) & (flips == flip))
+            if len(members) == 0:
+                continue
+            index = torch.from_numpy(members)
+            part = windows[index]
+            if flip:
+                part = torch.flip(part, dims=(-1,))
+            out[index] = torch.rot90(part, k, dims=(-2, -1))
+    return out
+
+
+# -- the training loop ----------------------------------------------------------------------------
+def resume_path_for(backbone_path) -> Path:
+    """Where a cancelled pretraining keeps its state: beside the backbone file, ``.resume`` added."""
+    backbone_path = Path(backbone_path)
+    return backbone_path.with_name(backbone_path.name + RESUME_SUFFIX)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, as MAE (not biases, norms, embeddings)."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim <= 1 or name in skip else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+
+
+def learning_rate_at(fraction: float, peak: float) -> float:
+    """Linear warm-up over the first 5 % of the budget, then cosine down to 1 % of the peak."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    if fraction < WARMUP_FRACTION:
+        return peak * max(fraction / WARMUP_FRACTION, 0.01)
+    progress = (fraction - WARMUP_FRACTION) / (1.0 - WARMUP_FRACTION)
+    return peak * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _run_fingerprint(settings: PretrainSettings, infos, mask_ratio: float) -> dict:
+    """What must not change between a cancelled run and its continuation (budgets may)."""
+    kept = {key: value for key, value in settings.to_dict().items()
+            if key not in ("epochs", "time_budget_s", "device", "weights")}
+    return to_plain({**kept, "weights": Path(settings.weights).name if settings.weights else None,
+                   "backbone": settings.backbone_config(), "decoder": settings.decoder_config(),
+                   "mask_ratio": mask_ratio,
+                   "rasters": [[Path(i.path).name, i.width, i.height, i.band_count] for i in infos]})
+
+
+def _read_resume(path: Path) -> dict | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        log.warning("The pretraining state %s could not be read (%s); starting afresh.", path, error)
+        return None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        log.warning("%s is not a pretraining state; starting afresh.", path)
+        return None
+    return state
+
+
+def _load_official_weights(model: MaskedAutoencoder, weights) -> dict:
+    """Load the official encoder (and decoder, when it has this shape) into the autoencoder."""
+    path = Path(weights)
+    checkpoint = load_checkpoint_file(path)
+    encoder_state = filter_checkpoint(checkpoint, model.encoder, file_name=path.name)
+    missing, unexpected = model.encoder.load_state_dict(encoder_state, strict=False)
+    assert not unexpected and all(name.startswith("head.") for name in missing)
+    decoder_loaded = model.load_official_decoder(checkpoint.get("model", checkpoint))
+    if not decoder_loaded:
+        log.info("The decoder of %s does not fit; the decoder starts from scratch.", path.name)
+    return {"name": path.name, "sha256": file_sha256(path), "kind": "official",
+            "decoder_loaded": decoder_loaded}
+
+
+class _Budget:
+    """Which share of the budget is spent: the larger of the epoch and the time share."""
+
+    def __init__(self, *, total_steps: int | None, time_budget_s: float | None):
+        self.total_steps = total_steps
+        self.time_budget_s = time_budget_s
+
+    def fraction(self, steps: int, seconds: float) -> float:
+        shares = []
+        if self.total_steps:
+            shares.append(steps / self.total_steps)
+        if self.time_budget_s:
+            shares.append(seconds / self.time_budget_s)
+        return max(shares)
+
+
+def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings | None = None,
+                      sensor: str | None = None, progress=None, cancel=None,
+                      resume: bool = True) -> PretrainResult:
+    """Pretrain a SpectralGPT backbone on a sensor's rasters and write its backbone file.
+
+    Args:
+        raster_paths: rasters of one sensor (same band layout); windows are drawn from their
+            valid pixels.
+        backbone_path: the backbone file to write (``.pt``).
+        settings: PretrainSettings; a budget (epochs and/or time_budget_s) is required.
+        sensor: the sensor's name (stored in the file); guessed from the first raster if None.
+        progress: ``progress(fraction, message)``; the message carries the running masked loss.
+        cancel: ``cancel() -> bool``, checked before every batch. On cancel the resumable state
+            is written to ``<backbone_path>.resume``, no backbone file is written and
+            JobCancelled is raised.
+        resume: continue from ``<backbone_path>.resume`` when it exists and was made with the
+            same settings (budgets may differ; they count over both runs).
+    """
+    settings = settings or PretrainSettings()
+    if settings.epochs is None and settings.time_budget_s is None:
+        raise HyperAdaptError("Give pretraining a budget: a number of epochs, a time limit, or both.")
+    check_window_size(settings.window_size)
+    backbone_path = Path(backbone_path)
+    resume_path = resume_path_for(backbone_path)
+    say = progress or (lambda fraction, message: None)
+    started = time.monotonic()
+
+    say(0.0, "Reading the rasters")
+    infos = check_rasters(raster_paths)
+    sensor_name = sensor or infos[0].sensor
+    config = settings.backbone_config()
+    num_tokens = ((config["img_size"] // config["patch_size"]) ** 2
+                  * (config["in_bands"] // config["tubelet_bands"]))
+    mask_ratio = settings.mask_ratio or default_mask_ratio(num_tokens)
+    num_kept_tokens(num_tokens, mask_ratio)
+    fingerprint = _run_fingerprint(settings, infos, mask_ratio)
+
+    state = _read_resume(resume_path) if resume and resume_path.exists() else None
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log.warning("%s was made with other settings or rasters; starting afresh.", resume_path.name)
+        say(0.0, "An unfinished pretraining with other settings is set aside; starting afresh")
+        state = None
+
+    if state is not None:
+        adaptation = BandAdaptation.from_state(state["band_adaptation"])
+    else:
+        say(0.0, "Fitting the band adaptation")
+        adaptation = fit_band_adaptation(infos, settings.band_adaptation, seed=settings.seed,
+                                         cancel=cancel)
+    scene = load_scene_pixels(infos, adaptation, settings.window_size, seed=settings.seed,
+                              cancel=cancel, progress=lambda f, m: say(0.0, m))
+
+    device = choose_device(settings.device)
+    torch.manual_seed(settings.seed)
+    model = MaskedAutoencoder(encoder=build_backbone(config), **settings.decoder_config(),
+                              norm_pix_loss=settings.norm_pix_loss,
+                              spectral_loss_weight=settings.spectral_loss_weight)
+    continued_from = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        continued_from = state.get("continued_from")
+    elif settings.weights:
+        say(0.0, "Loading the official weights")
+        continued_from = _load_official_weights(model, settings.weights)
+    model.to(device).train()
+    peak_lr = settings.peak_learning_rate()
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=peak_lr,
+                                  betas=(0.9, 0.95), foreach=True)
+    amp_dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "seconds": 0.0,
+                "loss_sum": 0.0, "loss_count": 0}
+    losses: list[float] = []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        counters.update({key: state["counters"][key] for key in counters})
+        losses = list(state["losses"])
+
+    steps_per_epoch = math.ceil(settings.samples_per_epoch / settings.batch_size)
+    budget = _Budget(total_steps=settings.epochs * steps_per_epoch if settings.epochs else None,
+                     time_budget_s=settings.time_budget_s)
+
+    def save_state() -> None:
+        payload = {"format": RESUME_FORMAT, "version": 1, "fingerprint": fingerprint,
+                   "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   "optimizer": _to_cpu(optimizer.state_dict()),
+                   "band_adaptation": adaptation.to_state(), "counters": dict(counters),
+                   "losses": list(losses), "continued_from": continued_from,
+                   "sensor": sensor_name}
+        atomic_torch_save(payload, resume_path)
+
+    loop_start = time.monotonic()
+    seconds_before = counters["seconds"]
+    last_save = loop_start
+    running = None
+    done = budget.fraction(counters["global_step"], counters["seconds"]) >= 1.0
+    generator = torch.Generator()
+    while not done:
+        epoch = counters["epoch"]
+        rng = np.random.default_rng([settings.seed, epoch])
+        numbers = rng.choice(scene.num_pixels, size=settings.samples_per_epoch,
+                             replace=scene.num_pixels < settings.samples_per_epoch)
+        for step in range(counters["step_in_epoch"], steps_per_epoch):
+            if cancel is not None and cancel():
+                counters["seconds"] = seconds_before + time.monotonic() - loop_start
+                save_state()
+                raise JobCancelled(f"Pretraining was cancelled; its state is kept in "
+                                   f"{resume_path.name}, so running it again continues from there.")
+            batch = numbers[step * settings.batch_size:(step + 1) * settings.batch_size]
+            windows = scene.windows(batch, settings.window_size)
+            if settings.augment:
+                windows = augment_windows(windows, np.random.default_rng(
+                    [settings.seed, epoch, step, 1]))
+            inputs = resize_windows(windows.to(device), settings.input_size)
+            spent = budget.fraction(counters["global_step"],
+                                    seconds_before + time.monotonic() - loop_start)
+            learning_rate = learning_rate_at(spent, peak_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            generator.manual_seed(settings.seed * 1_000_003 + counters["global_step"])
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss, _, _ = model(inputs, mask_ratio=mask_ratio, generator=generator)
+            if not torch.isfinite(loss):
+                raise HyperAdaptError("The pretraining loss is no longer a finite number; lower "
+                                      "the learning rate.")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            counters["loss_sum"] += value
+            counters["loss_count"] += 1
+            counters["global_step"] += 1
+            counters["step_in_epoch"] = step + 1
+            counters["seconds"] = seconds_before + time.monotonic() - loop_start
+            fraction = budget.fraction(counters["global_step"], counters["seconds"])
+            of_epochs = f"/{settings.epochs}" if settings.epochs else ""
+            say(min(fraction, 1.0), f"Epoch {epoch + 1}{of_epochs}: masked loss {running:.4f}")
+            if fraction >= 1.0:
+                done = True
+                break
+        if counters["loss_count"]:
+            losses.append(counters["loss_sum"] / counters["loss_count"])
+        if counters["step_in_epoch"] >= steps_per_epoch:
+            counters.update(epoch=epoch + 1, step_in_epoch=0)
+        elif done:
+            # A time budget can end an epoch early; it still counts as run.
+            counters.update(epoch=epoch + 1, step_in_epoch=0)
+        counters.update(loss_sum=0.0, loss_count=0)
+        if not done and time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
+            save_state()
+            last_save = time.monotonic()
+
+    model.eval()
+    encoder = model.encoder.cpu()
+    pretraining = {"epochs": counters["epoch"], "steps": counters["global_step"],
+                   "seconds": round(counters["seconds"], 2),
+                   "final_loss": losses[-1] if losses else None, "losses": losses,
+                   "mask_ratio": mask_ratio, "rasters": scene.raster_names,
+                   "preset": settings.preset, "continued_from": continued_from,
+                   "settings": {**settings.to_dict(), "weights": fingerprint["weights"]},
+                   "device": str(device)}
+    sensor_info = {"name": sensor_name, "band_count": infos[0].band_count,
+                   "wavelengths_nm": infos[0].wavelengths_nm,
+                   "band_indices": list(adaptation.band_indices)}
+    say(1.0, "Writing the backbone file")
+    backbone_id, size = save_backbone_file(
+        backbone_path, model=encoder, band_adaptation=adaptation,
+        window_size=settings.window_size, input_size=settings.input_size, sensor=sensor_info,
+        pretraining=pretraining)
+    if resume_path.exists():
+        resume_path.unlink()
+    log.info("Pretrained %s in %.0f s (%d epochs, loss %.4f).", backbone_path.name,
+             time.monotonic() - started, counters["epoch"], losses[-1] if losses else float("nan"))
+    return PretrainResult(backbone_path=str(backbone_path), backbone_id=backbone_id, losses=losses,
+                          epochs=counters["epoch"], seconds=counters["seconds"],
+                          resumed=state is not None, steps=counters["global_step"],
+                          mask_ratio=mask_ratio, sensor=sensor_name, backbone_bytes=size)
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(item) for item in value)
+    return value

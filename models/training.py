@@ -1,0 +1,227 @@
+"""The fine-tuning loop: AdamW, warm-up then cosine decay, early stopping on validation accuracy.
+
+Windows are held in memory as one float tensor at their native window size and resized to the
+model's input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
+Batches are drawn in the loop itself, never by DataLoader workers: QGIS must never fork. On CUDA
+the forward pass runs in mixed precision, and an out-of-memory error halves the batch and
+retries it. The best state (highest validation accuracy, lower validation loss on a tie) is the
+one kept.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .adapters import param_groups, trainable_state_dict
+from .device import autocast_dtype, is_out_of_memory, release_cached_memory
+from .errors import HyperAdaptError, raise_if_cancelled
+from .predict import OUT_OF_MEMORY
+from .windows import resize_windows
+
+
+@dataclass
+class TrainingOutcome:
+    """What training produced: the kept state and how it got there."""
+
+    best_state: dict
+    best_epoch: int
+    best_val_accuracy: float | None
+    best_val_loss: float | None
+    epochs_run: int
+    stopped_early: bool
+    batch_size: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_factor(progress: float, warmup_fraction: float, min_factor: float = 0.0) -> float:
+    """Learning-rate multiplier at ``progress`` (0..1 of all samples): linear warm-up, then cosine."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup_fraction > 0 and progress < warmup_fraction:
+        return max(progress / warmup_fraction, 1e-3)
+    span = max(1.0 - warmup_fraction, 1e-9)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup_fraction) / span))
+    return min_factor + (1.0 - min_factor) * cosine
+
+
+def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random quarter turns and mirror flips per window (a scene has no preferred orientation)."""
+    turns = torch.randint(0, 4, (len(batch),), generator=generator)
+    flips = torch.randint(0, 2, (len(batch),), generator=generator).bool()
+    out = batch.clone()
+    for k in range(4):
+        for flip in (False, True):
+            members = torch.nonzero((turns == k) & (flips == flip)).flatten()
+            if len(members) == 0 or (k == 0 and not flip):
+                continue
+            part = batch[members.to(batch.device)]
+            if flip:
+                part = torch.flip(part, dims=(-1,))
+            out[members.to(batch.device)] = torch.rot90(part, k, dims=(-2, -1))
+    return out
+
+
+def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, input_size: int,
+              device: torch.device, batch_size: int, cancel) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the model on windows."""
+    correct, loss_sum = 0, 0.0
+    dtype = autocast_dtype(device)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            raise_if_cancelled(cancel)
+            x = resize_windows(windows[start:start + batch_size].to(device), input_size)
+            y = labels[start:start + batch_size].to(device)
+            if dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=dtype):
+                    logits = model(x)
+            else:
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+    model.train()
+    return correct / len(windows), loss_sum / len(windows)
+
+
+def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
+                     val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
+                     input_size: int, epochs: int, learning_rate: float, lr_ratio: float = 1.0,
+                     weight_decay: float = 0.05, batch_size: int = 32,
+                     warmup_fraction: float = 0.1, patience: int = 10, seed: int = 0,
+                     device: torch.device = torch.device("cpu"), augment: bool = True,
+                     progress=None, cancel=None, on_epoch=None) -> TrainingOutcome:
+    """Train the model's trainable tensors (adapter + head) on labelled windows.
+
+    Args:
+        model: backbone with an adapter applied (models.adapters.apply_adapter) and a head.
+        train_windows, train_labels: (N, 12, w, w) float32 windows and (N,) class indices.
+        val_windows, val_labels: the held-out validation set, or None.
+        input_size: windows are resized to this before the model.
+        epochs: the most passes over the training windows.
+        learning_rate: peak learning rate; lr_ratio scales the zero-initialised factors
+            (LoRA+ / KronA+).
+        weight_decay: AdamW weight decay (not on biases, norms, positional embeddings).
+        batch_size: windows per step; halved after a CUDA out-of-memory error.
+        warmup_fraction: share of all steps spent warming the learning rate up.
+        patience: epochs without a better validation result before stopping.
+        seed: seeds the shuffling and the augmentation.
+        device: where to train.
+        augment: random flips and quarter turns.
+        progress: ``progress(fraction, message)``; cancel: ``cancel() -> bool`` (checked every
+            batch); on_epoch: ``on_epoch(record)`` with epoch, loss, train_accuracy,
+            val_accuracy, val_loss, learning_rate.
+    """
+    started = time.perf_counter()
+    num_train = len(train_windows)
+    if num_train == 0:
+        raise HyperAdaptError("There are no training windows.")
+    has_val = val_windows is not None and len(val_windows) > 0
+    model.to(device)
+    model.train()
+    groups = param_groups(model, lr=learning_rate, lr_ratio=lr_ratio, weight_decay=weight_decay)
+    if not groups:
+        raise HyperAdaptError("The model has nothing to train.")
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+    dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    generator = torch.Generator().manual_seed(int(seed))
+    batch_size = max(1, int(batch_size))
+    total_samples = epochs * num_train
+    seen = 0
+    best_key, best_state, best_epoch = None, None, 0
+    best_accuracy = best_loss = None
+    history: list[dict] = []
+    stale = 0
+    stopped_early = False
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(num_train, generator=generator)
+        chunks = list(torch.split(order, batch_size))
+        loss_sum, correct, count = 0.0, 0, 0
+        while chunks:
+            raise_if_cancelled(cancel)
+            index = chunks.pop(0)
+            factor = lr_factor(seen / total_samples, warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            x = train_windows[index]
+            if augment:
+                x = augment_batch(x, generator)
+            y = train_labels[index].to(device)
+            try:
+                x = resize_windows(x.to(device, non_blocking=True), input_size)
+                optimizer.zero_grad(set_to_none=True)
+                if dtype is not None:
+                    with torch.autocast(device_type=device.type, dtype=dtype):
+                        logits = model(x)
+                else:
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                x = logits = loss = None
+                release_cached_memory(device)
+                if len(index) <= 1:
+                    raise HyperAdaptError(OUT_OF_MEMORY) from error
+                batch_size = max(1, len(index) // 2)
+                chunks = list(torch.split(index, batch_size)) + [
+                    piece for chunk in chunks for piece in torch.split(chunk, batch_size)]
+                continue
+            if not torch.isfinite(loss):
+                raise HyperAdaptError("Training diverged (the loss is not a number); lower the "
+                                      "learning rate.")
+            seen += len(index)
+            loss_sum += float(loss.detach()) * len(index)
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            count += len(index)
+            if progress is not None:
+                progress(seen / total_samples,
+                         f"Epoch {epoch}/{epochs}: loss {loss_sum / count:.3f}")
+        record = {"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
+                  "val_accuracy": None, "val_loss": None,
+                  "learning_rate": optimizer.param_groups[0]["lr"]}
+        if has_val:
+            record["val_accuracy"], record["val_loss"] = _evaluate(
+                model, val_windows, val_labels, input_size=input_size, device=device,
+                batch_size=max(batch_size, 64), cancel=cancel)
+            key = (record["val_accuracy"], -record["val_loss"])
+        else:
+            key = (epoch, 0.0)
+        history.append(record)
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = trainable_state_dict(model)
+            best_accuracy, best_loss = record["val_accuracy"], record["val_loss"]
+            stale = 0
+        else:
+            stale += 1
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        if progress is not None:
+            message = f"Epoch {epoch}/{epochs}: loss {record['loss']:.3f}"
+            if has_val:
+                message += f", validation accuracy {100 * record['val_accuracy']:.1f} %"
+            progress(seen / total_samples, message)
+        if has_val and stale >= patience:
+            stopped_early = epoch < epochs
+            break
+    return TrainingOutcome(best_state=best_state, best_epoch=best_epoch,
+                           best_val_accuracy=best_accuracy, best_val_loss=best_loss,
+                           epochs_run=epoch, stopped_early=stopped_early, batch_size=batch_size,
+                           seconds=time.perf_counter() - started, history=history)

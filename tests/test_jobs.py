@@ -1,0 +1,497 @@
+"""End to end: fine-tune -> adapter file -> classify -> evaluate, on real files, and bad input.
+
+Every run uses the tiny backbone from a seeded random start, so it checks the machinery (grids,
+classes, names, colours, nodata, reproducibility, files left behind), not SpectralGPT's accuracy.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal, osr
+
+from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_vrt, indian_pines_crop,
+                         labels_to_polygons, make_polygons, make_test_raster, pixel_box_polygon,
+                         potsdam_class_colors, tiny_settings, write_label_raster, write_layer)
+from hyperadapt.models.adapter_file import load_adapter_file
+from hyperadapt.models.errors import HyperAdaptError, JobCancelled
+from hyperadapt.models.jobs import classify, evaluate, fine_tune
+from hyperadapt.models.raster import RasterReader, read_raster_info
+from hyperadapt.models.spectralgpt import spectralgpt_tiny
+
+
+
+def valid_mask(raster_path) -> np.ndarray:
+    info = read_raster_info(raster_path)
+    with RasterReader(info) as reader:
+        return reader.read(0, 0, info.width, info.height)[1]
+
+
+def read_classes(path) -> np.ndarray:
+    dataset = gdal.Open(str(path))   # kept while its band is read (GDAL frees bands with it)
+    return dataset.GetRasterBand(1).ReadAsArray()
+
+
+def check_classification(path, raster_path, classes, *, confidence_path=None) -> np.ndarray:
+    """Grid, CRS, type, nodata, names, colours and the .qml of a class raster; returns its array."""
+    info = read_raster_info(raster_path)
+    dataset = gdal.Open(str(path))
+    band = dataset.GetRasterBand(1)
+    assert (dataset.RasterXSize, dataset.RasterYSize) == (info.width, info.height)
+    assert dataset.GetGeoTransform() == pytest.approx(info.geotransform)
+    assert osr.SpatialReference(dataset.GetProjection()).IsSame(
+        osr.SpatialReference(info.crs_wkt))
+    assert band.DataType == gdal.GDT_Byte
+    assert band.GetNoDataValue() == 0
+    names = band.GetCategoryNames()
+    table = band.GetColorTable()
+    for info_class in classes:
+        assert names[info_class.value] == info_class.name
+        assert table.GetColorEntry(info_class.value)[:3] == tuple(info_class.color)
+    values = band.ReadAsArray()
+    valid = valid_mask(raster_path)
+    assert (values[~valid] == 0).all()
+    assert set(np.unique(values[valid])) <= {c.value for c in classes}
+    assert (values[valid] > 0).all()
+    style = Path(path).with_suffix(".qml").read_text()
+    assert 'type="paletted"' in style
+    assert all(f'label="{c.name}"' in style for c in classes)
+    if confidence_path is not None:
+        confidence = gdal.Open(str(confidence_path))
+        assert confidence.GetGeoTransform() == pytest.approx(info.geotransform)
+        conf = confidence.GetRasterBand(1).ReadAsArray()
+        assert confidence.GetRasterBand(1).DataType == gdal.GDT_Float32
+        assert (conf[~valid] == 0).all()
+        assert (conf[valid] >= 1.0 / len(classes) - 1e-6).all() and (conf[valid] <= 1.0).all()
+    return values
+
+
+@pytest.fixture(scope="module")
+def geotiff_run(tmp_path_factory):
+    """One fine-tune on the synthetic GeoTIFF, shared by the tests that only read its outputs."""
+    folder = tmp_path_factory.mktemp("geotiff")
+    raster = make_test_raster(folder / "scene.tif")
+    layer = make_polygons(folder / "training.gpkg", raster)
+    epochs = []
+    result = fine_tune(str(raster.path), str(layer), "class", str(folder / "adapter.pt"),
+                       settings=tiny_settings(), classification_path=str(folder / "classes.tif"),
+                       confidence_path=str(folder / "confidence.tif"),
+                       report_path=str(folder / "report.html"), on_epoch=epochs.append)
+    return raster, layer, result, epochs
+
+
+def test_geotiff_fine_tune_writes_adapter_classification_and_report(geotiff_run):
+    raster, layer, result, epochs = geotiff_run
+    folder = raster.path.parent
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter.pt", "classes.qml", "classes.tif", "classes.tif.aux.xml", "confidence.tif",
+        "report.html", "report.json", "scene.tif", "training.gpkg"]
+    assert [c.name for c in result.classes] == ["class 1", "class 2", "class 3"]
+    values = check_classification(result.classification_path, raster.path, result.classes,
+                                  confidence_path=result.confidence_path)
+    # Windows at the raster's edge are padded, so edge pixels are classified too.
+    assert values[-1, -1] > 0 and values[4, 0] > 0
+    valid = valid_mask(raster.path)
+    assert (values[valid] == raster.labels[valid]).mean() > 0.6
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert all(e["val_accuracy"] is not None for e in epochs)
+    metrics = result.metrics
+    assert metrics["split"]["validation_features"] == 3 and metrics["random_start"] is True
+    assert any("labelled pixel(s) on nodata were left out" in n for n in metrics["notes"])
+    assert result.adapter_bytes == Path(result.adapter_path).stat().st_size
+    assert result.backbone["kind"] == "random"
+
+
+def test_adapter_file_records_what_classify_needs(geotiff_run):
+    raster, _, result, _ = geotiff_run
+    payload = torch.load(result.adapter_path, weights_only=True)
+    record = load_adapter_file(result.adapter_path)
+    assert payload["format_version"] == 1
+    assert record.sensor["band_count"] == 20 and len(record.sensor["wavelengths_nm"]) == 20
+    assert record.band_adaptation["method"] == "pca"
+    assert (record.window_size, record.input_size) == (5, 16)
+    assert record.backbone["weights"] == {**result.backbone}
+    assert record.backbone["config"]["depth"] == 2 and record.backbone["config"]["num_classes"] == 3
+    assert record.adapter_config["method"] == "krona_plus"
+    assert all(name.startswith("head.") or ".adapter_" in name for name in record.trainable_state)
+    assert record.metrics["overall_accuracy"] == result.metrics["overall_accuracy"]
+
+
+def test_reloaded_adapter_reproduces_the_classification(geotiff_run, tmp_path):
+    raster, _, result, _ = geotiff_run
+    progress = []
+    again = classify(str(raster.path), result.adapter_path, str(tmp_path / "again.tif"),
+                     confidence_path=str(tmp_path / "again_conf.tif"),
+                     progress=lambda f, m: progress.append(f))
+    np.testing.assert_array_equal(read_classes(again.output_path),
+                                  read_classes(result.classification_path))
+    np.testing.assert_allclose(read_classes(again.confidence_path),
+                               read_classes(result.confidence_path), atol=1e-5)
+    assert progress[-1] == pytest.approx(1.0) and progress == sorted(progress)
+    assert sum(again.pixels_per_class.values()) == int(valid_mask(raster.path).sum())
+
+
+def test_evaluate_against_polygons_and_a_reference_raster(geotiff_run, tmp_path):
+    raster, layer, result, _ = geotiff_run
+    by_layer = evaluate(result.classification_path, str(layer), class_field="class",
+                        html_path=str(tmp_path / "e.html"), json_path=str(tmp_path / "e.json"))
+    reference = write_label_raster(tmp_path / "truth.tif", raster)
+    by_raster = evaluate(result.classification_path, str(reference))
+    values = read_classes(result.classification_path)
+    valid = valid_mask(raster.path)
+    assert by_raster["overall_accuracy"] == pytest.approx(
+        (values[valid] == raster.labels[valid]).mean())
+    assert by_raster["num_samples"] == int(valid.sum())
+    assert by_layer["num_samples"] == 450 - 9   # nine polygon pixels lie on nodata
+    assert any("no data" in note for note in by_layer["notes"])
+    assert (tmp_path / "e.html").read_text().count("data:image/png;base64,") == 1
+    assert (tmp_path / "e.json").exists()
+    # A reference raster with category names is matched by name: itself agrees everywhere.
+    itself = evaluate(result.classification_path, result.classification_path)
+    assert itself["overall_accuracy"] == 1.0 and itself["num_samples"] == int(valid.sum())
+
+
+def test_envi_copy_with_integer_classes_and_sentinel2_resampling(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.img", driver="ENVI")
+    layer = make_polygons(tmp_path / "t.gpkg", raster, field_type="integer",
+                          integer_values={1: 10, 2: 20, 3: 30})
+    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                       settings=tiny_settings(band_adaptation="s2"),
+                       classification_path=str(tmp_path / "c.tif"))
+    assert [(c.value, c.name) for c in result.classes] == [(10, "10"), (20, "20"), (30, "30")]
+    check_classification(result.classification_path, raster.path, result.classes)
+    assert load_adapter_file(result.adapter_path).band_adaptation["method"] == "s2"
+    again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"))
+    np.testing.assert_array_equal(read_classes(again.output_path),
+                                  read_classes(result.classification_path))
+    metrics = evaluate(result.classification_path, str(layer), class_field="class")
+    assert metrics["num_samples"] > 0 and [c["value"] for c in metrics["classes"]] == [10, 20, 30]
+
+
+def test_indian_pines_crop_end_to_end(tmp_path, capsys):
+    started = time.perf_counter()
+    raster = indian_pines_crop(tmp_path / "indian_pines.tif", size=48)
+    layer = labels_to_polygons(tmp_path / "labels.gpkg", raster, block=12)
+    result = fine_tune(str(raster.path), str(layer), "class_id", str(tmp_path / "ip.pt"),
+                       settings=tiny_settings(epochs=3, max_pixels_per_class=200),
+                       classification_path=str(tmp_path / "ip.tif"))
+    present = sorted(set(np.unique(raster.labels)) - {0})
+    assert [c.value for c in result.classes] == present
+    assert read_raster_info(raster.path).sensor == "AVIRIS"
+    values = check_classification(result.classification_path, raster.path, result.classes)
+    assert values.shape == (48, 48) and (values > 0).all()
+    again = classify(str(raster.path), result.adapter_path, str(tmp_path / "ip2.tif"))
+    np.testing.assert_array_equal(read_classes(again.output_path), values)
+    reference = write_label_raster(tmp_path / "truth.tif", raster)
+    metrics = evaluate(result.classification_path, str(reference))
+    assert metrics["num_samples"] == int((raster.labels > 0).sum())
+    seconds = time.perf_counter() - started
+    with capsys.disabled():
+        print(f"\nIndian Pines 48 x 48 crop, fine-tune + classify twice + evaluate: "
+              f"{seconds:.1f} s (OA vs. reference {100 * metrics['overall_accuracy']:.1f} %)")
+
+
+def test_enmap_potsdam_vrt_mosaic_from_styled_points(tmp_path):
+    vrt = enmap_potsdam_vrt(tmp_path / "potsdam.vrt")
+    colors = potsdam_class_colors()
+    result = fine_tune(str(vrt), str(POTSDAM_POINTS), "level_2", str(tmp_path / "potsdam.pt"),
+                       settings=tiny_settings(epochs=3), class_colors=colors,
+                       classification_path=str(tmp_path / "potsdam.tif"))
+    assert {c.name: c.color for c in result.classes} == colors
+    values = check_classification(result.classification_path, vrt, result.classes)
+    assert values.shape == (192, 160)
+    assert (values == 0).mean() == pytest.approx(0.4, abs=0.01)   # the mosaic's gaps
+    record = load_adapter_file(result.adapter_path)
+    assert record.sensor["name"] == "EnMAP" and record.sensor["band_count"] == 224
+    assert len(record.band_adaptation["band_indices"]) < 224      # bad bands (bbl) left out
+    again = classify(str(vrt), result.adapter_path, str(tmp_path / "again.tif"))
+    np.testing.assert_array_equal(read_classes(again.output_path), values)
+    metrics = evaluate(result.classification_path, str(POTSDAM_POINTS), class_field="level_2")
+    assert 50 <= metrics["num_samples"] <= 60
+    # A reference raster on another grid (the whole scene's labels, 330 x 200 on the same 30 m
+    # grid, 64 columns further west) is read onto the classification's grid.
+    scene = gdal.Open(str(POTSDAM / "enmap_landcover_unstyled.tif"))
+    crop = scene.GetRasterBand(1).ReadAsArray()[:192, 64:224]
+    on_grid = evaluate(result.classification_path, str(POTSDAM / "enmap_landcover_unstyled.tif"))
+    usable = np.isin(crop, [c.value for c in result.classes]) & (values > 0)
+    assert on_grid["num_samples"] == int(usable.sum()) > 1000
+    # The EnMAP adapter (224 bands) on an AVIRIS scene (200 bands) is refused, nothing written.
+    aviris = indian_pines_crop(tmp_path / "aviris.tif", size=16)
+    with pytest.raises(HyperAdaptError) as caught:
+        classify(str(aviris.path), result.adapter_path, str(tmp_path / "aviris_classes.tif"))
+    assert str(caught.value) == "This adapter was trained on 224 bands, but the raster has 200."
+    assert not list(tmp_path.glob("aviris_classes*"))
+
+
+def test_cancel_during_training_or_classification_leaves_no_files(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    outputs = dict(classification_path=str(tmp_path / "c.tif"),
+                   confidence_path=str(tmp_path / "conf.tif"),
+                   report_path=str(tmp_path / "r.html"))
+    calls = []
+    with pytest.raises(JobCancelled):
+        fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                  settings=tiny_settings(), cancel=lambda: calls.append(1) or len(calls) > 25,
+                  **outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    classifying = []
+    with pytest.raises(JobCancelled):
+        fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                  settings=tiny_settings(epochs=1),
+                  progress=lambda f, m: classifying.append(m.startswith("Classifying")),
+                  cancel=lambda: bool(classifying) and classifying[-1], **outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_cancelled_classify_leaves_no_output(geotiff_run, tmp_path):
+    raster, _, result, _ = geotiff_run
+    with pytest.raises(JobCancelled):
+        classify(str(raster.path), result.adapter_path, str(tmp_path / "c.tif"),
+                 confidence_path=str(tmp_path / "conf.tif"), cancel=lambda: True)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- bad input: one sentence, nothing written ----------------------------------------------------
+def run_fine_tune(tmp_path, raster_path, layer, field="class", **settings):
+    outputs = tmp_path / "out"
+    outputs.mkdir()
+    with pytest.raises(HyperAdaptError) as caught:
+        fine_tune(str(raster_path), str(layer), field, str(outputs / "a.pt"),
+                  settings=tiny_settings(**settings), classification_path=str(outputs / "c.tif"),
+                  report_path=str(outputs / "r.html"))
+    assert list(outputs.iterdir()) == []
+    return str(caught.value)
+
+
+def test_no_overlap_between_vector_and_raster(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif")
+    far = write_layer(tmp_path / "far.gpkg", [
+        (pixel_box_polygon(raster.geotransform, 900, 900, 905, 905), "a"),
+        (pixel_box_polygon(raster.geotransform, 900, 910, 905, 915), "b")])
+    assert run_fine_tune(tmp_path, raster.path, far) == (
+        "The training layer 'training' does not overlap the raster scene.tif.")
+
+
+def test_vector_without_crs(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = write_layer(tmp_path / "nocrs.gpkg", [
+        (pixel_box_polygon(raster.geotransform, 1, 1, 5, 5), "a"),
+        (pixel_box_polygon(raster.geotransform, 1, 20, 5, 25), "b")], epsg=None)
+    assert run_fine_tune(tmp_path, raster.path, layer) == (
+        "The training layer 'training' has no coordinate reference system; set one and save the "
+        "layer.")
+
+
+def test_missing_or_empty_class_field(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    assert run_fine_tune(tmp_path, raster.path, layer, field="landuse") == (
+        "The layer 'training' has no field named 'landuse'.")
+    empty = write_layer(tmp_path / "empty.gpkg",
+                        [(pixel_box_polygon(raster.geotransform, 1, 1, 5, 5), None)] * 3)
+    (tmp_path / "out").rmdir()
+    assert run_fine_tune(tmp_path, raster.path, empty) == (
+        "The class field 'class' is empty in every feature of the layer 'training'.")
+
+
+def test_class_with_too_few_usable_pixels_is_named(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif", nodata_box=(0, 24, 30, 12))
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    # Class 3's stripe is all nodata, so its polygons give no usable pixel.
+    assert run_fine_tune(tmp_path, raster.path, layer) == (
+        "The class 'class 3' has no usable pixels on the raster (its features lie outside it or "
+        "on nodata); at least 1 is needed.")
+    fine = make_test_raster(tmp_path / "fine.tif")
+    layer = make_polygons(tmp_path / "t2.gpkg", fine)
+    (tmp_path / "out").rmdir()
+    assert run_fine_tune(tmp_path, fine.path, layer, min_pixels_per_class=145) == (
+        "The class 'class 1' has only 141 usable pixels on the raster; at least 145 are needed.")
+
+
+def test_fewer_than_twelve_usable_bands_for_pca(tmp_path):
+    bbl = [1] * 11 + [0] * 9
+    raster = make_test_raster(tmp_path / "scene.tif", bbl=bbl)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    assert run_fine_tune(tmp_path, raster.path, layer) == (
+        "PCA to 12 components needs at least 12 usable bands, but the raster has 11 (9 more are "
+        "flagged bad).")
+
+
+def test_raster_that_is_all_nodata(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif", all_nodata=True)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    assert run_fine_tune(tmp_path, raster.path, layer) == (
+        "The raster scene.tif has no valid pixels: every pixel is nodata or masked.")
+
+
+def test_no_weights_and_no_random_start(tmp_path, no_cached_weights):
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    assert run_fine_tune(tmp_path, raster.path, layer, random_start=False) == (
+        "No SpectralGPT weights were given or downloaded; download the official weights, choose "
+        "a backbone file, or allow a random start.")
+
+
+def test_adapter_for_other_band_count_is_refused(geotiff_run, tmp_path):
+    _, _, result, _ = geotiff_run
+    other = make_test_raster(tmp_path / "other.tif", num_bands=24)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(HyperAdaptError) as caught:
+        classify(str(other.path), result.adapter_path, str(out / "c.tif"))
+    assert str(caught.value) == "This adapter was trained on 20 bands, but the raster has 24."
+    assert list(out.iterdir()) == []
+
+
+def _fake_official_checkpoint(path, seed):
+    """A file shaped like the official checkpoints ({"model": encoder + decoder tensors}) for the
+    tiny backbone."""
+    torch.manual_seed(seed)
+    state = spectralgpt_tiny(img_size=16, **TINY_BACKBONE).state_dict()
+    state["decoder_embed.weight"] = torch.zeros(2, 2)
+    torch.save({"model": state, "epoch": 1}, path)
+    return path
+
+
+def test_official_weights_are_recorded_and_other_weights_refused(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    weights = _fake_official_checkpoint(tmp_path / "SpectralGPT+.pth", 1)
+    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                       settings=tiny_settings(random_start=False, weights=str(weights), epochs=2),
+                       classification_path=str(tmp_path / "c.tif"))
+    assert result.backbone["kind"] == "official" and result.backbone["name"] == "SpectralGPT+.pth"
+    assert result.metrics["random_start"] is False
+    again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"),
+                     weights=str(weights))
+    np.testing.assert_array_equal(read_classes(again.output_path), read_classes(tmp_path / "c.tif"))
+    (tmp_path / "other").mkdir()
+    other = _fake_official_checkpoint(tmp_path / "other" / "SpectralGPT+.pth", 2)
+    with pytest.raises(HyperAdaptError) as caught:
+        classify(str(raster.path), result.adapter_path, str(tmp_path / "c3.tif"),
+                 weights=str(other))
+    assert str(caught.value).startswith("This adapter was trained on the weights SpectralGPT+.pth "
+                                        f"(sha256 {result.backbone['sha256'][:12]}…), but the given")
+    assert not (tmp_path / "c3.tif").exists()
+
+
+def test_backbone_file_brings_its_band_adaptation(tmp_path):
+    from hyperadapt.models.bands import fit_pca_reduction
+    from hyperadapt.models.pretrain import save_backbone_file
+    from hyperadapt.models.raster import sample_valid_pixels
+
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    info = read_raster_info(raster.path)
+    with RasterReader(info) as reader:
+        adaptation = fit_pca_reduction(sample_valid_pixels(reader, max_pixels=500), info.good_bands)
+    torch.manual_seed(3)
+    encoder = spectralgpt_tiny(img_size=16, **TINY_BACKBONE)
+    backbone = tmp_path / "backbone.pt"
+    backbone_id, _ = save_backbone_file(backbone, model=encoder, band_adaptation=adaptation,
+                                        window_size=7, input_size=16,
+                                        sensor={"name": "Test", "band_count": 20}, pretraining={})
+    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                       settings=tiny_settings(random_start=False, weights=str(backbone), epochs=2,
+                                              band_adaptation="s2"),
+                       classification_path=str(tmp_path / "c.tif"))
+    record = load_adapter_file(result.adapter_path)
+    assert record.backbone["weights"]["id"] == backbone_id
+    assert record.band_adaptation == adaptation.to_state()
+    assert record.window_size == 7
+    again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"))
+    np.testing.assert_array_equal(read_classes(again.output_path), read_classes(tmp_path / "c.tif"))
+
+
+# -- training and prediction details -------------------------------------------------------------
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif", noise=0.05)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    epochs = []
+    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                       settings=tiny_settings(epochs=12, patience=2, learning_rate=3e-3),
+                       on_epoch=epochs.append)
+    keys = [(e["val_accuracy"], -e["val_loss"]) for e in epochs]
+    best = keys.index(max(keys)) + 1
+    assert result.metrics["best_epoch"] == best
+    assert result.metrics["epochs_run"] == len(epochs) == best + 2 < 12
+    assert result.metrics["stopped_early"] is True
+    # The saved adapter is the best epoch's state: its validation accuracy is that epoch's.
+    assert result.metrics["overall_accuracy"] == pytest.approx(epochs[best - 1]["val_accuracy"])
+    assert load_adapter_file(result.adapter_path).training["best_epoch"] == best
+
+
+def _tiny_adapted_model(num_classes=3):
+    from hyperadapt.models.adapters import AdapterConfig, apply_adapter
+
+    torch.manual_seed(0)
+    model = spectralgpt_tiny(img_size=16, num_classes=num_classes, **TINY_BACKBONE)
+    return apply_adapter(model, AdapterConfig(init_weights=False))
+
+
+def _fail_batches_larger_than(model, limit):
+    """Make the model raise CUDA's out-of-memory error for batches above ``limit``."""
+    forward = model.forward
+    sizes = []
+
+    def limited(x):
+        sizes.append(len(x))
+        if len(x) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(x)
+
+    model.forward = limited
+    return sizes
+
+
+def test_out_of_memory_halves_the_training_batch_and_carries_on():
+    from hyperadapt.models.training import train_classifier
+
+    generator = torch.Generator().manual_seed(0)
+    windows = torch.rand(40, 12, 5, 5, generator=generator)
+    labels = torch.randint(0, 3, (40,), generator=generator)
+    model = _tiny_adapted_model()
+    sizes = _fail_batches_larger_than(model, 8)
+    outcome = train_classifier(model, windows, labels, None, None, input_size=16, epochs=2,
+                               learning_rate=1e-3, batch_size=32, device=torch.device("cpu"))
+    assert outcome.batch_size == 8 and outcome.epochs_run == 2
+    assert sum(size for size in sizes if size <= 8) == 2 * 40   # every window trained, twice
+    with pytest.raises(HyperAdaptError, match="ran out of memory even for a single window"):
+        _fail_batches_larger_than(model, 0)
+        train_classifier(model, windows, labels, None, None, input_size=16, epochs=1,
+                         learning_rate=1e-3, batch_size=4, device=torch.device("cpu"))
+
+
+def test_out_of_memory_halves_the_prediction_batch_with_the_same_result():
+    from hyperadapt.models.predict import predict_windows
+
+    windows = torch.rand(50, 12, 5, 5, generator=torch.Generator().manual_seed(1))
+    model = _tiny_adapted_model()
+    expected, expected_conf = predict_windows(model, windows, input_size=16,
+                                              device=torch.device("cpu"), batch_size=64)
+    sizes = _fail_batches_larger_than(model, 10)
+    labels, confidence = predict_windows(model, windows, input_size=16,
+                                         device=torch.device("cpu"), batch_size=64)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_allclose(confidence, expected_conf, atol=1e-6)
+    # 50 windows fail, then 25 and 12, and 6 at a time succeed.
+    assert sizes[:4] == [50, 25, 12, 6] and sum(sizes[3:]) == 50
+
+
+def test_device_choice():
+    from hyperadapt.models.device import choose_device, describe_devices
+
+    assert choose_device("cpu").type == "cpu"
+    assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert describe_devices()[0].startswith("CPU (")
+    with pytest.raises(HyperAdaptError, match="The device 'tpu' is unknown"):
+        choose_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(HyperAdaptError, match="A CUDA GPU was asked for"):
+            choose_device("cuda")

@@ -1,0 +1,158 @@
+"""Training samples: rasterising polygons and points on the raster grid, and the split by feature."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import ogr
+
+from engine_data import (POTSDAM_POINTS, make_polygons, make_test_raster, pixel_box_polygon,
+                         potsdam_class_colors, write_layer)
+from hyperadapt.models.errors import HyperAdaptError
+from hyperadapt.models.raster import read_raster_info
+from hyperadapt.models.samples import (DEFAULT_CLASS_COLORS, ClassInfo, check_class_pixels,
+                                       read_labelled_pixels, split_by_feature)
+
+
+@pytest.fixture()
+def raster(tmp_path):
+    return make_test_raster(tmp_path / "r.tif")
+
+
+def test_text_polygons_burn_pixel_centres_with_class_and_feature(tmp_path, raster):
+    layer = make_polygons(tmp_path / "p.gpkg", raster)
+    info = read_raster_info(raster.path)
+    pixels = read_labelled_pixels(info, layer, "class")
+    assert [c.name for c in pixels.classes] == ["class 1", "class 2", "class 3"]
+    assert [c.value for c in pixels.classes] == [1, 2, 3]
+    # Each polygon covers 5 rows x 10 columns of pixel centres (pixel-edge rectangles).
+    assert len(pixels.feature_class) == 9
+    assert np.bincount(pixels.feature_index).tolist() == [50] * 9
+    truth = raster.labels[pixels.rows, pixels.cols]
+    np.testing.assert_array_equal(truth, pixels.class_index + 1)
+    np.testing.assert_array_equal(pixels.feature_class[pixels.feature_index], pixels.class_index)
+
+
+def test_integer_field_keeps_values_in_byte_range_and_renumbers_others(tmp_path, raster):
+    info = read_raster_info(raster.path)
+    layer = make_polygons(tmp_path / "int.gpkg", raster, field_type="integer")
+    pixels = read_labelled_pixels(info, layer, "class")
+    assert [(c.value, c.name) for c in pixels.classes] == [(1, "1"), (2, "2"), (3, "3")]
+
+    g = raster.geotransform
+    features = [(pixel_box_polygon(g, 1, 1, 4, 4), 300), (pixel_box_polygon(g, 1, 20, 4, 24), 7),
+                (pixel_box_polygon(g, 10, 1, 14, 4), 300)]
+    layer = write_layer(tmp_path / "big.gpkg", features, field_type=ogr.OFTInteger64)
+    pixels = read_labelled_pixels(info, layer, "class")
+    assert [(c.value, c.name) for c in pixels.classes] == [(1, "7"), (2, "300")]
+
+
+def test_text_classes_follow_layer_order_and_take_given_colours(tmp_path, raster):
+    g = raster.geotransform
+    features = [(pixel_box_polygon(g, 1, 1, 4, 4), "water"), (pixel_box_polygon(g, 1, 20, 4, 24), "forest"),
+                (pixel_box_polygon(g, 10, 1, 14, 4), "water"), (pixel_box_polygon(g, 9, 9, 11, 11), None)]
+    layer = write_layer(tmp_path / "w.gpkg", features)
+    pixels = read_labelled_pixels(read_raster_info(raster.path), layer, "class",
+                                  class_colors={"forest": (1, 2, 3)})
+    assert pixels.classes == [ClassInfo(1, "water", DEFAULT_CLASS_COLORS[0]),
+                              ClassInfo(2, "forest", (1, 2, 3))]
+    assert any("without a value" in note for note in pixels.notes)
+
+
+def test_polygons_in_another_crs_are_reprojected(tmp_path, raster):
+    info = read_raster_info(raster.path)
+    native = read_labelled_pixels(info, make_polygons(tmp_path / "utm.gpkg", raster), "class")
+    # Stored in WGS 84 degrees, the rectangles come back on the same pixels.
+    wgs84 = make_polygons(tmp_path / "wgs84.gpkg", raster, epsg=4326)
+    moved = read_labelled_pixels(info, wgs84, "class")
+    assert set(zip(native.rows, native.cols)) == set(zip(moved.rows, moved.cols))
+
+
+def test_points_and_sub_pixel_polygons_mark_the_pixel_they_lie_in(tmp_path, raster):
+    x0, dx, _, y0, _, dy = raster.geotransform
+    point = ogr.Geometry(ogr.wkbPoint)
+    point.AddPoint_2D(x0 + 5.5 * dx, y0 + 7.5 * dy)
+    tiny = pixel_box_polygon(raster.geotransform, 20.3, 30.3, 20.6, 30.6)
+    layer = write_layer(tmp_path / "pt.gpkg", [(point, "a"), (tiny, "b")])
+    pixels = read_labelled_pixels(read_raster_info(raster.path), layer, "class")
+    assert sorted(zip(pixels.rows.tolist(), pixels.cols.tolist(), pixels.class_index.tolist())) == [
+        (7, 5, 0), (20, 30, 1)]
+
+
+def test_potsdam_points_read_with_their_style_colours(tmp_path):
+    from engine_data import enmap_potsdam_vrt
+    info = read_raster_info(enmap_potsdam_vrt(tmp_path / "potsdam.vrt"))
+    colors = potsdam_class_colors()
+    pixels = read_labelled_pixels(info, POTSDAM_POINTS, "level_2", class_colors=colors)
+    assert {c.name for c in pixels.classes} == set(colors)
+    assert all(c.color == colors[c.name] for c in pixels.classes)
+    # Points outside the mosaic are not on the grid; gaps (nodata) are dropped later.
+    assert 0 < len(pixels) < 120
+    assert len(set(pixels.feature_index.tolist())) == len(pixels)
+
+
+def test_split_by_feature_is_stratified_seeded_and_never_splits_a_feature():
+    rng = np.random.default_rng(0)
+    feature_class = np.array([0] * 8 + [1] * 4 + [2])
+    feature_index = np.repeat(np.arange(13), rng.integers(3, 9, size=13))
+    class_index = feature_class[feature_index]
+    split = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=3)
+    again = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=3)
+    np.testing.assert_array_equal(split.validation, again.validation)
+    assert set(split.train) | set(split.validation) == set(range(len(feature_index)))
+    assert not set(feature_index[split.train]) & set(feature_index[split.validation])
+    val_features = set(feature_index[split.validation].tolist())
+    per_class = [sum(feature_class[f] == c for f in val_features) for c in range(3)]
+    assert per_class == [2, 1, 0]
+    assert split.training_only_classes == [2]
+    assert (split.train_features, split.validation_features) == (10, 3)
+    other = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=4)
+    assert set(feature_index[other.validation].tolist()) != val_features
+
+
+def test_class_with_too_few_pixels_is_named(tmp_path, raster):
+    pixels = read_labelled_pixels(read_raster_info(raster.path),
+                                  make_polygons(tmp_path / "p.gpkg", raster), "class")
+    check_class_pixels(pixels, 150)
+    with pytest.raises(HyperAdaptError) as caught:
+        check_class_pixels(pixels, 151)
+    assert str(caught.value) == ("The class 'class 1' has only 150 usable pixels on the raster; "
+                                 "at least 151 are needed.")
+    keep = pixels.class_index != 1
+    with pytest.raises(HyperAdaptError) as caught:
+        check_class_pixels(pixels.subset(keep))
+    assert str(caught.value) == ("The class 'class 2' has no usable pixels on the raster (its "
+                                 "features lie outside it or on nodata); at least 1 is needed.")
+
+
+def test_bad_vectors_get_one_sentence(tmp_path, raster):
+    info = read_raster_info(raster.path)
+    layer = make_polygons(tmp_path / "p.gpkg", raster)
+    with pytest.raises(HyperAdaptError) as caught:
+        read_labelled_pixels(info, layer, "kind")
+    assert str(caught.value) == "The layer 'training' has no field named 'kind'."
+    with pytest.raises(HyperAdaptError, match="^No class field was given.$"):
+        read_labelled_pixels(info, layer, "")
+
+    g = raster.geotransform
+    empty = write_layer(tmp_path / "e.gpkg", [(pixel_box_polygon(g, 1, 1, 3, 3), None)] * 2)
+    with pytest.raises(HyperAdaptError) as caught:
+        read_labelled_pixels(info, empty, "class")
+    assert str(caught.value) == "The class field 'class' is empty in every feature of the layer 'training'."
+
+    no_crs = write_layer(tmp_path / "n.gpkg", [(pixel_box_polygon(g, 1, 1, 3, 3), "a")], epsg=None)
+    with pytest.raises(HyperAdaptError) as caught:
+        read_labelled_pixels(info, no_crs, "class")
+    assert str(caught.value) == ("The training layer 'training' has no coordinate reference system; "
+                                 "set one and save the layer.")
+
+    far = write_layer(tmp_path / "far.gpkg", [(pixel_box_polygon(g, -500, -500, -490, -490), "a"),
+                                              (pixel_box_polygon(g, -500, -480, -490, -470), "b")])
+    with pytest.raises(HyperAdaptError) as caught:
+        read_labelled_pixels(info, far, "class")
+    assert str(caught.value) == "The training layer 'training' does not overlap the raster r.tif."
+
+    one = write_layer(tmp_path / "one.gpkg", [(pixel_box_polygon(g, 1, 1, 3, 3), "a")])
+    with pytest.raises(HyperAdaptError, match="at least two classes"):
+        read_labelled_pixels(info, one, "class")
+    with pytest.raises(HyperAdaptError, match="does not exist"):
+        read_labelled_pixels(info, tmp_path / "missing.gpkg", "class")
