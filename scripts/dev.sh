@@ -97,6 +97,8 @@ run_tests() {
     setup
     cd "$ROOT"
     export QT_QPA_PLATFORM=offscreen
+    # Idle OpenMP threads sleep instead of spinning, which keeps torch fast on a busy machine.
+    export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
     # pytest exits 5 when it collected nothing: that is a failure here too.
     "$VENV/bin/python" -m pytest "$@"
 }
@@ -109,7 +111,7 @@ package() {
     out="$ROOT/dist/hyperadapt-$version.zip"
     stage="$(mktemp -d)"
     mkdir -p "$stage/hyperadapt"
-    git ls-files -z --cached --others --exclude-standard | grep -zvE '^(tests|bench|scripts|requirements|\.ci|dist)/|^\.git' \
+    git ls-files -z --cached --others --exclude-standard | grep -zvE '^(tests|bench|scripts|requirements|docs|\.ci|dist)/|^\.git' \
         | xargs -0 -I{} cp --parents {} "$stage/hyperadapt/"
     cp requirements/runtime.txt "$stage/hyperadapt/requirements.txt"
     rm -f "$out"

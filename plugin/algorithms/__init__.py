@@ -1,0 +1,10 @@
+"""One module per Processing algorithm; torch is imported inside processAlgorithm only."""
+
+
+def all_algorithms():
+    from .classify import ClassifyAlgorithm
+    from .evaluate import EvaluateAlgorithm
+    from .finetune import FineTuneAlgorithm
+    from .pretrain import PretrainAlgorithm
+
+    return [FineTuneAlgorithm(), ClassifyAlgorithm(), EvaluateAlgorithm(), PretrainAlgorithm()]

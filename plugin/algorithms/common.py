@@ -1,0 +1,213 @@
+"""What the HyperAdapt algorithms share: the engine call with feedback, inputs as paths, styled outputs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils,
+                       QgsProviderRegistry, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer)
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .. import dependencies
+from ..styling import apply_classification_style, style_path_for
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2]
+DEVICE_OPTIONS = ("auto", "cuda", "cpu")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+ADAPTER_FILE_FILTER = "HyperAdapt adapter (*.pt *.PT)"
+WEIGHTS_FILE_FILTER = ("SpectralGPT checkpoint or HyperAdapt backbone (*.pth *.pt *.PTH *.PT);;"
+                       "All files (*.*)")
+
+
+class HyperAdaptAlgorithm(QgsProcessingAlgorithm):
+    """Base of the HyperAdapt algorithms: translation, icon, a fresh instance per run."""
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("HyperAdapt", text)
+
+    def createInstance(self):  # noqa: N802 (QGIS's name)
+        return type(self)()
+
+    def icon(self):
+        return QIcon(str(PLUGIN_DIR / "resources" / "icon.png"))
+
+
+def require_engine() -> None:
+    """Fails with the install instructions when torch, einops or appdirs are missing."""
+    missing = dependencies.missing_modules()
+    if missing:
+        raise QgsProcessingException(dependencies.missing_message(missing))
+
+
+class EngineFeedback:
+    """The engine's progress(fraction, message) and cancel() callbacks, backed by a QGIS feedback.
+
+    The engine reports a message per batch ("Epoch 3/30: loss 0.52"); every one becomes the
+    progress text, but the log gets only the last message of each step (the text before the first
+    colon), so a run leaves one line per epoch instead of one per batch.
+    """
+
+    def __init__(self, *, feedback):
+        """Args:
+            feedback: the algorithm's QgsProcessingFeedback (None: report nothing, never cancel).
+        """
+        self.feedback = feedback
+        self._step = None
+        self._pending = None
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        if self.feedback is None:
+            return
+        self.feedback.setProgress(100.0 * max(0.0, min(1.0, float(fraction))))
+        if not message:
+            return
+        self.feedback.setProgressText(message)
+        step = message.split(":", 1)[0]
+        if step != self._step:
+            self.flush()
+            self._step = step
+        self._pending = message
+
+    def cancel(self) -> bool:
+        return self.feedback is not None and self.feedback.isCanceled()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.flush()
+        return False
+
+    def flush(self) -> None:
+        """Logs the message held back, if any."""
+        if self.feedback is not None and self._pending:
+            self.feedback.pushInfo(self._pending)
+        self._pending = None
+
+
+def run_engine_job(job, *args, **kwargs):
+    """Runs one models.jobs function; a HyperAdaptError becomes a QgsProcessingException, same words."""
+    from ...models.errors import HyperAdaptError
+
+    try:
+        return job(*args, **kwargs)
+    except HyperAdaptError as error:
+        raise QgsProcessingException(str(error)) from None
+    except MemoryError:
+        raise QgsProcessingException("The computer ran out of memory; use a smaller batch size or "
+                                     "a smaller raster.") from None
+
+
+def raster_file(layer, what: str) -> str:
+    """The GDAL file behind a raster layer parameter, or one sentence saying why there is none."""
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        raise QgsProcessingException(f"The {what} is not a readable raster layer.")
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(f"The {what} must be a raster file readable by GDAL, not a "
+                                     f"'{layer.providerType()}' layer.")
+    return layer.source()
+
+
+def vector_file(layer, context, feedback, what: str = "training layer") -> tuple[str, str | None]:
+    """(path, layer name) of an OGR file holding the layer's features as QGIS shows them.
+
+    A plain OGR layer is read where it is; a filtered, memory or database layer is first copied
+    to a GeoPackage in the Processing temporary folder, so the engine reads what the user sees.
+    """
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        raise QgsProcessingException(f"The {what} is not a readable vector layer.")
+    if layer.providerType() == "ogr" and not layer.subsetString():
+        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+        path = parts.get("path") or layer.source()
+        # A layer named by its index only ("|layerid=2") is copied: the engine finds layers by name.
+        by_index_only = parts.get("layerId") is not None and not parts.get("layerName")
+        if os.path.exists(path) and not by_index_only:
+            return path, parts.get("layerName") or None
+    copy = QgsProcessingUtils.generateTempFilename(f"{layer.name() or 'layer'}.gpkg")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "features"
+    error, message = QgsVectorFileWriter.writeAsVectorFormatV2(layer, copy, context.transformContext(),
+                                                              options)[:2]
+    if error != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(f"The layer '{layer.name()}' cannot be copied for reading: "
+                                     f"{message}")
+    if feedback is not None:
+        feedback.pushInfo(f"Read '{layer.name()}' from a copy: {copy}")
+    return copy, "features"
+
+
+def check_geotiff_destination(path: str, what: str) -> None:
+    if path and Path(path).suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise QgsProcessingException(f"The {what} is written as a GeoTIFF; give it a .tif name "
+                                     f"instead of {Path(path).name}.")
+
+
+def destination_or_none(algorithm, parameters, name, context) -> str | None:
+    """The path of an optional raster destination, or None when the user skipped it."""
+    value = parameters.get(name)
+    if value is None or value == "":
+        return None
+    path = algorithm.parameterAsOutputLayer(parameters, name, context)
+    return path or None
+
+
+def file_destination_or_none(algorithm, parameters, name, context) -> str | None:
+    value = parameters.get(name)
+    if value is None or value == "":
+        return None
+    path = algorithm.parameterAsFileOutput(parameters, name, context)
+    return path or None
+
+
+class OutputStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Gives a raster loaded at the end of a run the .qml style the engine wrote beside it.
+
+    Processing opens result layers without their default style, so without this a classification
+    would show the colour table's values instead of the class names.
+    """
+
+    def __init__(self, *, classification: bool):
+        """Args:
+            classification: the layer is a class raster and must end with a paletted renderer.
+        """
+        super().__init__()
+        self.classification = classification
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS's name)
+        if not isinstance(layer, QgsRasterLayer):
+            return
+        if self.classification:
+            apply_classification_style(layer)
+            return
+        qml = style_path_for(layer.source())
+        if qml.exists():
+            layer.loadNamedStyle(str(qml))
+            layer.triggerRepaint()
+
+
+# The context owns each post-processor and deletes it, but the Python half of the object lives
+# only as long as a Python reference to it: without one QGIS would call the bare base class.
+_LIVE_POST_PROCESSORS: list[OutputStylePostProcessor] = []
+
+
+def style_when_loaded(context, path: str | None, *, classification: bool = True) -> None:
+    """When QGIS will load `path` on completion (Toolbox, batch, model), style it from its .qml."""
+    if not path or not context.willLoadLayerOnCompletion(path):
+        return
+    processor = OutputStylePostProcessor(classification=classification)
+    _LIVE_POST_PROCESSORS[:] = [p for p in _LIVE_POST_PROCESSORS if not sip.isdeleted(p)]
+    _LIVE_POST_PROCESSORS.append(processor)
+    context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+
+
+def format_ratio(value) -> str:
+    """A share as a percentage for the log ("n/a" when there is none)."""
+    return "n/a" if value is None else f"{100 * float(value):.1f} %"
+
+
+def format_number(value) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"

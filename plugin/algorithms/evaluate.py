@@ -1,0 +1,104 @@
+"""hyperadapt:evaluate -- accuracy of a classification against reference polygons, points or a raster."""
+from __future__ import annotations
+
+from qgis.core import (QgsMapLayerType, QgsProcessing, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingParameterField,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterMapLayer,
+                       QgsProcessingParameterRasterLayer)
+
+from .common import (EngineFeedback, HyperAdaptAlgorithm, file_destination_or_none, format_number,
+                     format_ratio, raster_file, require_engine, run_engine_job, vector_file)
+
+
+class EvaluateAlgorithm(HyperAdaptAlgorithm):
+    INPUT = "INPUT"
+    REFERENCE = "REFERENCE"
+    REFERENCE_FIELD = "REFERENCE_FIELD"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    OUTPUT_JSON = "OUTPUT_JSON"
+    OVERALL_ACCURACY = "OVERALL_ACCURACY"
+    AVERAGE_ACCURACY = "AVERAGE_ACCURACY"
+    KAPPA = "KAPPA"
+    NUM_SAMPLES = "NUM_SAMPLES"
+
+    def name(self):
+        return "evaluate"
+
+    def displayName(self):  # noqa: N802 (QGIS's name)
+        return self.tr("Evaluate a classification")
+
+    def shortHelpString(self):  # noqa: N802 (QGIS's name)
+        return self.tr(
+            "Compares a HyperAdapt classification with reference data: polygons or points with a "
+            "class field (names or values), or a class raster on the same grid (0 = no reference). "
+            "Writes overall accuracy, average accuracy, kappa, per-class accuracies and the "
+            "confusion matrix as an HTML report and as JSON.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Classification")))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            self.REFERENCE, self.tr("Reference (polygons, points or a class raster)"),
+            types=[QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint,
+                   QgsProcessing.TypeRaster]))
+        self.addParameter(QgsProcessingParameterField(
+            self.REFERENCE_FIELD, self.tr("Reference class field (vector reference only)"),
+            parentLayerParameterName=self.REFERENCE, optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, self.tr("Accuracy report"), fileFilter="HTML files (*.html)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_JSON, self.tr("Accuracy figures (JSON)"), fileFilter="JSON files (*.json)",
+            optional=True, createByDefault=True))
+        for key, label in ((self.OVERALL_ACCURACY, "Overall accuracy"),
+                           (self.AVERAGE_ACCURACY, "Average accuracy"), (self.KAPPA, "Kappa"),
+                           (self.NUM_SAMPLES, "Reference pixels compared")):
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        classification = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if classification is None or not classification.isValid():
+            return False, self.tr("The classification cannot be read.")
+        reference = self.parameterAsLayer(parameters, self.REFERENCE, context)
+        if reference is None or not reference.isValid():
+            return False, self.tr("The reference layer cannot be read.")
+        field = self.parameterAsString(parameters, self.REFERENCE_FIELD, context)
+        if reference.type() == QgsMapLayerType.VectorLayer:
+            if not field:
+                return False, self.tr("A vector reference needs its class field (REFERENCE_FIELD).")
+            if reference.fields().lookupField(field) < 0:
+                return False, self.tr("The reference layer '{}' has no field named '{}'.").format(
+                    reference.name(), field)
+        return True, ""
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)
+        require_engine()
+        from ...models.jobs import evaluate
+
+        classification = raster_file(self.parameterAsRasterLayer(parameters, self.INPUT, context),
+                                     "classification")
+        reference = self.parameterAsLayer(parameters, self.REFERENCE, context)
+        class_field = None
+        layer_name = None
+        if reference is not None and reference.type() == QgsMapLayerType.VectorLayer:
+            reference_path, layer_name = vector_file(reference, context, feedback, "reference layer")
+            class_field = self.parameterAsString(parameters, self.REFERENCE_FIELD, context)
+        elif reference is not None and reference.type() == QgsMapLayerType.RasterLayer:
+            reference_path = raster_file(reference, "reference raster")
+        else:
+            raise QgsProcessingException("The reference must be a vector layer or a class raster.")
+        html = file_destination_or_none(self, parameters, self.OUTPUT_HTML, context)
+        json_path = file_destination_or_none(self, parameters, self.OUTPUT_JSON, context)
+        with EngineFeedback(feedback=feedback) as engine_feedback:
+            metrics = run_engine_job(evaluate, classification, reference_path, class_field=class_field,
+                                     layer_name=layer_name, html_path=html, json_path=json_path,
+                                     progress=engine_feedback.progress, cancel=engine_feedback.cancel)
+        overall, average, kappa = (metrics.get(key) for key in
+                                   ("overall_accuracy", "average_accuracy", "kappa"))
+        feedback.pushInfo(f"Overall accuracy {format_ratio(overall)}, average accuracy "
+                          f"{format_ratio(average)}, kappa {format_number(kappa)} over "
+                          f"{metrics.get('num_samples')} reference pixels.")
+        return {self.OUTPUT_HTML: html, self.OUTPUT_JSON: json_path, self.OVERALL_ACCURACY: overall,
+                self.AVERAGE_ACCURACY: average, self.KAPPA: kappa,
+                self.NUM_SAMPLES: metrics.get("num_samples")}

@@ -1,0 +1,401 @@
+"""The HyperAdapt algorithms through qgis_process, processing.run and a batch, on a small scene.
+
+The scene is 24 x 24 pixels with 24 bands and three classes in vertical strips; the model is the
+tiny backbone from a random start, trained for 2 epochs at input size 16, so only the plumbing is
+under test here (files, classes, names, colours, styles, errors), not accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr, osr
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = {"water": (20, 90, 200), "forest": (10, 120, 30), "field": (230, 200, 40)}
+SIZE, NUM_BANDS, PIXEL_M = 24, 24, 30.0
+ORIGIN = (400_000.0, 5_800_000.0)
+# Tiny and quick: what every fine-tuning run in this file uses.
+QUICK_FINETUNE = {"BACKBONE": 1, "RANDOM_START": 1, "EPOCHS": 2, "INPUT_SIZE": 16, "WINDOW_SIZE": 5,
+                  "BATCH_SIZE": 16, "DEVICE": 2}
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+
+# -- the scene ------------------------------------------------------------------------------------
+def _srs() -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def _write_scene(path: Path, seed: int) -> None:
+    """Three classes in vertical strips of 8 columns, each with its own spectrum, plus noise."""
+    rng = np.random.default_rng(seed)
+    wavelengths = np.linspace(450.0, 2400.0, NUM_BANDS)
+    spectra = np.stack([3000 * np.exp(-((wavelengths - centre) / 300.0) ** 2) + 500
+                        for centre in (500.0, 900.0, 1700.0)])
+    strip = np.repeat(np.arange(3), SIZE // 3)
+    cube = spectra[strip][None, :, :] + rng.normal(0, 60, (SIZE, SIZE, NUM_BANDS))
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), SIZE, SIZE, NUM_BANDS, gdal.GDT_Int16)
+    dataset.SetGeoTransform((ORIGIN[0], PIXEL_M, 0, ORIGIN[1], 0, -PIXEL_M))
+    dataset.SetProjection(_srs().ExportToWkt())
+    for index in range(NUM_BANDS):
+        band = dataset.GetRasterBand(index + 1)
+        band.WriteArray(np.rint(cube[:, :, index]).astype(np.int16))
+        band.SetMetadataItem("wavelength", f"{wavelengths[index]:.1f}")
+        band.SetMetadataItem("wavelength_units", "nm")
+    dataset = None
+
+
+def _write_polygons(path: Path, layer_name: str, rows: list[int], *, shift_m: float = 0.0) -> None:
+    """A 3 x 3-pixel square per class and starting row, inside that class's strip."""
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer(layer_name, _srs(), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    for index, name in enumerate(CLASSES):
+        for row in rows:
+            col = 8 * index + 2
+            x0, y0 = ORIGIN[0] + col * PIXEL_M + 1 + shift_m, ORIGIN[1] - row * PIXEL_M - 1
+            x1, y1 = x0 + 3 * PIXEL_M - 2, y0 - 3 * PIXEL_M + 2
+            ring = ogr.Geometry(ogr.wkbLinearRing)
+            for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+                ring.AddPoint_2D(x, y)
+            polygon = ogr.Geometry(ogr.wkbPolygon)
+            polygon.AddGeometry(ring)
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("class_name", name)
+            feature.SetGeometry(polygon)
+            layer.CreateFeature(feature)
+    source = None
+
+
+def _store_categorized_style(path: Path, layer_name: str) -> None:
+    from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsRendererCategory,
+                           QgsVectorLayer)
+
+    layer = QgsVectorLayer(f"{path}|layername={layer_name}", layer_name, "ogr")
+    categories = []
+    for name, (r, g, b) in CLASSES.items():
+        symbol = QgsFillSymbol.createSimple({"color": f"{r},{g},{b},255"})
+        categories.append(QgsRendererCategory(name, symbol, name))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("class_name", categories))
+    assert layer.saveStyleToDatabase("default", "", True, "") == ""
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, qgis_app):
+    folder = tmp_path_factory.mktemp("scene")
+    paths = {"raster_a": folder / "scene_a.tif", "raster_b": folder / "scene_b.tif",
+             "training": folder / "training.gpkg", "far_training": folder / "far_training.gpkg",
+             "reference": folder / "reference.gpkg", "reference_raster": folder / "reference.tif"}
+    _write_scene(paths["raster_a"], seed=0)
+    _write_scene(paths["raster_b"], seed=1)
+    _write_polygons(paths["training"], "training", rows=[2, 14])
+    _store_categorized_style(paths["training"], "training")
+    _write_polygons(paths["far_training"], "training", rows=[2, 14], shift_m=500_000.0)
+    _write_polygons(paths["reference"], "reference", rows=[8, 19])
+    labels = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    labels[5:7, :] = np.repeat(np.arange(1, 4), SIZE // 3)
+    reference = gdal.GetDriverByName("GTiff").Create(str(paths["reference_raster"]), SIZE, SIZE, 1,
+                                                     gdal.GDT_Byte)
+    reference.SetGeoTransform((ORIGIN[0], PIXEL_M, 0, ORIGIN[1], 0, -PIXEL_M))
+    reference.SetProjection(_srs().ExportToWkt())
+    reference.GetRasterBand(1).WriteArray(labels)
+    reference.GetRasterBand(1).SetRasterCategoryNames([""] + list(CLASSES))
+    reference = None
+    return {key: str(value) for key, value in paths.items()}
+
+
+# -- qgis_process ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    """A scratch QGIS configuration whose default profile has this checkout as plugin `hyperadapt`."""
+    root = tmp_path_factory.mktemp("qgis-config")
+    plugins = root / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "hyperadapt").symlink_to(REPO, target_is_directory=True)
+    env = _process_env(root, tmp_path_factory.mktemp("empty-cache"))
+    subprocess.run(["qgis_process.bin", "plugins", "enable", "hyperadapt"], env=env, check=True,
+                   capture_output=True, text=True)
+    return env
+
+
+def _process_env(config_root: Path, cache_dir: Path) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(config_root),
+               HYPERADAPT_CACHE_DIR=str(cache_dir), HYPERADAPT_LIBRARY=str(cache_dir / "library"))
+    return env
+
+
+def qgis_process(env: dict, algorithm: str, **parameters) -> tuple[int, dict | None, str]:
+    """(exit code, parsed --json result or None, all text the command printed)."""
+    arguments = [f"{key}={value}" for key, value in parameters.items()]
+    done = subprocess.run(["qgis_process.bin", "run", f"hyperadapt:{algorithm}", "--json", "--",
+                           *arguments], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        result = None
+    return done.returncode, result, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(scene, profile, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    outputs = {"OUTPUT_ADAPTER": out / "scene.pt", "OUTPUT_CLASSIFICATION": out / "scene_classes.tif",
+               "OUTPUT_CONFIDENCE": out / "scene_confidence.tif",
+               "OUTPUT_REPORT": out / "validation.html"}
+    code, result, text = qgis_process(profile, "finetune", INPUT=scene["raster_a"],
+                                      TRAINING=scene["training"], CLASS_FIELD="class_name", PRESET=1,
+                                      **QUICK_FINETUNE, **outputs)
+    assert code == 0, text
+    return {"result": result, **{key: str(path) for key, path in outputs.items()}}
+
+
+def _class_raster(path: str) -> tuple[np.ndarray, dict[int, str], dict[int, tuple]]:
+    """(values, value -> category name, value -> colour) of a class GeoTIFF."""
+    dataset = gdal.Open(path)
+    band = dataset.GetRasterBand(1)
+    band.GetMetadata()  # GDAL 3.6's GeoTIFF driver reads the .aux.xml (category names) only then
+    names = band.GetRasterCategoryNames() or []
+    table = band.GetRasterColorTable()
+    values = band.ReadAsArray()
+    named = {v: n for v, n in enumerate(names) if n and v}
+    colors = {v: tuple(table.GetColorEntry(v)[:3]) for v in named}
+    return values, named, colors
+
+
+@pytest.mark.qgis_process
+def test_finetune_writes_adapter_styled_classification_and_report(trained):
+    result = trained["result"]
+    assert Path(trained["OUTPUT_ADAPTER"]).stat().st_size > 1000
+    values, names, colors = _class_raster(trained["OUTPUT_CLASSIFICATION"])
+    assert sorted(names.values()) == sorted(CLASSES)
+    # The colours come from the training layer's categorized style, class by class.
+    assert {names[v]: colors[v] for v in names} == CLASSES
+    assert set(np.unique(values)) <= set(names)
+    qml = Path(trained["OUTPUT_CLASSIFICATION"]).with_suffix(".qml").read_text()
+    assert "paletted" in qml and all(f'label="{name}"' in qml for name in CLASSES)
+    confidence = gdal.Open(trained["OUTPUT_CONFIDENCE"]).ReadAsArray()
+    assert confidence.shape == (SIZE, SIZE) and 0.0 <= confidence.min() and confidence.max() <= 1.0
+    assert "overall accuracy" in Path(trained["OUTPUT_REPORT"]).read_text().lower()
+    outputs = result["results"]
+    assert 0.0 <= outputs["OVERALL_ACCURACY"] <= 1.0 and 0.0 <= outputs["AVERAGE_ACCURACY"] <= 1.0
+    assert -1.0 <= outputs["KAPPA"] <= 1.0
+    assert "random start" in outputs["BACKBONE_USED"]
+    assert any("RANDOM START" in line for line in result["log"]["warning"])
+    # One log line per epoch, not one per batch.
+    epochs = [line for line in result["log"]["info"] if line.startswith("Epoch")]
+    assert len(epochs) == 2 and all("validation accuracy" in line for line in epochs)
+
+
+@pytest.mark.qgis_process
+def test_classify_then_evaluate_against_polygons_and_a_raster(trained, scene, profile, tmp_path):
+    classes_b = tmp_path / "scene_b_classes.tif"
+    code, result, text = qgis_process(profile, "classify", INPUT=scene["raster_b"],
+                                      ADAPTER=trained["OUTPUT_ADAPTER"], OUTPUT=classes_b, DEVICE=2)
+    assert code == 0, text
+    assert result["results"]["OUTPUT"] == str(classes_b) and result["results"]["NUM_CLASSES"] == 3
+    _, names, colors = _class_raster(str(classes_b))
+    assert {names[v]: colors[v] for v in names} == CLASSES
+    assert classes_b.with_suffix(".qml").exists()
+
+    html, figures = tmp_path / "accuracy.html", tmp_path / "accuracy.json"
+    code, result, text = qgis_process(profile, "evaluate", INPUT=classes_b,
+                                      REFERENCE=scene["reference"], REFERENCE_FIELD="class_name",
+                                      OUTPUT_HTML=html, OUTPUT_JSON=figures)
+    assert code == 0, text
+    metrics = json.loads(figures.read_text())
+    assert metrics["num_samples"] == 3 * 2 * 9  # two 3 x 3 squares per class
+    assert 0.0 <= metrics["overall_accuracy"] <= 1.0 and -1.0 <= metrics["kappa"] <= 1.0
+    assert result["results"]["OVERALL_ACCURACY"] == pytest.approx(metrics["overall_accuracy"])
+    assert "confusion matrix" in html.read_text().lower()
+
+    code, result, text = qgis_process(profile, "evaluate", INPUT=classes_b,
+                                      REFERENCE=scene["reference_raster"],
+                                      OUTPUT_HTML=tmp_path / "raster.html")
+    assert code == 0, text
+    assert result["results"]["NUM_SAMPLES"] == 2 * SIZE
+
+
+@pytest.mark.qgis_process
+@pytest.mark.parametrize("case", ["missing class field", "missing raster", "missing adapter",
+                                  "no overlap", "no weights"])
+def test_invalid_parameters_fail_with_one_sentence_and_leave_no_output(case, scene, profile,
+                                                                       tmp_path):
+    adapter, classes = tmp_path / "adapter.pt", tmp_path / "classes.tif"
+    finetune = dict(INPUT=scene["raster_a"], TRAINING=scene["training"], CLASS_FIELD="class_name",
+                    OUTPUT_ADAPTER=adapter, OUTPUT_CLASSIFICATION=classes, **QUICK_FINETUNE)
+    algorithm, expected = "finetune", None
+    if case == "missing class field":
+        finetune["CLASS_FIELD"] = "land_cover"
+        expected = "The training layer 'training' has no field named 'land_cover'."
+    elif case == "missing raster":
+        finetune["INPUT"] = str(tmp_path / "nowhere.tif")
+        expected = "nowhere.tif not found"
+    elif case == "missing adapter":
+        algorithm, expected = "classify", f"The adapter file {tmp_path / 'nowhere.pt'} does not exist."
+        finetune = dict(INPUT=scene["raster_a"], ADAPTER=tmp_path / "nowhere.pt", OUTPUT=classes)
+    elif case == "no overlap":
+        finetune["TRAINING"] = scene["far_training"]
+        expected = "The training layer 'far_training' does not overlap the raster."
+    elif case == "no weights":
+        finetune["RANDOM_START"] = 0
+        expected = ("No SpectralGPT weights were given or downloaded; download the official weights, "
+                    "choose a backbone file, or allow a random start.")
+    code, _, text = qgis_process(profile, algorithm, **finetune)
+    assert code != 0
+    assert expected in text
+    assert "Traceback" not in text
+    assert not adapter.exists() and not classes.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- in QGIS: processing.run and batches ----------------------------------------------------------
+@pytest.fixture()
+def provider(iface, qgis_processing):
+    import hyperadapt
+    from qgis.core import QgsApplication
+
+    plugin = hyperadapt.classFactory(iface)
+    plugin.initProcessing()
+    assert QgsApplication.processingRegistry().algorithmById("hyperadapt:classify") is not None
+    yield plugin.provider
+    plugin.unload()
+
+
+def _assert_styled_with_classes(layer) -> None:
+    from qgis.core import QgsPalettedRasterRenderer
+
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    styled = {c.label: (c.color.red(), c.color.green(), c.color.blue()) for c in renderer.classes()}
+    assert styled == CLASSES
+
+
+def test_classify_in_process_by_id_then_add_styled_layer(provider, trained, scene, tmp_path):
+    import processing
+    from qgis.core import QgsProject
+
+    from hyperadapt.plugin.styling import add_classification_layer
+
+    output = tmp_path / "in_process.tif"
+    result = processing.run("hyperadapt:classify", {"INPUT": scene["raster_a"], "OUTPUT": str(output),
+                                                    "ADAPTER": trained["OUTPUT_ADAPTER"], "DEVICE": 2})
+    assert result["OUTPUT"] == str(output) and result["NUM_CLASSES"] == 3
+    layer = add_classification_layer(result["OUTPUT"], "classes")
+    assert QgsProject.instance().mapLayer(layer.id()) is layer
+    _assert_styled_with_classes(layer)
+
+
+def test_batch_classify_two_rasters_loads_both_styled(provider, trained, scene, tmp_path):
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    outputs = []
+    for raster in (scene["raster_a"], scene["raster_b"]):
+        output = str(tmp_path / f"{Path(raster).stem}_classes.tif")
+        processing.runAndLoadResults("hyperadapt:classify", {"INPUT": raster, "OUTPUT": output, "DEVICE": 2,
+                                                             "ADAPTER": trained["OUTPUT_ADAPTER"]})
+        outputs.append(output)
+    loaded = {layer.source(): layer for layer in QgsProject.instance().mapLayers().values()
+              if isinstance(layer, QgsRasterLayer)}
+    assert set(outputs) <= set(loaded)
+    for output in outputs:
+        _assert_styled_with_classes(loaded[output])
+
+
+def test_checks_refuse_bad_values_before_running(provider, scene, trained, tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("hyperadapt:finetune")
+    context = QgsProcessingContext()
+    base = {"INPUT": scene["raster_a"], "TRAINING": scene["training"], "CLASS_FIELD": "class_name",
+            "OUTPUT_ADAPTER": str(tmp_path / "a.pt")}
+    assert algorithm.checkParameterValues(base, context) == (True, "")
+    for change, words in (({"WINDOW_SIZE": 4}, "odd"), ({"INPUT_SIZE": 20}, "multiple of 8"),
+                          ({"WEIGHTS": str(tmp_path / "none.pth")}, "does not exist")):
+        ok, message = algorithm.checkParameterValues({**base, **change}, context)
+        assert not ok and words in message
+
+    evaluate = QgsApplication.processingRegistry().createAlgorithmById("hyperadapt:evaluate")
+    ok, message = evaluate.checkParameterValues(
+        {"INPUT": trained["OUTPUT_CLASSIFICATION"], "REFERENCE": scene["reference"],
+         "OUTPUT_HTML": str(tmp_path / "r.html")}, context)
+    assert not ok and "class field" in message
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+def test_engine_feedback_logs_the_last_message_of_each_step_and_cancels():
+    from qgis.core import QgsProcessingFeedback
+
+    from hyperadapt.plugin.algorithms.common import EngineFeedback
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802 (QGIS's name)
+            self.lines.append(info)
+
+    feedback = Recorder()
+    with EngineFeedback(feedback=feedback) as bridge:
+        for fraction, message in ((0.0, "Reading"), (0.1, "Epoch 1/2: loss 2.0"),
+                                  (0.2, "Epoch 1/2: loss 1.5, validation accuracy 50.0 %"),
+                                  (0.3, "Epoch 2/2: loss 1.0"), (0.5, "")):
+            bridge.progress(fraction, message)
+        assert feedback.progress() == pytest.approx(50.0)
+        assert not bridge.cancel()
+        feedback.cancel()
+        assert bridge.cancel()
+    assert feedback.lines == ["Reading", "Epoch 1/2: loss 1.5, validation accuracy 50.0 %",
+                              "Epoch 2/2: loss 1.0"]
+
+
+def test_choices_match_the_engine():
+    from hyperadapt.models import adapters, jobs
+    from hyperadapt.plugin.algorithms import all_algorithms, finetune
+
+    assert dict(finetune.METHODS) == adapters.METHODS
+    assert [key for key, _ in finetune.METHODS] == list(adapters.METHODS)
+    assert finetune.DEFAULT_METHOD == adapters.DEFAULT_METHOD
+    assert finetune.TARGETS == adapters.TARGETS
+    assert tuple(key for key, _ in finetune.BAND_ADAPTATIONS) == jobs.BAND_ADAPTATIONS
+    assert tuple(key for key, _ in finetune.PRESETS) == jobs.PRESETS
+    assert {key for key, _ in finetune.BACKBONES} == set(jobs.BACKBONE_PRESETS)
+    assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune", "pretrain"]
+
+
+def test_class_colors_come_from_a_categorized_style_only(scene, qgis_new_project):
+    from qgis.core import QgsVectorLayer
+
+    from hyperadapt.models.errors import HyperAdaptError
+    from hyperadapt.plugin.styling import add_classification_layer, class_colors_from_layer
+
+    styled = QgsVectorLayer(f"{scene['training']}|layername=training", "training", "ogr")
+    assert class_colors_from_layer(styled, "class_name") == CLASSES
+    assert class_colors_from_layer(styled, "other_field") == {}
+    plain = QgsVectorLayer(f"{scene['reference']}|layername=reference", "reference", "ogr")
+    assert class_colors_from_layer(plain, "class_name") == {}
+    with pytest.raises(HyperAdaptError, match="no class colours"):
+        add_classification_layer(scene["raster_a"])
+
+
+def test_classification_without_its_qml_is_styled_from_the_named_colour_table(trained, tmp_path,
+                                                                             qgis_new_project):
+    import shutil
+
+    from hyperadapt.plugin.styling import add_classification_layer
+
+    copy = tmp_path / "moved.tif"
+    shutil.copy(trained["OUTPUT_CLASSIFICATION"], copy)
+    shutil.copy(trained["OUTPUT_CLASSIFICATION"] + ".aux.xml", str(copy) + ".aux.xml")
+    assert not copy.with_suffix(".qml").exists()
+    _assert_styled_with_classes(add_classification_layer(str(copy)))
