@@ -81,6 +81,9 @@ class HyperAdaptPlugin:
         self.actions = []
         if self.toolbar is not None:
             self.iface.mainWindow().removeToolBar(self.toolbar)
+            # Detached at once: deleteLater alone leaves it among the window's children until
+            # the event loop runs again.
+            self.toolbar.setParent(None)
             self.toolbar.deleteLater()
             self.toolbar = None
         if self.dependency_dialog is not None:
@@ -126,7 +129,10 @@ class HyperAdaptPlugin:
         return self._show_window("classify", "classify_dialog", "ClassifyDialog")
 
     def show_new_training_layer(self):
-        return self._show_window("training_layer", "training_layer", "TrainingLayerPanel")
+        panel = self._show_window("training_layer", "training_layer", "TrainingLayerPanel")
+        if panel is not None:
+            panel.start_new_layer()
+        return panel
 
     def show_library(self):
         return self._show_window("library", "library_dialog", "LibraryDialog")

@@ -1,0 +1,671 @@
+"""The Fine-tune dialog: pick a raster and training polygons, train an adapter in the background,
+and get the classified raster as a styled layer plus the adapter in the per-sensor library.
+
+The dialog reads everything it needs from the layers on the GUI thread (source paths, class
+colours from the categorized style) and hands plain values to a worker thread, which runs
+``models.jobs.fine_tune`` (training, the adapter file, the classification of the whole raster and
+the report). When it ends, the GUI thread adds the classification layer and sums up the result in
+the message bar.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import (
+    Qgis, QgsCoordinateTransform, QgsCsException, QgsMapLayerProxyModel, QgsProject,
+    QgsProviderRegistry, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer,
+)
+from qgis.gui import QgsFileWidget
+from qgis.PyQt import uic
+from qgis.PyQt.QtCore import QVariant, pyqtSlot
+
+from ..models.adapters import DEFAULT_METHOD, METHODS
+from ..models.errors import HyperAdaptError
+from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
+from .worker import kept_output_folder
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+FORM_CLASS, _ = uic.loadUiType(str(UI_DIR / "fine_tune_dialog.ui"))
+
+TARGET_CHECKS = {"attn.q": "target_attn_q", "attn.k": "target_attn_k", "attn.v": "target_attn_v",
+                 "attn.proj": "target_attn_proj", "mlp.fc1": "target_mlp_fc1",
+                 "mlp.fc2": "target_mlp_fc2"}
+BAND_ADAPTATIONS = {"pca": "PCA to 12 components (paper)",
+                    "s2": "Resample to the Sentinel-2 bands (needs wavelengths)"}
+BACKBONES = {"base": "ViT-Base (the official SpectralGPT shape)",
+             "tiny": "Tiny (quick tests; not for real maps)"}
+PRESETS = {"paper": "As in the paper", "fast": "Fast (input 16, fewer epochs)"}
+PRETRAIN_INPUT_SIZE = 16
+
+
+def safe_file_stem(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._")
+    return cleaned or "hyperadapt"
+
+
+def unique_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``... so that no ``stem + suffix`` exists in ``folder``."""
+    candidate, number = stem, 2
+    while any((folder / f"{candidate}{suffix}").exists() for suffix in suffixes):
+        candidate, number = f"{stem}_{number}", number + 1
+    return candidate
+
+
+def vector_source(layer: QgsVectorLayer) -> tuple[str, str | None] | None:
+    """(OGR path, layer name) when OGR can read exactly what QGIS shows, else None."""
+    if layer.providerType() != "ogr" or layer.isModified() or layer.subsetString():
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    path = parts.get("path")
+    if not path or not Path(path).exists():
+        return None
+    return path, parts.get("layerName") or None
+
+
+def export_training_snapshot(layer: QgsVectorLayer, field_name: str, folder: Path) -> tuple[str, str]:
+    """Writes what QGIS shows of the layer (unsaved edits, filter, any provider) to a GeoPackage."""
+    path = folder / "training.gpkg"
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "training"
+    options.attributes = [layer.fields().indexOf(field_name)]
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, str(path), QgsProject.instance().transformContext(), options)
+    if result[0] != QgsVectorFileWriter.NoError:
+        raise HyperAdaptError(f"The training layer could not be copied for training: {result[1]}")
+    return str(path), "training"
+
+
+def detect_devices() -> list[tuple[str, str]]:
+    """(label, id) pairs for the device box; only asks torch whether CUDA is there, computes nothing."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return [(f"Automatic (GPU: {name})", "auto"), (f"CUDA: {name}", "cuda"), ("CPU", "cpu")]
+    return [("Automatic (CPU, no GPU found)", "auto"), ("CPU", "cpu")]
+
+
+@dataclass
+class FineTuneRequest:
+    """Plain values for the worker: nothing here refers to a widget or a layer."""
+
+    raster_path: str
+    vector_path: str
+    layer_name: str | None
+    class_field: str
+    class_colors: dict
+    sensor: str
+    adapter_name: str
+    adapter_path: str
+    classification_path: str
+    confidence_path: str | None
+    report_path: str
+    settings: dict
+    training_layer_label: str = ""
+    snapshot_dir: str | None = None
+
+
+def run_fine_tune(request: FineTuneRequest, progress, cancel):
+    """The worker thread's job: train, store the adapter, classify the raster, write the report."""
+    from ..models import jobs
+
+    def report_epoch(record: dict) -> None:
+        # A negative fraction leaves the progress bar where it is: this report carries numbers.
+        progress(-1.0, "", epoch_record=dict(record))
+
+    return jobs.fine_tune(
+        request.raster_path, request.vector_path, request.class_field, request.adapter_path,
+        layer_name=request.layer_name, class_colors=request.class_colors,
+        sensor=request.sensor, adapter_name=request.adapter_name,
+        classification_path=request.classification_path,
+        confidence_path=request.confidence_path, report_path=request.report_path,
+        settings=jobs.FineTuneSettings(**request.settings), progress=progress, cancel=cancel,
+        on_epoch=report_epoch)
+
+
+def run_download(progress, cancel):
+    from ..models.weights import download_weights
+    return str(download_weights(progress=progress, cancel=cancel))
+
+
+def run_pretrain(raster_path: str, backbone_path: str, sensor: str, settings: dict,
+                 progress, cancel):
+    from ..models.pretrain import PretrainSettings, pretrain_backbone
+    return pretrain_backbone([raster_path], backbone_path, settings=PretrainSettings(**settings),
+                             sensor=sensor, progress=progress, cancel=cancel, resume=True)
+
+
+class FineTuneDialog(JobDialog, FORM_CLASS):
+    """The toolbar's Fine-tune dialog.
+
+    Tests and scripts drive it as a user would: set the combo boxes, then ``start_button.click()``;
+    ``validation_problem()`` gives the sentence shown when Start is disabled, and
+    ``result_layer`` / ``confidence_layer`` / ``last_result`` what the last run produced.
+    """
+
+    def __init__(self, iface, plugin=None):
+        """Args:
+            iface: QGIS's interface.
+            plugin: the HyperAdapt plugin object.
+        """
+        super().__init__(iface, parent=iface.mainWindow())
+        self.plugin = plugin
+        self.setupUi(self)
+        self.setObjectName("HyperAdaptFineTuneDialog")
+        self.plot = AccuracyPlot(parent=self)
+        self.plot_layout.addWidget(self.plot)
+        self.result_layer: QgsRasterLayer | None = None
+        self.confidence_layer: QgsRasterLayer | None = None
+        self.last_result = None
+        self.last_summary = ""
+        self.message_item = None
+        self._request: FineTuneRequest | None = None
+        self._sensor_edited = False
+        self._adapter_name_edited = False
+        self._weights_autofilled = False
+        self._watched_layer: QgsVectorLayer | None = None
+        self._chosen_field = ""
+        # Only tests set these: SpectralGPT keyword arguments over the backbone preset, and
+        # PretrainSettings values over the dialog's (e.g. fewer samples per epoch).
+        self.backbone_overrides: dict | None = None
+        self.pretrain_overrides: dict | None = None
+
+        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.raster_combo.setAllowEmptyLayer(True)
+        self.training_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer
+                                       | QgsMapLayerProxyModel.PointLayer)
+        self.training_combo.setAllowEmptyLayer(True)
+        self.field_combo.setAllowEmptyFieldName(True)
+        for method, label in METHODS.items():
+            self.method_combo.addItem(label, method)
+        self.method_combo.setCurrentIndex(self.method_combo.findData(DEFAULT_METHOD))
+        for combo, choices in ((self.band_combo, BAND_ADAPTATIONS),
+                               (self.backbone_combo, BACKBONES), (self.preset_combo, PRESETS)):
+            for key, label in choices.items():
+                combo.addItem(label, key)
+        for label, device in detect_devices():
+            self.device_combo.addItem(label, device)
+        self.weights_file.setStorageMode(QgsFileWidget.GetFile)
+        self.weights_file.setFilter("SpectralGPT weights or backbone files (*.pth *.pt);;"
+                                    "All files (*)")
+        self.weights_file.setDialogTitle("Backbone weights")
+        self.output_folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.output_folder.lineEdit().setPlaceholderText(
+            f"Temporary folder, kept: {kept_output_folder()}")
+
+        self.raster_combo.layerChanged.connect(self._raster_changed)
+        self.training_combo.layerChanged.connect(self._training_layer_changed)
+        self.field_combo.fieldChanged.connect(self._field_changed)
+        self.method_combo.currentIndexChanged.connect(self._method_changed)
+        self.sensor_edit.textEdited.connect(self._sensor_typed)
+        self.sensor_edit.textChanged.connect(self.update_state)
+        self.adapter_name_edit.textEdited.connect(self._adapter_name_typed)
+        self.adapter_name_edit.textChanged.connect(self.update_state)
+        self.weights_file.fileChanged.connect(self._weights_chosen)
+        self.random_start_check.toggled.connect(self.update_state)
+        self.output_folder.fileChanged.connect(self.update_state)
+        self.preset_combo.currentIndexChanged.connect(self._preset_changed)
+        self.backbone_combo.currentIndexChanged.connect(self._update_prepare_button)
+        self.epochs_spin.valueChanged.connect(self._epochs_changed)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel_job)
+        self.close_button.clicked.connect(self.close)
+        self.download_button.clicked.connect(self.download_weights)
+        self.prepare_button.clicked.connect(self.prepare_backbone)
+
+        self.plot.reset(self.epochs_spin.value())
+        self._raster_changed(self.raster_combo.currentLayer())
+        self._training_layer_changed(self.training_combo.currentLayer())
+        self._method_changed()
+
+    # -- reading the form ---------------------------------------------------------------------
+    def raster_layer(self) -> QgsRasterLayer | None:
+        layer = self.raster_combo.currentLayer()
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def training_layer(self) -> QgsVectorLayer | None:
+        layer = self.training_combo.currentLayer()
+        return layer if isinstance(layer, QgsVectorLayer) else None
+
+    def method(self) -> str:
+        return self.method_combo.currentData()
+
+    def targets(self) -> tuple[str, ...]:
+        return tuple(target for target, name in TARGET_CHECKS.items()
+                     if getattr(self, name).isChecked())
+
+    def weights_path(self) -> str:
+        return self.weights_file.filePath().strip()
+
+    def output_dir(self) -> Path:
+        chosen = self.output_folder.filePath().strip()
+        return Path(chosen) if chosen else kept_output_folder()
+
+    def settings_dict(self) -> dict:
+        """FineTuneSettings keyword arguments from the form."""
+        factor = (self.factor_out_spin.value(), self.factor_in_spin.value())
+        random_start = self.random_start_check.isChecked()
+        return {
+            "method": self.method(), "epochs": self.epochs_spin.value(),
+            "learning_rate": self.lr_spin.value(), "lr_ratio": self.lambda_spin.value(),
+            "batch_size": self.batch_spin.value(), "window_size": self.window_spin.value(),
+            "input_size": self.input_size_spin.value(),
+            "band_adaptation": self.band_combo.currentData(), "targets": self.targets(),
+            "rank": self.rank_spin.value(),
+            "factor_shape": factor if all(factor) else None,
+            "device": self.device_combo.currentData(),
+            "backbone": self.backbone_combo.currentData(),
+            "weights": None if random_start else self.weights_path() or None,
+            "random_start": random_start,
+            "preset": self.preset_combo.currentData(),
+            "backbone_overrides": dict(self.backbone_overrides) if self.backbone_overrides else None,
+        }
+
+    # -- checking it --------------------------------------------------------------------------
+    def validation_problem(self) -> str | None:
+        """The one sentence that says what is missing, or None when Start makes sense."""
+        raster = self.raster_layer()
+        if raster is None:
+            return "Choose a raster layer to classify."
+        if not raster.isValid() or raster.providerType() != "gdal":
+            return "The raster must be a file that GDAL reads (not a web or generated layer)."
+        training = self.training_layer()
+        if training is None:
+            return "Choose a training layer with polygons or points."
+        field_name = self.field_combo.currentField()
+        index = training.fields().indexOf(field_name) if field_name else -1
+        if index < 0:
+            return "Choose the field of the training layer that holds the class."
+        if not self._layers_overlap(raster, training):
+            return (f"The training layer '{training.name()}' does not overlap the raster "
+                    f"'{raster.name()}'.")
+        num_classes = len({str(v) for v in training.uniqueValues(index)
+                           if v is not None and not (isinstance(v, QVariant) and v.isNull())
+                           and str(v).strip() and str(v) != "NULL"})
+        if num_classes < 2:
+            return (f"The field '{field_name}' holds {num_classes} class"
+                    f"{'' if num_classes == 1 else 'es'}; training needs at least two.")
+        if not self.targets() and self.method() not in ("fft", "head"):
+            return "Tick at least one target layer for the adapter."
+        if not self.random_start_check.isChecked():
+            weights = self.weights_path()
+            if not weights:
+                return ("Choose backbone weights (a file, the download, or a backbone prepared "
+                        "for this sensor), or tick random start for a test run.")
+            if not Path(weights).is_file():
+                return f"The weights file {weights} does not exist."
+        if not self.sensor_edit.text().strip():
+            return "Name the sensor: the adapter library keeps adapters per sensor."
+        if not self.adapter_name_edit.text().strip():
+            return "Name the adapter."
+        if self._library_path().exists():
+            return (f"The library already has an adapter named '{self.adapter_name_edit.text()}' "
+                    f"for {self.sensor_edit.text()}; choose another name.")
+        output = self.output_folder.filePath().strip()
+        if output and Path(output).exists() and not Path(output).is_dir():
+            return f"The output folder {output} is a file."
+        return None
+
+    @staticmethod
+    def _layers_overlap(raster: QgsRasterLayer, training: QgsVectorLayer) -> bool:
+        extent = training.extent()
+        if extent.isNull():
+            return False
+        try:
+            transform = QgsCoordinateTransform(training.crs(), raster.crs(), QgsProject.instance())
+            extent = transform.transformBoundingBox(extent)
+        except QgsCsException:
+            return False
+        raster_extent = raster.extent()
+        if extent.width() == 0 or extent.height() == 0:  # a single point, or points on a line
+            extent.grow(max(raster.rasterUnitsPerPixelX(), raster.rasterUnitsPerPixelY()) * 0.01)
+        return raster_extent.intersects(extent)
+
+    def _library_path(self) -> Path:
+        from ..models.library import library_adapter_path
+        return library_adapter_path(self.sensor_edit.text().strip() or "unknown",
+                                    self.adapter_name_edit.text().strip() or "adapter")
+
+    @pyqtSlot()
+    def update_state(self, *args) -> None:
+        problem = self.validation_problem()
+        running = self.is_running()
+        self.start_button.setEnabled(problem is None and not running)
+        self.cancel_button.setEnabled(running)
+        for button in (self.download_button, self.prepare_button):
+            button.setEnabled(not running)
+        self.weights_file.setEnabled(not self.random_start_check.isChecked())
+        if not running:
+            # A problem with the inputs comes first; else the last run's outcome, if any.
+            text, is_error = (problem, True) if problem else (self.outcome or ("Ready to start.", False))
+            self.status_label.setText(text)
+            self.status_label.setStyleSheet("color: #b00020;" if is_error else "")
+
+    def update_buttons(self) -> None:
+        self.update_state()
+
+    # -- reacting to the form -----------------------------------------------------------------
+    @pyqtSlot("QgsMapLayer*")
+    def _raster_changed(self, layer) -> None:
+        raster = layer if isinstance(layer, QgsRasterLayer) else None
+        if raster is not None and not self._sensor_edited and raster.providerType() == "gdal":
+            self.sensor_edit.setText(self._sensor_from_metadata(raster.source()))
+        self._autofill_weights()
+        self._update_prepare_button()
+        self.update_state()
+
+    @staticmethod
+    def _sensor_from_metadata(path: str) -> str:
+        from ..models.raster import read_raster_info
+        try:
+            return read_raster_info(path).sensor
+        except HyperAdaptError:
+            return ""
+
+    @pyqtSlot("QgsMapLayer*")
+    def _training_layer_changed(self, layer) -> None:
+        training = layer if isinstance(layer, QgsVectorLayer) else None
+        if self._watched_layer is not None:
+            try:
+                self._watched_layer.updatedFields.disconnect(self._training_fields_reloaded)
+            except (TypeError, RuntimeError):
+                pass
+        self._watched_layer = training
+        self.field_combo.setLayer(training)
+        if training is not None:
+            training.updatedFields.connect(self._training_fields_reloaded)
+            self.field_combo.setField(self._guess_class_field(training) or "")
+        self._suggest_adapter_name()
+        self.update_state()
+
+    @pyqtSlot(str)
+    def _field_changed(self, field_name: str) -> None:
+        self._chosen_field = field_name
+        self.update_state()
+
+    @pyqtSlot()
+    def _training_fields_reloaded(self) -> None:
+        # Editing the layer (a new default class from the training panel, say) reloads its
+        # fields, and the field box then loses the user's choice: put it back.
+        if self._chosen_field and self.field_combo.currentField() != self._chosen_field:
+            self.field_combo.setField(self._chosen_field)
+
+    @staticmethod
+    def _guess_class_field(layer: QgsVectorLayer) -> str | None:
+        from qgis.core import QgsCategorizedSymbolRenderer
+        renderer = layer.renderer()
+        if isinstance(renderer, QgsCategorizedSymbolRenderer) and \
+                layer.fields().indexOf(renderer.classAttribute()) >= 0:
+            return renderer.classAttribute()
+        for name in ("class", "classname", "class_name", "label", "landcover", "lc"):
+            for field_ in layer.fields():
+                if field_.name().lower() == name:
+                    return field_.name()
+        return None
+
+    @pyqtSlot()
+    def _method_changed(self, *args) -> None:
+        method = self.method()
+        self.lambda_spin.setEnabled(method in ("krona_plus", "lora_plus"))
+        self.rank_spin.setEnabled(method in ("lora", "lora_plus", "lokr"))
+        for spin in (self.factor_out_spin, self.factor_in_spin):
+            spin.setEnabled(method in ("krona", "krona_plus", "lokr"))
+        self._suggest_adapter_name()
+        self.update_state()
+
+    @pyqtSlot(int)
+    def _epochs_changed(self, epochs: int) -> None:
+        if not self.is_running():
+            self.plot.reset(epochs)
+
+    @pyqtSlot()
+    def _preset_changed(self, *args) -> None:
+        if self.preset_combo.currentData() == "fast":
+            self.input_size_spin.setValue(16)
+            self.epochs_spin.setValue(min(self.epochs_spin.value(), 10))
+        else:
+            self.input_size_spin.setValue(32)
+
+    @pyqtSlot(str)
+    def _sensor_typed(self, text: str) -> None:
+        self._sensor_edited = bool(text)
+        self._autofill_weights()
+        self._update_prepare_button()
+
+    @pyqtSlot(str)
+    def _adapter_name_typed(self, text: str) -> None:
+        self._adapter_name_edited = bool(text)
+
+    def _suggest_adapter_name(self) -> None:
+        if self._adapter_name_edited:
+            return
+        training = self.training_layer()
+        base = safe_file_stem(training.name()) if training is not None else "adapter"
+        self.adapter_name_edit.setText(f"{base}_{self.method()}")
+
+    @pyqtSlot(str)
+    def _weights_chosen(self, path: str) -> None:
+        self._weights_autofilled = False
+        self._describe_weights()
+        self.update_state()
+
+    def _autofill_weights(self) -> None:
+        """Offers the sensor's prepared backbone, else the downloaded official weights."""
+        if self.weights_path() and not self._weights_autofilled:
+            return
+        candidate = self._sensor_backbone_path()
+        if candidate is None or not candidate.is_file():
+            from ..models.weights import find_cached_weights
+            candidate = find_cached_weights()
+        self.weights_file.blockSignals(True)
+        self.weights_file.setFilePath(str(candidate) if candidate else "")
+        self.weights_file.blockSignals(False)
+        self._weights_autofilled = candidate is not None
+        self._describe_weights()
+
+    def _describe_weights(self) -> None:
+        path = self.weights_path()
+        if not path:
+            self.weights_info_label.setText("")
+        elif path.endswith(".pth"):
+            self.weights_info_label.setText("Official SpectralGPT weights.")
+        else:
+            self.weights_info_label.setText("A backbone file prepared for a sensor.")
+
+    def _sensor_backbone_path(self) -> Path | None:
+        sensor = self.sensor_edit.text().strip()
+        if not sensor:
+            return None
+        from ..models.pretrain import default_backbone_path
+        return default_backbone_path(sensor, self.backbone_combo.currentData())
+
+    @pyqtSlot()
+    def _update_prepare_button(self, *args) -> None:
+        path = self._sensor_backbone_path()
+        from ..models.pretrain import resume_path_for
+        if path is not None and resume_path_for(path).exists():
+            self.prepare_button.setText("Resume preparing the backbone for this sensor")
+        else:
+            self.prepare_button.setText("Prepare backbone for this sensor")
+
+    # -- starting -----------------------------------------------------------------------------
+    def build_request(self) -> FineTuneRequest:
+        """Reads the layers on the GUI thread into plain values for the worker."""
+        from .styling import class_colors_from_layer
+
+        raster = self.raster_layer()
+        training = self.training_layer()
+        field_name = self.field_combo.currentField()
+        snapshot_dir = None
+        source = vector_source(training)
+        if source is None:
+            snapshot_dir = tempfile.mkdtemp(prefix="hyperadapt-training-")
+            source = export_training_snapshot(training, field_name, Path(snapshot_dir))
+        output = self.output_dir()
+        output.mkdir(parents=True, exist_ok=True)
+        name = self.adapter_name_edit.text().strip()
+        suffixes = ("_classification.tif", "_confidence.tif", "_report.html")
+        stem = unique_stem(output, safe_file_stem(name), suffixes)
+        confidence = self.confidence_check.isChecked()
+        return FineTuneRequest(
+            raster_path=raster.source(), vector_path=source[0], layer_name=source[1],
+            class_field=field_name, class_colors=class_colors_from_layer(training, field_name),
+            sensor=self.sensor_edit.text().strip(), adapter_name=name,
+            adapter_path=str(self._library_path()),
+            classification_path=str(output / f"{stem}_classification.tif"),
+            confidence_path=str(output / f"{stem}_confidence.tif") if confidence else None,
+            report_path=str(output / f"{stem}_report.html"), settings=self.settings_dict(),
+            training_layer_label=training.name(), snapshot_dir=snapshot_dir)
+
+    @pyqtSlot()
+    def start(self) -> None:
+        problem = self.validation_problem()
+        if problem is not None or self.is_running():
+            self.update_state()
+            return
+        try:
+            request = self.build_request()
+        except (HyperAdaptError, OSError) as error:
+            self.show_outcome(str(error), is_error=True)
+            return
+        self._request = request
+        self.result_layer = self.confidence_layer = self.last_result = None
+        self.plot.reset(request.settings["epochs"])
+        self.epoch_label.setText("Epoch –")
+        self.loss_label.setText("Loss –")
+        self.show_activity("Training…")
+        self.start_job(lambda progress, cancel: run_fine_tune(request, progress, cancel),
+                       kind="fine_tune", title="Preparing the training samples…")
+
+    @pyqtSlot()
+    def download_weights(self) -> None:
+        if self.is_running():
+            return
+        self.weights_info_label.setText("Downloading SpectralGPT+ from Zenodo…")
+        self.start_job(run_download, kind="download", title="Downloading SpectralGPT+…")
+
+    @pyqtSlot()
+    def prepare_backbone(self) -> None:
+        if self.is_running():
+            return
+        raster = self.raster_layer()
+        sensor = self.sensor_edit.text().strip()
+        if raster is None or raster.providerType() != "gdal" or not sensor:
+            self.show_outcome("Choose a raster and name its sensor to prepare a backbone.",
+                              is_error=True)
+            return
+        preset = self.backbone_combo.currentData()
+        weights = self.weights_path()
+        settings = {"preset": preset, "epochs": self.pretrain_epochs_spin.value(),
+                    "window_size": self.window_spin.value(),
+                    "input_size": PRETRAIN_INPUT_SIZE if preset == "tiny"
+                    else self.input_size_spin.value(),
+                    "band_adaptation": self.band_combo.currentData(),
+                    "device": self.device_combo.currentData(),
+                    "weights": weights if preset == "base" and weights.endswith(".pth") else None,
+                    "backbone_overrides": dict(self.backbone_overrides)
+                    if self.backbone_overrides else None,
+                    **(self.pretrain_overrides or {})}
+        backbone_path = str(self._sensor_backbone_path())
+        raster_path = raster.source()
+        self.weights_info_label.setText(f"Preparing a {preset} backbone for {sensor}…")
+        self.start_job(lambda progress, cancel: run_pretrain(raster_path, backbone_path, sensor,
+                                                             settings, progress, cancel),
+                       kind="pretrain", title="Preparing the backbone for this sensor…")
+
+    # -- progress and results -----------------------------------------------------------------
+    def job_progress(self, fraction: float, message: str, info: dict) -> None:
+        # The engine's message (shown as it is) carries the running loss of every batch; the
+        # per-epoch numbers arrive as a record, from fine_tune's on_epoch.
+        record = info.get("epoch_record")
+        if record:
+            self.epoch_label.setText(f"Epoch {record.get('epoch')}/{self._request_epochs()}")
+            if record.get("loss") is not None:
+                self.loss_label.setText(f"Loss {record['loss']:.3f}")
+            if record.get("val_accuracy") is not None:
+                self.plot.add_point(int(record["epoch"]), float(record["val_accuracy"]))
+
+    def _request_epochs(self) -> int:
+        if self._request is not None:
+            return int(self._request.settings["epochs"])
+        return self.epochs_spin.value()
+
+    def job_done(self, kind: str, result) -> None:
+        if kind == "download":
+            self.weights_file.setFilePath(str(result))
+            self.weights_info_label.setText(f"Downloaded {Path(result).name}.")
+        elif kind == "pretrain":
+            self.random_start_check.setChecked(False)
+            self.weights_file.setFilePath(result.backbone_path)
+            loss = f", final loss {result.losses[-1]:.4f}" if result.losses else ""
+            self.weights_info_label.setText(
+                f"Backbone prepared for {result.sensor}: {result.epochs} epochs in "
+                f"{format_duration(result.seconds)}{loss}. It is now the backbone weights.")
+            self._update_prepare_button()
+        elif kind == "fine_tune":
+            self._show_fine_tune_result(result)
+
+    def _show_fine_tune_result(self, result) -> None:
+        from .styling import add_classification_layer
+
+        self.last_result = result
+        request = self._request
+        project = QgsProject.instance()
+        try:
+            if result.classification_path:
+                self.result_layer = add_classification_layer(
+                    result.classification_path, name=f"{request.adapter_name} classes",
+                    project=project)
+            if result.confidence_path:
+                confidence = QgsRasterLayer(result.confidence_path,
+                                            f"{request.adapter_name} confidence", "gdal")
+                if confidence.isValid():
+                    project.addMapLayer(confidence)
+                    self.confidence_layer = confidence
+        except HyperAdaptError as error:
+            self.show_outcome(str(error), is_error=True)
+            return
+        metrics = result.metrics or {}
+        parts = []
+        accuracy = metrics.get("overall_accuracy", metrics.get("oa"))
+        if accuracy is not None:
+            parts.append(f"validation accuracy {100 * float(accuracy):.1f} %")
+        kappa = metrics.get("kappa")
+        if kappa is not None:
+            parts.append(f"kappa {float(kappa):.3f}")
+        parts.append(f"{format_duration(result.seconds)}")
+        parts.append(f"adapter {format_bytes(result.adapter_bytes)}")
+        random_start = bool((result.backbone or {}).get("random_start")) or \
+            (result.backbone or {}).get("kind") == "random" or \
+            request.settings.get("random_start")
+        note = " Random start: for testing only, not a real map." if random_start else ""
+        self.last_summary = (f"'{request.adapter_name}' trained on {request.training_layer_label}: "
+                             f"{', '.join(parts)}.{note}")
+        self.show_outcome(self.last_summary)
+        self.message_item = push_message(self.iface, "HyperAdapt", self.last_summary,
+                                         Qgis.Warning if random_start else Qgis.Success,
+                                         link_path=result.report_path)
+
+    def job_failed(self, kind: str, message: str) -> None:
+        push_message(self.iface, "HyperAdapt", message, Qgis.Critical, duration=10)
+        if kind == "pretrain":
+            self.weights_info_label.setText(message)
+
+    def job_cancelled(self, kind: str) -> None:
+        if kind == "pretrain":
+            self.weights_info_label.setText("Backbone preparation paused; its state is kept, so "
+                                             "preparing again continues from there.")
+            self._update_prepare_button()
+        elif kind == "download":
+            self.weights_info_label.setText("Download paused; downloading again resumes it.")
+        self.show_outcome("Cancelled; nothing was added.")
+
+    def job_ended(self, kind: str) -> None:
+        request, self._request = self._request, None
+        if kind == "fine_tune" and request is not None and request.snapshot_dir:
+            shutil.rmtree(request.snapshot_dir, ignore_errors=True)
