@@ -1,0 +1,153 @@
+"""Shared helpers of the benchmark scripts: threads, timing, machine description, result files.
+
+Importing this module before torch matters: on a machine shared with other work, OpenMP threads
+that spin while they wait slow PyTorch down many times over, and the waiting policy has to be set
+before torch loads OpenMP.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Use ``num_threads`` PyTorch threads (None: PyTorch's default); returns the count in use."""
+    import torch
+
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    return torch.get_num_threads()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device=None) -> dict:
+    """What the numbers were measured on: CPU, cores, threads, torch, and the GPU when used."""
+    import torch
+
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    info["device"] = info.get("gpu", f"CPU {info['cpu']}")
+    return info
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if getattr(device, "type", None) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_repeats(fn, *, repeats: int, warmup: int = 1, device=None) -> dict:
+    """Wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
+
+    The minimum is the figure to quote (the run least disturbed by other work on the machine);
+    the median and every run are kept too.
+    """
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        runs.append(time.perf_counter() - start)
+    return {"min_s": min(runs), "median_s": statistics.median(runs), "runs_s": runs}
+
+
+def mean_std(values) -> dict:
+    values = [float(v) for v in values]
+    return {"mean": statistics.fmean(values) if values else math.nan,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "runs": values}
+
+
+def proc_memory_bytes(field: str, pid: int | str = "self") -> int:
+    """A memory figure of /proc/PID/status (e.g. "VmRSS", "VmHWM") in bytes; 0 where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def current_rss_bytes() -> int:
+    """Resident memory of this process now."""
+    return proc_memory_bytes("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process's own program image (Linux VmHWM).
+
+    Not ``getrusage(...).ru_maxrss``: Linux carries the parent's high-water mark over fork and exec
+    into that figure, so a child started by a big parent would report the parent's peak.
+    """
+    return proc_memory_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def write_json(path: Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return path
+
+
+def write_markdown(path: Path, lines: list[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list], *, align: str | None = None) -> list[str]:
+    """Lines of a markdown table; ``align``: one 'l' or 'r' per column (default: first left)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    rule = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot().close(figure)
+    return path
