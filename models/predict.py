@@ -250,6 +250,12 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             out_band.WriteArray(class_tile, x, y)
             if conf_band is not None:
                 conf_band.WriteArray(conf_tile, x, y)
+            # Memory stays bounded by the tile, not the raster: the cached input and output
+            # blocks go once the tile is done.
+            reader.release_cache()
+            out_ds.FlushCache()
+            if conf_ds is not None:
+                conf_ds.FlushCache()
             if progress is not None:
                 progress((done + 1) / len(tiles), "Classifying the raster")
         raise_if_cancelled(cancel)

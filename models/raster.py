@@ -305,6 +305,14 @@ class RasterReader:
     def height(self) -> int:
         return self.info.height
 
+    def release_cache(self) -> None:
+        """Drop the blocks GDAL cached for this raster.
+
+        GDAL's block cache (5 % of RAM by default) would otherwise fill with every block read, so
+        memory would grow with the raster however small the tiles are.
+        """
+        self.dataset.FlushCache()
+
     def read(self, x: int, y: int, width: int, height: int,
              bands: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(data float32 (bands, height, width), valid bool (height, width)) of a window inside the raster.
