@@ -39,13 +39,12 @@ import argparse
 import glob
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import (RESULTS, log, machine_info, markdown_table, mean_std, pyplot, save_figure,
-                     set_threads, write_json, write_markdown)
+from .common import (RESULTS, log, machine_info, markdown_table, mean_std, pyplot,
+                     run_in_work_folder, save_figure, set_threads, write_json, write_markdown)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
@@ -726,12 +725,7 @@ def main(argv=None) -> dict:
         args.methods, args.band_adaptations = ["krona_plus", "head"], ["pca"]
         args.window_sizes, args.pretrain_minutes, args.other_scene_seeds = [5, 9], 0.3, 1
 
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-        return run_benchmark(args, args.work)
-    # A temporary work folder goes away with everything in it (rasters of gigabytes, backbones).
-    with tempfile.TemporaryDirectory(prefix="hyperadapt_bench_accuracy_") as folder:
-        return run_benchmark(args, Path(folder))
+    return run_in_work_folder(run_benchmark, args, "accuracy")
 
 
 def run_benchmark(args, work: Path) -> dict:

@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,3 +152,13 @@ def save_figure(figure, path: Path) -> Path:
     figure.savefig(path, dpi=110, bbox_inches="tight")
     pyplot().close(figure)
     return path
+
+
+def run_in_work_folder(run, args, name: str):
+    """``run(args, folder)`` in ``args.work`` when given (kept for reuse), else in a temporary
+    folder that goes away with everything in it (rasters of gigabytes, backbones)."""
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return run(args, args.work)
+    with tempfile.TemporaryDirectory(prefix=f"hyperadapt_bench_{name}_") as folder:
+        return run(args, Path(folder))

@@ -26,13 +26,12 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .common import (RESULTS, current_rss_bytes, log, machine_info, markdown_table,
-                     peak_rss_bytes, proc_memory_bytes, pyplot, save_figure, set_threads,
-                     write_json, write_markdown)
+                     peak_rss_bytes, proc_memory_bytes, pyplot, run_in_work_folder, save_figure,
+                     set_threads, write_json, write_markdown)
 
 NUM_BANDS = 200
 NUM_ENDMEMBERS = 5
@@ -394,12 +393,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.megapixels = [0.02, 0.05]
 
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-        return run_benchmark(args, args.work)
-    # A temporary work folder goes away with everything in it (rasters of gigabytes, backbones).
-    with tempfile.TemporaryDirectory(prefix="hyperadapt_bench_memory_") as folder:
-        return run_benchmark(args, Path(folder))
+    return run_in_work_folder(run_benchmark, args, "memory")
 
 
 def run_benchmark(args, work: Path) -> dict:
