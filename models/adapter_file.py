@@ -19,8 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import HyperAdaptError
+from .files import atomic_write
 from .raster import RasterInfo
 from .samples import ClassInfo
 
@@ -162,18 +161,7 @@ class AdapterRecord:
 
 def atomic_torch_save(obj, path) -> int:
     """torch.save to a temporary file in the target folder, then rename; returns the size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(obj, temp)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    return path.stat().st_size
+    return atomic_write(path, lambda temp: torch.save(obj, temp)).stat().st_size
 
 
 def save_adapter_file(record: AdapterRecord, path) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import appdirs
 
 from .adapter_file import ADAPTER_SUFFIX, AdapterRecord, compatibility_problem, load_adapter_file
 from .errors import HyperAdaptError
+from .files import atomic_write
 from .raster import RasterInfo
 
 LIBRARY_ENV = "HYPERADAPT_LIBRARY"
@@ -107,17 +107,7 @@ def add_to_library(adapter_path, *, name: str | None = None, overwrite: bool = F
     if target.exists() and not overwrite:
         raise HyperAdaptError(f"The library already holds an adapter named '{target.stem}' for "
                               f"{record.sensor_name}; choose another name.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        shutil.copyfile(adapter_path, temp)
-        os.replace(temp, target)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    return target
+    return atomic_write(target, lambda temp: shutil.copyfile(adapter_path, temp))
 
 
 def remove_from_library(path) -> None:
