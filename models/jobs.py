@@ -34,7 +34,8 @@ from .predict import classify_raster, predict_windows, style_path_for
 from .raster import (RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info,
                      sample_valid_pixels)
 from .report import write_html_report, write_metrics_json
-from .samples import ClassInfo, check_class_pixels, read_labelled_pixels, split_by_feature
+from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, read_labelled_pixels,
+                      split_by_feature)
 from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
 from .windows import check_window_size, collect_windows
 
@@ -436,9 +437,10 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             split = split_by_feature(pixels.feature_index, pixels.class_index,
                                      val_fraction=settings.val_fraction, seed=settings.seed)
             # With no validation share asked for, the per-class reasons below would mislead.
-            for cls in (split.training_only_classes if settings.val_fraction > 0 else ()):
-                notes.append(f"The class '{classes[cls].name}' has only one feature, so all its "
-                             f"pixels were used for training and it has no validation pixels.")
+            if settings.val_fraction > 0 and split.training_only_classes:
+                names = ", ".join(f"'{classes[cls].name}'" for cls in split.training_only_classes)
+                notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer keep them "
+                             f"all for training and have no validation pixels: {names}.")
             # A seeded subsample per class bounds the windows held in memory for large polygons.
             rng = np.random.default_rng([settings.seed, 1])
             train_idx = _cap_per_class(split.train, pixels.class_index,
@@ -483,8 +485,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                              classes)
             notes.append("No validation share was asked for, so nothing was held out for "
                          "validation." if settings.val_fraction <= 0 else
-                         "No class has two or more features, so nothing was held out for "
-                         "validation.")
+                         f"No class has more than {MIN_TRAINING_FEATURES} features, so nothing "
+                         f"was held out for validation and training ran all its epochs.")
         metrics.update({
             "kind": "validation", "notes": list(notes),
             "split": {"train_pixels": int(len(train_idx)), "validation_pixels": int(len(val_idx)),

@@ -33,6 +33,9 @@ DEFAULT_CLASS_COLORS = (
 )
 
 
+# Features of a class that always stay in training when some are held out for validation.
+MIN_TRAINING_FEATURES = 2
+
 @dataclass
 class ClassInfo:
     """A class of the classification: its pixel value in the output, its name and RGB colour."""
@@ -358,9 +361,11 @@ def split_by_feature(feature_index: np.ndarray, class_index: np.ndarray, *,
                      val_fraction: float = 0.25, seed: int = 0) -> FeatureSplit:
     """Stratified, seeded split of pixels into training and validation by whole features.
 
-    In each class about ``val_fraction`` of the features (at least one, never all) go to
-    validation. A class with a single feature cannot be validated: all its pixels train, and the
-    class is listed in ``training_only_classes``.
+    In each class about ``val_fraction`` of the features (at least one) go to validation, as long
+    as ``MIN_TRAINING_FEATURES`` stay for training. A class with no more features cannot spare one:
+    all its pixels train, and the class is listed in ``training_only_classes``. (Holding out one
+    of two polygons halves a class's training data and leaves it one place in the scene to learn
+    from; on Indian Pines with two polygons per class that cost far more than validation gave.)
     """
     feature_index = np.asarray(feature_index, dtype=np.int64)
     class_index = np.asarray(class_index, dtype=np.int64)
@@ -370,11 +375,12 @@ def split_by_feature(feature_index: np.ndarray, class_index: np.ndarray, *,
     train_feature_count = 0
     for cls in np.unique(class_index):
         features = np.unique(feature_index[class_index == cls])
-        if val_fraction <= 0 or len(features) < 2:
+        if val_fraction <= 0 or len(features) <= MIN_TRAINING_FEATURES:
             training_only.append(int(cls))
             train_feature_count += len(features)
             continue
-        count = min(len(features) - 1, max(1, int(round(len(features) * val_fraction))))
+        count = min(len(features) - MIN_TRAINING_FEATURES,
+                    max(1, int(round(len(features) * val_fraction))))
         chosen = rng.permutation(features)[:count]
         validation_features.append(chosen)
         train_feature_count += len(features) - count

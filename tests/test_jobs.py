@@ -410,21 +410,44 @@ def test_backbone_file_brings_its_band_adaptation(tmp_path):
 
 
 # -- training and prediction details -------------------------------------------------------------
-def test_early_stopping_keeps_the_best_epoch(tmp_path):
+def test_the_kept_epoch_is_the_best_after_the_warm_up(tmp_path):
     raster = make_test_raster(tmp_path / "scene.tif", noise=0.05)
     layer = make_polygons(tmp_path / "t.gpkg", raster)
     epochs = []
     result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
                        settings=tiny_settings(epochs=12, patience=2, learning_rate=3e-3),
                        on_epoch=epochs.append)
+    # The warm-up is the first 10 % of the samples: epoch 1 of 12 cannot be the one kept, even
+    # where its validation accuracy (the other field of the class) beats the next few epochs.
     keys = [(e["val_accuracy"], -e["val_loss"]) for e in epochs]
-    best = keys.index(max(keys)) + 1
-    assert result.metrics["best_epoch"] == best
-    assert result.metrics["epochs_run"] == len(epochs) == best + 2 < 12
-    assert result.metrics["stopped_early"] is True
+    best = keys.index(max(keys[1:])) + 1
+    assert result.metrics["best_epoch"] == best > 1
+    # Validation improved again within every two epochs after the first half: no early stop.
+    assert result.metrics["epochs_run"] == len(epochs) == 12
+    assert result.metrics["stopped_early"] is False
     # The saved adapter is the best epoch's state: its validation accuracy is that epoch's.
     assert result.metrics["overall_accuracy"] == pytest.approx(epochs[best - 1]["val_accuracy"])
     assert load_adapter_file(result.adapter_path).training["best_epoch"] == best
+
+
+def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():
+    """A validation set that only gets worse as training learns (here: wrong labels) scores best
+    by chance in epoch 1, while the head has barely started; that epoch must not end training."""
+    from hyperadapt.models.training import train_classifier
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(16)
+    windows = (torch.rand(48, 12, 5, 5, generator=generator) * 0.2
+               + labels.view(-1, 1, 1, 1) * 0.4)
+    outcome = train_classifier(_tiny_adapted_model(), windows, labels, windows, (labels + 1) % 3,
+                               input_size=16, epochs=20, learning_rate=3e-3, batch_size=16,
+                               patience=2, device=torch.device("cpu"))
+    accuracies = [record["val_accuracy"] for record in outcome.history]
+    assert accuracies[0] > accuracies[-1]              # validation really does only worsen
+    assert outcome.best_epoch >= 2          # the warm-up (10 % of 20 epochs) ends with epoch 2
+    # Never before half of the epochs, then after ``patience`` epochs without a better result.
+    assert outcome.stopped_early
+    assert outcome.epochs_run == max(10, outcome.best_epoch + 2) < 20
 
 
 def _tiny_adapted_model(num_classes=3):

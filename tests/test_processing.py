@@ -97,7 +97,7 @@ def scene(tmp_path_factory, qgis_app):
              "reference": folder / "reference.gpkg", "reference_raster": folder / "reference.tif"}
     _write_scene(paths["raster_a"], seed=0)
     _write_scene(paths["raster_b"], seed=1)
-    _write_polygons(paths["training"], "training", rows=[2, 14])
+    _write_polygons(paths["training"], "training", rows=[2, 5, 14])
     _store_categorized_style(paths["training"], "training")
     _write_polygons(paths["far_training"], "training", rows=[2, 14], shift_m=500_000.0)
     _write_polygons(paths["reference"], "reference", rows=[8, 19])

@@ -92,8 +92,8 @@ def test_potsdam_points_read_with_their_style_colours(tmp_path):
 
 def test_split_by_feature_is_stratified_seeded_and_never_splits_a_feature():
     rng = np.random.default_rng(0)
-    feature_class = np.array([0] * 8 + [1] * 4 + [2])
-    feature_index = np.repeat(np.arange(13), rng.integers(3, 9, size=13))
+    feature_class = np.array([0] * 8 + [1] * 4 + [2] + [3] * 2)
+    feature_index = np.repeat(np.arange(15), rng.integers(3, 9, size=15))
     class_index = feature_class[feature_index]
     split = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=3)
     again = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=3)
@@ -101,10 +101,11 @@ def test_split_by_feature_is_stratified_seeded_and_never_splits_a_feature():
     assert set(split.train) | set(split.validation) == set(range(len(feature_index)))
     assert not set(feature_index[split.train]) & set(feature_index[split.validation])
     val_features = set(feature_index[split.validation].tolist())
-    per_class = [sum(feature_class[f] == c for f in val_features) for c in range(3)]
-    assert per_class == [2, 1, 0]
-    assert split.training_only_classes == [2]
-    assert (split.train_features, split.validation_features) == (10, 3)
+    per_class = [sum(feature_class[f] == c for f in val_features) for c in range(4)]
+    assert per_class == [2, 1, 0, 0]
+    # One or two features are too few to spare one: holding one of two out halves the class.
+    assert split.training_only_classes == [2, 3]
+    assert (split.train_features, split.validation_features) == (12, 3)
     other = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=4)
     assert set(feature_index[other.validation].tolist()) != val_features
 

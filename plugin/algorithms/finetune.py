@@ -74,7 +74,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "points drawn over a hyperspectral raster, saves the adapter file, and classifies the "
             "raster with it. The class field may hold names or numbers; a categorized style on it "
             "gives the classes their colours. Without official weights or a pretrained backbone "
-            "file, tick 'Random start' to train from random weights (every output then says so).")
+            "file, tick 'Random start' to train from random weights (every output then says so). "
+            "Validation holds out whole polygons, and only from classes with more than two, so a "
+            "handful of polygons per class all train.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))
