@@ -131,8 +131,13 @@ install_plugin() {
     # qgis_process reads the profile from QGIS_CUSTOM_CONFIG_PATH's parent of profiles/.
     local config_root
     config_root="$(cd "$profile/../.." && pwd)"
-    QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH="$config_root" \
-        qgis_process.bin plugins enable hyperadapt >/dev/null
+    # qgis_process 3.22 exits 1 when the plugin is already enabled (a reinstall or an upgrade).
+    local enabled
+    enabled="$(QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH="$config_root" \
+        qgis_process.bin plugins enable hyperadapt 2>&1)" || case "$enabled" in
+        *"already enabled"*) ;;
+        *) echo "$enabled" >&2; log "qgis_process could not enable the plugin"; exit 1 ;;
+    esac
     log "installed into $profile/python/plugins/hyperadapt and enabled"
 }
 

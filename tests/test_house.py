@@ -58,3 +58,7 @@ def test_packaged_zip_installs_and_qgis_process_lists_it_enabled(tmp_path):
                              text=True, check=True).stdout
     # qgis_process marks enabled plugins that bring a Processing provider with a star.
     assert "* hyperadapt" in listing.splitlines()
+    # Installing again (an upgrade) over the enabled plugin works too.
+    again = subprocess.run(["bash", str(REPO / "scripts" / "dev.sh"), "install", str(profile)],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
