@@ -16,7 +16,7 @@ pixels per class drawn as small polygons (``make_indian_pines_inputs``, one set 
    training polygon (overall accuracy, average accuracy, kappa; mean and standard deviation
    over the seeds).
 
-    python -m bench.pretrain [--minutes 15] [--seeds 0 1 2] [--lambdas 1 2 4 8 16]
+    python -m bench.pretrain [--quick] [--minutes 15] [--seeds 0 1 2] [--lambdas 1 2 4 8 16]
 
 Writes bench/results/pretrain.json and bench/results/pretrain.md. Pretraining is shared by the
 seeds; the whole run takes about the pretraining budget plus 10 to 20 minutes on two CPU cores.
@@ -224,7 +224,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=None, help="folder for the inputs and files (temporary)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few minutes")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.minutes, args.seeds, args.lambdas, args.epochs = 0.5, [0], [DEFAULT_LAMBDA], 5
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
