@@ -36,6 +36,7 @@ DEFAULT_CLASS_COLORS = (
 # Features of a class that always stay in training when some are held out for validation.
 MIN_TRAINING_FEATURES = 2
 
+
 @dataclass
 class ClassInfo:
     """A class of the classification: its pixel value in the output, its name and RGB colour."""
