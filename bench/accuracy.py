@@ -737,6 +737,7 @@ def run_benchmark(args, work: Path) -> dict:
     if backbones.fixed_window() and args.window_sizes:
         args.window_sizes = []
     grid_window = backbones.fixed_window() or args.window_size
+    args.window_size = grid_window      # the report names the window that ran, the file's if fixed
     # Finished runs are reused only under the same training settings.
     store = RunStore(path=work / (f"runs_s{args.steps}_e{args.epochs}_i{args.input_size}"
                                   f"_b{args.batch_size}_lr{args.lr:g}_{args.fft_lr:g}.json"))
