@@ -33,6 +33,7 @@ from .library import library_root, safe_name
 from .mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
 from .raster import RasterReader, iter_tiles, read_raster_info, sample_valid_pixels
 from .spectralgpt import BASE_CONFIG, SpectralGPT, build_backbone
+from .training import backward_and_step
 from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
 
 log = logging.getLogger(__name__)
@@ -631,13 +632,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                 raise HyperAdaptError("The pretraining loss is no longer a finite number; lower "
                                       "the learning rate.")
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            backward_and_step(loss, optimizer, scaler)
             value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
             counters["loss_sum"] += value

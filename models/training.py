@@ -55,6 +55,17 @@ def lr_factor(progress: float, warmup_fraction: float, min_factor: float = 0.0) 
     return min_factor + (1.0 - min_factor) * cosine
 
 
+def backward_and_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
+    """Backpropagate and take an optimizer step, through the fp16 gradient scaler when there is one."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random quarter turns and mirror flips per window (a scene has no preferred orientation)."""
     turns = torch.randint(0, 4, (len(batch),), generator=generator)
@@ -176,13 +187,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                 else:
                     logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                backward_and_step(loss, optimizer, scaler)
             except RuntimeError as error:
                 if not is_out_of_memory(error):
                     raise
