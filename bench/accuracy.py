@@ -43,8 +43,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import (RESULTS, log, machine_info, markdown_table, mean_std, pyplot,
-                     run_in_work_folder, save_figure, set_threads, write_json, write_markdown)
+from .common import (RESULTS, log, machine_info, markdown_table, mean_std, publish, pyplot,
+                     run_in_work_folder, save_figure, set_threads, write_markdown)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
@@ -800,13 +800,7 @@ def run_benchmark(args, work: Path) -> dict:
                             for r in rows),
         "backbone_note": backbone_note,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "accuracy.json", report)
-    write_report(report, args.out)
-    plot(report, args.out / "accuracy.png")
-    log(f"wrote {args.out / 'accuracy.md'} in {report['seconds'] / 60:.1f} min")
-    print((args.out / "accuracy.md").read_text())
-    return report
+    return publish(report, args.out, "accuracy", write_report, plot)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,17 @@ def write_json(path: Path, data) -> Path:
     return path
 
 
+def publish(report: dict, out: Path, name: str, write_report, plot) -> dict:
+    """Write ``<name>.json``, the markdown (``write_report``) and ``<name>.png`` into ``out``; print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{name}.json", report)
+    write_report(report, out)
+    plot(report, out / f"{name}.png")
+    log(f"wrote {out / f'{name}.md'} in {report['seconds'] / 60:.1f} min")
+    print((out / f"{name}.md").read_text())
+    return report
+
+
 def write_markdown(path: Path, lines: list[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

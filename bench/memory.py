@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from .common import (RESULTS, current_rss_bytes, log, machine_info, markdown_table,
-                     peak_rss_bytes, proc_memory_bytes, pyplot, run_in_work_folder, save_figure,
-                     set_threads, write_json, write_markdown)
+from .common import (RESULTS, current_rss_bytes, log, machine_info, markdown_table, peak_rss_bytes,
+                     proc_memory_bytes, publish, pyplot, run_in_work_folder, save_figure,
+                     set_threads, write_markdown)
 
 NUM_BANDS = 200
 NUM_ENDMEMBERS = 5
@@ -449,13 +449,7 @@ def run_benchmark(args, work: Path) -> dict:
     report["flat"] = {cache: flat_for([e for e in report["sizes"] if e["gdal_cache"] == cache])
                       for cache in args.gdal_cache_mb}
     report["seconds"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "memory.json", report)
-    write_report(report, args.out)
-    plot(report, args.out / "memory.png")
-    log(f"wrote {args.out / 'memory.md'} in {report['seconds'] / 60:.1f} min")
-    print((args.out / "memory.md").read_text())
-    return report
+    return publish(report, args.out, "memory", write_report, plot)
 
 
 if __name__ == "__main__":

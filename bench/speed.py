@@ -30,8 +30,8 @@ import json
 import time
 from pathlib import Path
 
-from .common import (RESULTS, log, machine_info, markdown_table, pyplot, save_figure,
-                     set_threads, synchronize, time_repeats, write_json, write_markdown)
+from .common import (RESULTS, log, machine_info, markdown_table, publish, pyplot, save_figure,
+                     set_threads, synchronize, time_repeats, write_markdown)
 
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
 
@@ -367,13 +367,7 @@ def main(argv=None) -> dict:
     report["headline"] = headline
     report["methods_bench"] = methods_bench_summary()
     report["seconds"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "speed.json", report)
-    write_report(report, args.out)
-    plot(report, args.out / "speed.png")
-    log(f"wrote {args.out / 'speed.md'} in {report['seconds'] / 60:.1f} min")
-    print((args.out / "speed.md").read_text())
-    return report
+    return publish(report, args.out, "speed", write_report, plot)
 
 
 if __name__ == "__main__":
