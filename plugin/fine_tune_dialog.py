@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QVariant, pyqtSlot
 
 from ..models.adapters import DEFAULT_METHOD, METHODS
 from ..models.errors import HyperAdaptError
+from .styling import styled_class_field
 from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
 from .worker import kept_output_folder
 
@@ -397,11 +398,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
 
     @staticmethod
     def _guess_class_field(layer: QgsVectorLayer) -> str | None:
-        from qgis.core import QgsCategorizedSymbolRenderer
-        renderer = layer.renderer()
-        if isinstance(renderer, QgsCategorizedSymbolRenderer) and \
-                layer.fields().indexOf(renderer.classAttribute()) >= 0:
-            return renderer.classAttribute()
+        styled = styled_class_field(layer)
+        if styled:
+            return styled
         for name in ("class", "classname", "class_name", "label", "landcover", "lc"):
             for field_ in layer.fields():
                 if field_.name().lower() == name:

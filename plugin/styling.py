@@ -27,6 +27,15 @@ def _categorized_renderer(layer, field: str):
     return None
 
 
+def styled_class_field(layer) -> str | None:
+    """The field the layer's categorized style colours by, when the layer has that field."""
+    renderer = layer.renderer()
+    if isinstance(renderer, QgsCategorizedSymbolRenderer) and \
+            layer.fields().indexOf(renderer.classAttribute()) >= 0:
+        return renderer.classAttribute()
+    return None
+
+
 def _default_style_renderer(layer, field: str):
     """The categorized renderer of the layer's default style (e.g. a GeoPackage's layer_styles).
 

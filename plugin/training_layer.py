@@ -23,6 +23,7 @@ from qgis.PyQt.QtCore import QTimer, QVariant, Qt, pyqtSlot
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem
 
+from .styling import styled_class_field
 from .widgets import color_icon, default_class_color
 from .worker import kept_output_folder
 
@@ -233,10 +234,9 @@ class TrainingLayerPanel(QDockWidget):
 
     @staticmethod
     def _guess_class_field(layer: QgsVectorLayer) -> str | None:
-        renderer = layer.renderer()
-        if isinstance(renderer, QgsCategorizedSymbolRenderer) and \
-                layer.fields().indexOf(renderer.classAttribute()) >= 0:
-            return renderer.classAttribute()
+        styled = styled_class_field(layer)
+        if styled:
+            return styled
         for field in layer.fields():
             if field.type() == QVariant.String:
                 return field.name()
