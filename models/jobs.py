@@ -380,17 +380,20 @@ def _cap_per_class(indices: np.ndarray, class_index: np.ndarray, cap: int,
 
 def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path: str, *,
               settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
-              class_colors: dict | None = None, sensor: str | None = None,
-              adapter_name: str | None = None, classification_path: str | None = None,
-              confidence_path: str | None = None, report_path: str | None = None,
+              class_colors: dict | None = None, class_names: dict | None = None,
+              sensor: str | None = None, adapter_name: str | None = None,
+              classification_path: str | None = None, confidence_path: str | None = None,
+              report_path: str | None = None,
               progress=None, cancel=None, on_epoch=None) -> FineTuneResult:
     """Fine-tune SpectralGPT on labelled polygons or points and save the adapter file.
 
     Optionally classifies the same raster afterwards (``classification_path``, with a
     ``confidence_path``) and writes an HTML report of the validation accuracy (``report_path``,
     with the metrics as JSON beside it). ``on_epoch(record)`` receives each epoch's loss and
-    validation accuracy. Files are only written once everything before them succeeded, and a
-    failure or cancel removes those already written.
+    validation accuracy. ``class_colors`` (class value as text -> RGB) and ``class_names`` (integer
+    class code as text -> name) usually come from the training layer's categorized QGIS style.
+    Files are only written once everything before them succeeded, and a failure or cancel removes
+    those already written.
     """
     started = time.perf_counter()
     settings = (settings or FineTuneSettings()).resolved()
@@ -420,7 +423,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             notes.append(f"The backbone file sets the window size ({window_size}), the input size "
                          f"({input_size}) and the band adaptation.")
         pixels = read_labelled_pixels(info, vector_path, class_field, layer_name=layer_name,
-                                      class_colors=class_colors, cancel=cancel)
+                                      class_colors=class_colors, class_names=class_names,
+                                      cancel=cancel)
         notes += pixels.notes
         with RasterReader(info) as reader:
             _report(progress, 0.03, "Fitting the band adaptation")

@@ -168,13 +168,16 @@ def _class_key(feature, index: int, kind: str, class_field: str):
     return int(round(value))
 
 
-def build_classes(keys_in_order: list, kind: str,
-                  class_colors: dict | None = None) -> tuple[list[ClassInfo], dict]:
+def build_classes(keys_in_order: list, kind: str, class_colors: dict | None = None,
+                  class_names: dict | None = None) -> tuple[list[ClassInfo], dict]:
     """ClassInfo list and key -> class index.
 
     Text classes get values 1..K in the order they first appear in the layer; integer classes keep
     their own numbers when all lie in 1..255 (the output is a Byte raster), else get 1..K in
-    numerical order.
+    numerical order. Colours and names are looked up by the key as text. A name from
+    ``class_names`` (a style's category label) replaces an integer code only: a text value is
+    already a name, and keeping it lets a reference layer with the same field match by name. Two
+    codes given the same name keep their codes in brackets, so every class stays distinguishable.
     """
     if kind == "text":
         keys = list(dict.fromkeys(keys_in_order))
@@ -185,18 +188,24 @@ def build_classes(keys_in_order: list, kind: str,
     if len(keys) > 255:
         raise HyperAdaptError(f"The class field has {len(keys)} different classes; at most 255 fit "
                               f"in a classification.")
-    colors = {str(name): tuple(int(c) for c in rgb[:3]) for name, rgb in (class_colors or {}).items()}
+    colors = {str(key): tuple(int(c) for c in rgb[:3]) for key, rgb in (class_colors or {}).items()}
+    labels = {} if kind == "text" else {
+        str(key): str(name).strip() for key, name in (class_names or {}).items()
+        if str(name).strip()}
+    names = [labels.get(str(key), str(key)) for key in keys]
+    repeated = {name for name in names if names.count(name) > 1}
     classes = []
-    for position, (key, value) in enumerate(zip(keys, values)):
-        name = str(key)
-        color = colors.get(name, DEFAULT_CLASS_COLORS[position % len(DEFAULT_CLASS_COLORS)])
+    for position, (key, value, name) in enumerate(zip(keys, values, names)):
+        if name in repeated and name != str(key):
+            name = f"{name} ({key})"
+        color = colors.get(str(key), DEFAULT_CLASS_COLORS[position % len(DEFAULT_CLASS_COLORS)])
         classes.append(ClassInfo(value=int(value), name=name, color=color))
     return classes, {key: position for position, key in enumerate(keys)}
 
 
 def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
                          layer_name: str | None = None, class_colors: dict | None = None,
-                         cancel=None, min_classes: int = 2,
+                         class_names: dict | None = None, cancel=None, min_classes: int = 2,
                          role: str = "training layer") -> LabelledPixels:
     """Rasterise a training layer on the raster's grid: every labelled pixel with its class and feature.
 
@@ -205,7 +214,10 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
         vector_path: any OGR source (GeoPackage, Shapefile, GeoJSON, ...).
         class_field: a text or integer field naming each feature's class.
         layer_name: the layer inside the source; the first layer with geometries by default.
-        class_colors: optional class name -> (r, g, b), e.g. from the layer's QGIS style.
+        class_colors: optional class value (as text) -> (r, g, b), e.g. from the layer's QGIS
+            style.
+        class_names: optional class value (as text) -> name for integer class codes, e.g. the
+            category labels of the layer's QGIS style.
         cancel: optional ``cancel() -> bool``.
         min_classes: fewer classes is an error (training needs two; a reference may have one).
         role: what the layer is called in error messages ("training layer", "reference layer").
@@ -260,7 +272,7 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
                                  f"raster {os.path.basename(info.path)}.")
     if not keys:
         raise no_overlap
-    classes, key_to_class = build_classes(keys, kind, class_colors)
+    classes, key_to_class = build_classes(keys, kind, class_colors, class_names)
     if len(classes) < min_classes:
         raise HyperAdaptError(f"Training needs at least two classes, but the field '{class_field}' "
                               f"has only one: '{classes[0].name}'.")

@@ -100,6 +100,7 @@ class FineTuneRequest:
     layer_name: str | None
     class_field: str
     class_colors: dict
+    class_names: dict
     sensor: str
     adapter_name: str
     adapter_path: str
@@ -122,7 +123,7 @@ def run_fine_tune(request: FineTuneRequest, progress, cancel):
     return jobs.fine_tune(
         request.raster_path, request.vector_path, request.class_field, request.adapter_path,
         layer_name=request.layer_name, class_colors=request.class_colors,
-        sensor=request.sensor, adapter_name=request.adapter_name,
+        class_names=request.class_names, sensor=request.sensor, adapter_name=request.adapter_name,
         classification_path=request.classification_path,
         confidence_path=request.confidence_path, report_path=request.report_path,
         settings=jobs.FineTuneSettings(**request.settings), progress=progress, cancel=cancel,
@@ -495,7 +496,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
     # -- starting -----------------------------------------------------------------------------
     def build_request(self) -> FineTuneRequest:
         """Reads the layers on the GUI thread into plain values for the worker."""
-        from .styling import class_colors_from_layer
+        from .styling import class_style_from_layer
 
         raster = self.raster_layer()
         training = self.training_layer()
@@ -511,9 +512,10 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         suffixes = ("_classification.tif", "_confidence.tif", "_report.html")
         stem = unique_stem(output, safe_file_stem(name), suffixes)
         confidence = self.confidence_check.isChecked()
+        class_colors, class_names = class_style_from_layer(training, field_name)
         return FineTuneRequest(
             raster_path=raster.source(), vector_path=source[0], layer_name=source[1],
-            class_field=field_name, class_colors=class_colors_from_layer(training, field_name),
+            class_field=field_name, class_colors=class_colors, class_names=class_names,
             sensor=self.sensor_edit.text().strip(), adapter_name=name,
             adapter_path=str(self._library_path()),
             classification_path=str(output / f"{stem}_classification.tif"),

@@ -51,27 +51,35 @@ def _default_style_renderer(layer, field: str):
     return renderer.clone() if renderer is not None else None
 
 
-def class_colors_from_layer(layer, field: str) -> dict[str, tuple[int, int, int]]:
-    """Class name -> RGB from a categorized renderer on `field`; empty if there is none.
+def class_style_from_layer(layer, field: str) -> tuple[dict[str, tuple[int, int, int]],
+                                                       dict[str, str]]:
+    """(class value -> RGB, class value -> label) from a categorized renderer on `field`.
 
-    The layer's own renderer wins; otherwise the default style stored with its data (a GeoPackage's
-    ``layer_styles`` table, a ``.qml`` beside a file) is used, so colours chosen once by the person
-    who drew the polygons follow the classes into every run.
+    Values are given as text (whole numbers without '.0'); both are empty without such a renderer.
+    Only labels that differ from their value are listed: the label a person typed for a class code
+    ("Corn" for 3) is its name. The layer's own renderer wins; otherwise the default style stored
+    with its data (a GeoPackage's ``layer_styles`` table, a ``.qml`` beside a file) is used, so the
+    colours and names chosen once by the person who drew the polygons follow the classes into
+    every run.
     """
     if not isinstance(layer, QgsVectorLayer) or not layer.isValid() or not field:
-        return {}
+        return {}, {}
     renderer = _categorized_renderer(layer, field) or _default_style_renderer(layer, field)
     if renderer is None:
-        return {}
-    colors = {}
+        return {}, {}
+    colors, labels = {}, {}
     for category in renderer.categories():
         key = _category_key(category.value())
         symbol = category.symbol()
-        if key is None or symbol is None:
+        if key is None:
             continue
-        color = symbol.color()
-        colors[key] = (color.red(), color.green(), color.blue())
-    return colors
+        if symbol is not None:
+            color = symbol.color()
+            colors[key] = (color.red(), color.green(), color.blue())
+        label = (category.label() or "").strip()
+        if label and label != key:
+            labels[key] = label
+    return colors, labels
 
 
 def style_path_for(raster_path: str) -> Path:

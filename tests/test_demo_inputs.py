@@ -75,7 +75,7 @@ def test_training_polygons_cover_10_to_30_homogeneous_pixels_per_class(inputs):
 def test_training_layer_opens_in_qgis_with_the_categorized_default_style(inputs, qgis_new_project):
     from qgis.core import QgsCategorizedSymbolRenderer, QgsVectorLayer
 
-    from hyperadapt.plugin.styling import class_colors_from_layer
+    from hyperadapt.plugin.styling import class_style_from_layer
 
     layer = QgsVectorLayer(inputs["training"] + "|layername=training", "training", "ogr")
     assert layer.isValid()
@@ -83,7 +83,7 @@ def test_training_layer_opens_in_qgis_with_the_categorized_default_style(inputs,
     assert isinstance(renderer, QgsCategorizedSymbolRenderer)
     assert renderer.classAttribute() == "class_name"
     assert [c.value() for c in renderer.categories()] == CLASS_NAMES
-    assert class_colors_from_layer(layer, "class_name") == inputs["class_colors"]
+    assert class_style_from_layer(layer, "class_name") == (inputs["class_colors"], {})
     assert len(set(inputs["class_colors"].values())) == 16
 
 

@@ -339,6 +339,7 @@ def test_worker_reads_what_qgis_shows_of_the_training_layer(iface, open_dialog, 
     assert request.vector_path == str(tmp_path / "areas.gpkg") and request.snapshot_dir is None
     assert request.layer_name == "training"
     assert request.class_colors == {name: rgb for name, (rgb, _) in CLASSES.items()}
+    assert request.class_names == {}           # its labels are its values
 
     dialog.training_combo.setLayer(points)     # a memory layer: copied for the worker
     dialog.field_combo.setField("kind")

@@ -17,6 +17,7 @@ from osgeo import gdal, ogr, osr
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"water": (20, 90, 200), "forest": (10, 120, 30), "field": (230, 200, 40)}
+CLASS_CODES = {"water": 10, "forest": 20, "field": 30}
 SIZE, NUM_BANDS, PIXEL_M = 24, 24, 30.0
 ORIGIN = (400_000.0, 5_800_000.0)
 # Tiny and quick: what every fine-tuning run in this file uses.
@@ -55,10 +56,14 @@ def _write_scene(path: Path, seed: int) -> None:
 
 
 def _write_polygons(path: Path, layer_name: str, rows: list[int], *, shift_m: float = 0.0) -> None:
-    """A 3 x 3-pixel square per class and starting row, inside that class's strip."""
+    """A 3 x 3-pixel square per class and starting row, inside that class's strip.
+
+    Each square has the class's name and its code (CLASS_CODES) in two fields.
+    """
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     layer = source.CreateLayer(layer_name, _srs(), ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    layer.CreateField(ogr.FieldDefn("class_code", ogr.OFTInteger))
     for index, name in enumerate(CLASSES):
         for row in rows:
             col = 8 * index + 2
@@ -71,12 +76,14 @@ def _write_polygons(path: Path, layer_name: str, rows: list[int], *, shift_m: fl
             polygon.AddGeometry(ring)
             feature = ogr.Feature(layer.GetLayerDefn())
             feature.SetField("class_name", name)
+            feature.SetField("class_code", CLASS_CODES[name])
             feature.SetGeometry(polygon)
             layer.CreateFeature(feature)
     source = None
 
 
-def _store_categorized_style(path: Path, layer_name: str) -> None:
+def _store_categorized_style(path: Path, layer_name: str, field: str = "class_name") -> None:
+    """The layer's default style: categories on `field` (names or codes) labelled by name."""
     from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsRendererCategory,
                            QgsVectorLayer)
 
@@ -84,8 +91,9 @@ def _store_categorized_style(path: Path, layer_name: str) -> None:
     categories = []
     for name, (r, g, b) in CLASSES.items():
         symbol = QgsFillSymbol.createSimple({"color": f"{r},{g},{b},255"})
-        categories.append(QgsRendererCategory(name, symbol, name))
-    layer.setRenderer(QgsCategorizedSymbolRenderer("class_name", categories))
+        value = CLASS_CODES[name] if field == "class_code" else name
+        categories.append(QgsRendererCategory(value, symbol, name))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
     assert layer.saveStyleToDatabase("default", "", True, "") == ""
 
 
@@ -94,11 +102,14 @@ def scene(tmp_path_factory, qgis_app):
     folder = tmp_path_factory.mktemp("scene")
     paths = {"raster_a": folder / "scene_a.tif", "raster_b": folder / "scene_b.tif",
              "training": folder / "training.gpkg", "far_training": folder / "far_training.gpkg",
+             "coded_training": folder / "coded_training.gpkg",
              "reference": folder / "reference.gpkg", "reference_raster": folder / "reference.tif"}
     _write_scene(paths["raster_a"], seed=0)
     _write_scene(paths["raster_b"], seed=1)
     _write_polygons(paths["training"], "training", rows=[2, 5, 14])
     _store_categorized_style(paths["training"], "training")
+    _write_polygons(paths["coded_training"], "training", rows=[2, 5, 14])
+    _store_categorized_style(paths["coded_training"], "training", field="class_code")
     _write_polygons(paths["far_training"], "training", rows=[2, 14], shift_m=500_000.0)
     _write_polygons(paths["reference"], "reference", rows=[8, 19])
     labels = np.zeros((SIZE, SIZE), dtype=np.uint8)
@@ -311,6 +322,31 @@ def test_batch_classify_two_rasters_loads_both_styled(provider, trained, scene, 
         _assert_styled_with_classes(loaded[output])
 
 
+def test_class_codes_take_the_names_of_their_style_labels(provider, scene, tmp_path):
+    import processing
+
+    classification = tmp_path / "coded_classes.tif"
+    result = processing.run("hyperadapt:finetune", {
+        "INPUT": scene["raster_a"], "TRAINING": scene["coded_training"],
+        "CLASS_FIELD": "class_code", **QUICK_FINETUNE, "OUTPUT_ADAPTER": str(tmp_path / "coded.pt"),
+        "OUTPUT_CLASSIFICATION": str(classification)})
+    values, names, colors = _class_raster(result["OUTPUT_CLASSIFICATION"])
+    # The codes stay the pixel values; the labels typed in the style are the class names.
+    assert names == {code: name for name, code in CLASS_CODES.items()}
+    assert {names[v]: colors[v] for v in names} == CLASSES
+    assert set(np.unique(values)) <= set(names)
+    # A reference layer with the same codes and no style is matched by value.
+    evaluation = processing.run("hyperadapt:evaluate", {
+        "INPUT": str(classification), "REFERENCE": scene["reference"],
+        "REFERENCE_FIELD": "class_code", "OUTPUT_HTML": str(tmp_path / "coded.html"),
+        "OUTPUT_JSON": str(tmp_path / "coded.json")})
+    report = json.loads(Path(evaluation["OUTPUT_JSON"]).read_text())
+    # Two 3 x 3 squares per class.
+    compared = {c["name"]: c["reference_pixels"] for c in report["classes"]}
+    assert compared == dict.fromkeys(CLASSES, 18)
+    assert report["unmatched_reference_pixels"] == 0
+
+
 def test_checks_refuse_bad_values_before_running(provider, scene, trained, tmp_path):
     from qgis.core import QgsApplication, QgsProcessingContext
 
@@ -373,17 +409,22 @@ def test_choices_match_the_engine():
     assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune", "pretrain"]
 
 
-def test_class_colors_come_from_a_categorized_style_only(scene, qgis_new_project):
+def test_class_colors_and_names_come_from_a_categorized_style_only(scene, qgis_new_project):
     from qgis.core import QgsVectorLayer
 
     from hyperadapt.models.errors import HyperAdaptError
-    from hyperadapt.plugin.styling import add_classification_layer, class_colors_from_layer
+    from hyperadapt.plugin.styling import add_classification_layer, class_style_from_layer
 
     styled = QgsVectorLayer(f"{scene['training']}|layername=training", "training", "ogr")
-    assert class_colors_from_layer(styled, "class_name") == CLASSES
-    assert class_colors_from_layer(styled, "other_field") == {}
+    # Labels equal to their values name nothing new.
+    assert class_style_from_layer(styled, "class_name") == (CLASSES, {})
+    assert class_style_from_layer(styled, "class_code") == ({}, {})
+    coded = QgsVectorLayer(f"{scene['coded_training']}|layername=training", "training", "ogr")
+    assert class_style_from_layer(coded, "class_code") == (
+        {str(CLASS_CODES[name]): rgb for name, rgb in CLASSES.items()},
+        {str(code): name for name, code in CLASS_CODES.items()})
     plain = QgsVectorLayer(f"{scene['reference']}|layername=reference", "reference", "ogr")
-    assert class_colors_from_layer(plain, "class_name") == {}
+    assert class_style_from_layer(plain, "class_name") == ({}, {})
     with pytest.raises(HyperAdaptError, match="no class colours"):
         add_classification_layer(scene["raster_a"])
 

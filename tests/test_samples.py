@@ -58,6 +58,26 @@ def test_text_classes_follow_layer_order_and_take_given_colours(tmp_path, raster
     assert any("without a value" in note for note in pixels.notes)
 
 
+def test_integer_codes_take_given_names_and_a_repeated_name_keeps_its_codes(tmp_path, raster):
+    g = raster.geotransform
+    features = [(pixel_box_polygon(g, 1, 1, 4, 4), 3), (pixel_box_polygon(g, 1, 20, 4, 24), 7),
+                (pixel_box_polygon(g, 10, 1, 14, 4), 9), (pixel_box_polygon(g, 20, 20, 23, 23), 12)]
+    layer = write_layer(tmp_path / "codes.gpkg", features, field_type=ogr.OFTInteger)
+    names = {"3": "corn", "7": "soybean", "9": "soybean", "12": " "}
+    pixels = read_labelled_pixels(read_raster_info(raster.path), layer, "class",
+                                  class_colors={"7": (1, 2, 3)}, class_names=names)
+    assert pixels.classes == [ClassInfo(3, "corn", DEFAULT_CLASS_COLORS[0]),
+                              ClassInfo(7, "soybean (7)", (1, 2, 3)),
+                              ClassInfo(9, "soybean (9)", DEFAULT_CLASS_COLORS[2]),
+                              ClassInfo(12, "12", DEFAULT_CLASS_COLORS[3])]
+    # A text value is a name already: it stays, so a reference with the same field still matches.
+    text = write_layer(tmp_path / "text.gpkg", [(pixel_box_polygon(g, 1, 1, 4, 4), "water"),
+                                                (pixel_box_polygon(g, 1, 20, 4, 24), "forest")])
+    named = read_labelled_pixels(read_raster_info(raster.path), text, "class",
+                                 class_names={"water": "open water"})
+    assert [c.name for c in named.classes] == ["water", "forest"]
+
+
 def test_polygons_in_another_crs_are_reprojected(tmp_path, raster):
     info = read_raster_info(raster.path)
     native = read_labelled_pixels(info, make_polygons(tmp_path / "utm.gpkg", raster), "class")

@@ -12,7 +12,7 @@ from qgis.core import (QgsCoordinateTransform, QgsCsException, QgsProcessing, Qg
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorLayer)
 
-from ..styling import class_colors_from_layer
+from ..styling import class_style_from_layer
 from .common import (ADAPTER_FILE_FILTER, DEVICE_OPTIONS, WEIGHTS_FILE_FILTER, EngineFeedback,
                      HyperAdaptAlgorithm, check_geotiff_destination, destination_or_none,
                      file_destination_or_none, format_number, format_ratio, raster_file,
@@ -73,8 +73,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "Fine-tunes SpectralGPT with a small adapter (KronA+ by default) on training polygons or "
             "points drawn over a hyperspectral raster, saves the adapter file, and classifies the "
             "raster with it. The class field may hold names or numbers; a categorized style on it "
-            "gives the classes their colours. Without official weights or a pretrained backbone "
-            "file, tick 'Random start' to train from random weights (every output then says so). "
+            "gives the classes their colours, and its labels name numbered classes (3 = Corn). "
+            "Without official weights or a pretrained backbone file, tick 'Random start' to train "
+            "from random weights (every output then says so). "
             "Validation holds out whole polygons, and only from classes with more than two, so a "
             "handful of polygons per class all train.")
 
@@ -241,17 +242,21 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         if confidence and not classification:
             raise QgsProcessingException("A confidence raster needs a classification output too.")
         vector_path, layer_name = vector_file(training, context, feedback)
-        colors = class_colors_from_layer(training, class_field)
+        colors, names = class_style_from_layer(training, class_field)
         if colors:
             feedback.pushInfo(f"Class colours from the style of '{training.name()}': "
                               f"{len(colors)} classes.")
+        if names:
+            feedback.pushInfo(f"Class names from the style's labels: "
+                              f"{', '.join(f'{k} = {v}' for k, v in names.items())}.")
         sensor = self.parameterAsString(parameters, self.SENSOR, context).strip() or None
 
         settings = run_engine_job(self.settings_from_parameters, parameters, context)
         with EngineFeedback(feedback=feedback) as engine_feedback:
             result = run_engine_job(
                 fine_tune, raster, vector_path, class_field, adapter_path, settings=settings,
-                layer_name=layer_name, class_colors=colors or None, sensor=sensor,
+                layer_name=layer_name, class_colors=colors or None, class_names=names or None,
+                sensor=sensor,
                 classification_path=classification, confidence_path=confidence, report_path=report,
                 progress=engine_feedback.progress, cancel=engine_feedback.cancel)
 
