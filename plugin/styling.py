@@ -82,9 +82,9 @@ def class_style_from_layer(layer, field: str) -> tuple[dict[str, tuple[int, int,
     return colors, labels
 
 
-def style_path_for(raster_path: str) -> Path:
-    """The ``.qml`` beside a raster that QGIS reads as its default style."""
-    return Path(raster_path).with_suffix(".qml")
+def style_path_for(path: str) -> Path:
+    """The ``.qml`` beside a data file that QGIS reads as its layers' default style."""
+    return Path(path).with_suffix(".qml")
 
 
 def apply_classification_style(layer: QgsRasterLayer) -> bool:

@@ -4,27 +4,29 @@ The panel creates a polygon layer in the raster's CRS with a text class field, s
 and starts editing with the add-polygon tool. Picking a class in the list makes it the field's
 default value and the attribute form is suppressed, so every polygon drawn next gets that class
 without a form. The list shows, per class, how many polygons (or points) and about how many
-raster pixels the layer holds, updated as the user draws. Any existing polygon or point layer
-with a class field can be picked in the panel as well.
+raster pixels the layer holds, updated as the user draws. The style is written to a ``.qml``
+beside the GeoPackage whenever the edits are saved, so the class colours travel with the file. Any
+existing polygon or point layer with a class field can be picked in the panel as well.
 """
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 from qgis.core import (
-    QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsDefaultValue, QgsEditFormConfig,
-    QgsExpression, QgsFeatureRequest, QgsField, QgsFields, QgsMapLayerProxyModel, QgsProject,
-    QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorFileWriter, QgsVectorLayer,
-    QgsWkbTypes,
+    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsDefaultValue, QgsEditFormConfig,
+    QgsExpression, QgsFeatureRequest, QgsField, QgsFields, QgsMapLayerProxyModel, QgsMessageLog,
+    QgsProject, QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorFileWriter,
+    QgsVectorLayer, QgsWkbTypes,
 )
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QTimer, QVariant, Qt, pyqtSlot
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem
 
-from .styling import styled_class_field
-from .widgets import color_icon, default_class_color
+from .styling import style_path_for, styled_class_field
+from .widgets import LOG_TAG, color_icon, default_class_color
 from .worker import kept_output_folder
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -61,6 +63,19 @@ def class_symbol(geometry_type, rgb: tuple[int, int, int]) -> QgsSymbol:
         layer.setStrokeColor(color.darker(160))
         layer.setStrokeWidth(0.5)
     return symbol
+
+
+def store_default_style(layer: QgsVectorLayer) -> None:
+    """Writes the layer's style to the ``.qml`` beside its file, which QGIS reads as its default.
+
+    A sidecar file rather than the GeoPackage's ``layer_styles`` table: in QGIS 3.22, once a style
+    has been saved into the GeoPackage, committing the next edits to it waits forever.
+    """
+    path = style_path_for(layer.source().split("|")[0])
+    message, saved = layer.saveNamedStyle(str(path))
+    if not saved:
+        QgsMessageLog.logMessage(f"The style of {layer.name()} was not stored in {path.name}: "
+                                 f"{message}", LOG_TAG, Qgis.Warning)
 
 
 class _PanelContent(FORM_BASE, FORM_CLASS):
@@ -182,6 +197,11 @@ class TrainingLayerPanel(QDockWidget):
         index = parent.children().index(raster_node) if raster_node is not None else 0
         parent.insertLayer(index, layer)
 
+        # The style is kept beside the GeoPackage too, so qgis_process and batch runs that open
+        # the file (not the project's layer) still get the class colours; it is written again
+        # each time the edits are saved, with the classes added since.
+        store_default_style(layer)
+        layer.afterCommitChanges.connect(partial(store_default_style, layer))
         layer.startEditing()
         self.raster_combo.setLayer(raster)
         self.set_training_layer(layer, CLASS_FIELD)

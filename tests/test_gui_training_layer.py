@@ -74,6 +74,12 @@ def test_new_layer_is_in_raster_crs_styled_and_polygons_get_the_current_class(if
         values = sorted(f[CLASS_FIELD] for f in saved.getFeatures())
         assert values == ["forest", "forest", "water"]
         assert saved.crs().authid() == "EPSG:32633"
+        # Saving the edits stored the style beside the file, for runs that open the file alone.
+        stored = {c.value(): c.symbol().color().name() for c in saved.renderer().categories()}
+        assert stored == colors
+        layer.startEditing()                       # and the next edits still save
+        _draw(layer, _pixel_rect(20, 20, 21, 21))
+        assert layer.commitChanges()
     finally:
         panel.shutdown()
 
