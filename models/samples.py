@@ -350,6 +350,10 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
                      f"left out.")
     if skipped_no_geometry:
         notes.append(f"{skipped_no_geometry} feature(s) without a usable geometry were left out.")
+    renamed = [f"{key} = {classes[index].name}" for key, index in key_to_class.items()
+               if classes[index].name != str(key)]
+    if renamed:
+        notes.append(f"Class names from the labels of the layer's style: {', '.join(renamed)}.")
     return LabelledPixels(rows=rows.astype(np.int64), cols=cols.astype(np.int64),
                           class_index=feature_class[ids], feature_index=ids, classes=classes,
                           feature_class=feature_class, notes=notes)

@@ -70,12 +70,15 @@ def test_integer_codes_take_given_names_and_a_repeated_name_keeps_its_codes(tmp_
                               ClassInfo(7, "soybean (7)", (1, 2, 3)),
                               ClassInfo(9, "soybean (9)", DEFAULT_CLASS_COLORS[2]),
                               ClassInfo(12, "12", DEFAULT_CLASS_COLORS[3])]
+    assert ("Class names from the labels of the layer's style: 3 = corn, 7 = soybean (7), "
+            "9 = soybean (9).") in pixels.notes
     # A text value is a name already: it stays, so a reference with the same field still matches.
     text = write_layer(tmp_path / "text.gpkg", [(pixel_box_polygon(g, 1, 1, 4, 4), "water"),
                                                 (pixel_box_polygon(g, 1, 20, 4, 24), "forest")])
     named = read_labelled_pixels(read_raster_info(raster.path), text, "class",
                                  class_names={"water": "open water"})
     assert [c.name for c in named.classes] == ["water", "forest"]
+    assert not any("labels" in note for note in named.notes)
 
 
 def test_polygons_in_another_crs_are_reprojected(tmp_path, raster):

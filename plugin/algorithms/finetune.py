@@ -246,9 +246,6 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         if colors:
             feedback.pushInfo(f"Class colours from the style of '{training.name()}': "
                               f"{len(colors)} classes.")
-        if names:
-            feedback.pushInfo(f"Class names from the style's labels: "
-                              f"{', '.join(f'{k} = {v}' for k, v in names.items())}.")
         sensor = self.parameterAsString(parameters, self.SENSOR, context).strip() or None
 
         settings = run_engine_job(self.settings_from_parameters, parameters, context)
