@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import (RESULTS, log, machine_info, markdown_table, mean_std, publish, pyplot,
-                     run_in_work_folder, save_figure, set_threads, write_markdown)
+                     run_in_work_folder, save_figure, set_threads, write_markdown,
+                     write_point_layer)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
@@ -145,32 +146,6 @@ def split_pixels(labels: np.ndarray, per_class: int, seed: int) -> dict:
     test = (np.concatenate(test_rows), np.concatenate(test_cols))
     return {"train": train, "test": test, "train_per_class": counts,
             "train_values": labels[train], "test_values": labels[test]}
-
-
-def write_training_points(path: Path, raster: str, rows: np.ndarray, cols: np.ndarray,
-                          values: np.ndarray) -> Path:
-    """Points at the pixel centres, integer field ``class_id``, in the raster's CRS."""
-    from osgeo import gdal, ogr
-
-    ogr.UseExceptions()
-    dataset = gdal.Open(raster)
-    x0, dx, _, y0, _, dy = dataset.GetGeoTransform()
-    if path.exists():
-        path.unlink()
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = source.CreateLayer("training", dataset.GetSpatialRef(), ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
-    layer.StartTransaction()
-    for row, col, value in zip(rows, cols, values):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("class_id", int(value))
-        point = ogr.Geometry(ogr.wkbPoint)
-        point.AddPoint_2D(x0 + (col + 0.5) * dx, y0 + (row + 0.5) * dy)
-        feature.SetGeometry(point)
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    source = None
-    return path
 
 
 def score(scene: Scene, reference: np.ndarray, predicted: np.ndarray) -> dict:
@@ -419,7 +394,7 @@ def run_grid(args, work: Path, backbones: Backbones, store: RunStore) -> tuple[l
         for per_class in args.pixels_per_class:
             for seed in seeds:
                 split = split_pixels(scene.labels, per_class, seed)
-                points = write_training_points(work / f"{scene.name}_{per_class}_{seed}.gpkg",
+                points = write_point_layer(work / f"{scene.name}_{per_class}_{seed}.gpkg",
                                                scene.raster, *split["train"],
                                                split["train_values"])
                 base = {"scene": scene.name, "per_class": per_class, "seed": seed,

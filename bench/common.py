@@ -173,3 +173,28 @@ def run_in_work_folder(run, args, name: str):
         return run(args, args.work)
     with tempfile.TemporaryDirectory(prefix=f"hyperadapt_bench_{name}_") as folder:
         return run(args, Path(folder))
+
+
+def write_point_layer(path: Path, raster, rows, cols, values) -> Path:
+    """Points at the pixel centres, integer field ``class_id``, in the raster's CRS."""
+    from osgeo import gdal, ogr
+
+    ogr.UseExceptions()
+    dataset = gdal.Open(str(raster))
+    x0, dx, _, y0, _, dy = dataset.GetGeoTransform()
+    if path.exists():
+        path.unlink()
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("training", dataset.GetSpatialRef(), ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    layer.StartTransaction()
+    for row, col, value in zip(rows, cols, values):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("class_id", int(value))
+        point = ogr.Geometry(ogr.wkbPoint)
+        point.AddPoint_2D(x0 + (col + 0.5) * dx, y0 + (row + 0.5) * dy)
+        feature.SetGeometry(point)
+        layer.CreateFeature(feature)
+    layer.CommitTransaction()
+    source = None
+    return path

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .common import (RESULTS, current_rss_bytes, log, machine_info, markdown_table, peak_rss_bytes,
                      proc_memory_bytes, publish, pyplot, run_in_work_folder, save_figure,
-                     set_threads, write_markdown)
+                     set_threads, write_markdown, write_point_layer)
 
 NUM_BANDS = 200
 NUM_ENDMEMBERS = 5
@@ -101,34 +101,17 @@ def write_training_points(path: Path, raster: Path, *, num_classes: int = 4, per
                           seed: int = 0) -> Path:
     """Points labelled by brightness, for a throwaway adapter (its accuracy is not the point)."""
     import numpy as np
-    from osgeo import gdal, ogr
+    from osgeo import gdal
 
-    ogr.UseExceptions()
     dataset = gdal.Open(str(raster))
     side = dataset.RasterXSize
-    x0, dx, _, y0, _, dy = dataset.GetGeoTransform()
     rng = np.random.default_rng(seed)
-    if path.exists():
-        path.unlink()
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = source.CreateLayer("training", dataset.GetSpatialRef(), ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     rows, cols = rng.integers(0, side, (2, num_classes * per_class))
     # Classes by brightness rank: cheap, and separable enough to train on.
     brightness = np.array([dataset.ReadAsArray(int(c), int(r), 1, 1).astype(np.float32).mean()
                            for r, c in zip(rows, cols)])
     ranks = np.argsort(np.argsort(brightness))
-    layer.StartTransaction()
-    for row, col, rank in zip(rows, cols, ranks):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("class_id", int(1 + rank * num_classes // len(ranks)))
-        point = ogr.Geometry(ogr.wkbPoint)
-        point.AddPoint_2D(x0 + (col + 0.5) * dx, y0 + (row + 0.5) * dy)
-        feature.SetGeometry(point)
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    source = None
-    return path
+    return write_point_layer(path, raster, rows, cols, 1 + ranks * num_classes // len(ranks))
 
 
 def make_tiny_adapter(raster: Path, work: Path, *, seed: int = 0) -> dict:
