@@ -9,7 +9,8 @@ so it needs no download.
 ``make_indian_pines_inputs`` writes:
 - ``indian_pines.tif``: 145 x 145 x 200 int16, per-band ``wavelength``/``wavelength_units`` metadata;
 - ``indian_pines_training.gpkg``: a few small polygons per class over homogeneous ground truth, field
-  ``class_name``, with a categorized style stored as the GeoPackage's default style;
+  ``class_name``, with a categorized style stored as the GeoPackage's default style (or, with
+  ``sampling="scattered"``, one-pixel polygons at random pixels of each class, as in most papers);
 - ``indian_pines_reference.gpkg``: the rest of the ground truth (pixels not under a training polygon),
   polygonized, same fields and style;
 - ``indian_pines_reference.tif`` (that rest as a raster) and ``indian_pines_ground_truth.tif`` (all
@@ -46,6 +47,8 @@ EPSG = 32616
 PIXEL_SIZE_M = 20.0
 ORIGIN_XY = (499_000.0, 4_482_000.0)
 
+# How training pixels are drawn: small polygons inside fields, or single pixels at random.
+SAMPLINGS = ("polygons", "scattered")
 # Rectangle shapes (rows, cols) a person might draw over a field, largest first.
 _POLYGON_SHAPES = [(3, 4), (4, 3), (3, 3), (2, 4), (4, 2), (2, 3), (3, 2), (2, 2), (1, 3), (3, 1),
                    (1, 2), (2, 1), (1, 1)]
@@ -167,9 +170,17 @@ def _choose_rectangles(class_mask: np.ndarray, target: int, rng: np.random.Gener
     return rectangles
 
 
-def choose_training_rectangles(labels: np.ndarray, *, pixels_per_class=(10, 30), seed=0
+def choose_training_rectangles(labels: np.ndarray, *, pixels_per_class=(10, 30), seed=0,
+                               sampling: str = "polygons"
                                ) -> dict[int, list[tuple[int, int, int, int]]]:
-    """Per class value, the rectangles a person would draw: {value: [(row, col, rows, cols), ...]}."""
+    """Per class value, the rectangles a person would draw: {value: [(row, col, rows, cols), ...]}.
+
+    ``sampling="scattered"`` draws single pixels at random over the whole class instead (1 x 1
+    rectangles), the usual protocol of hyperspectral classification papers; training pixels drawn
+    as polygons sit in a few fields and are much harder to generalize from.
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
     low, high = pixels_per_class
     rng = np.random.default_rng(seed)
     chosen = {}
@@ -177,6 +188,11 @@ def choose_training_rectangles(labels: np.ndarray, *, pixels_per_class=(10, 30),
         class_mask = labels == value
         # Keep at least half of a small class for the reference, but never go below `low`.
         target = int(min(rng.integers(low, high + 1), max(low, int(class_mask.sum()) // 2)))
+        if sampling == "scattered":
+            pixels = np.argwhere(class_mask)
+            picked = pixels[rng.choice(len(pixels), size=target, replace=False)]
+            chosen[value] = [(int(row), int(col), 1, 1) for row, col in picked]
+            continue
         rectangles = None
         for margin, separate in ((True, True), (False, True), (False, False)):
             rectangles = _choose_rectangles(class_mask, target, rng, margin=margin, separate=separate)
@@ -278,23 +294,28 @@ def save_categorized_default_style(path: Path, layer_name: str, *, outline_width
         raise RuntimeError(f"cannot store the style in {path}: {error}")
 
 
-def make_indian_pines_inputs(out_dir, *, pixels_per_class=(10, 30), seed=0) -> dict:
+def make_indian_pines_inputs(out_dir, *, pixels_per_class=(10, 30), seed=0,
+                             sampling: str = "polygons") -> dict:
     """Writes the demo inputs into `out_dir` and returns their paths and the class names.
+
+    ``sampling``: "polygons" (a few small rectangles per class, as a person draws them) or
+    "scattered" (one-pixel polygons at random pixels of the class); see choose_training_rectangles.
 
     Returns:
         dict with ``raster``, ``training``, ``reference`` (GeoPackages, field ``class_name``),
         ``reference_raster``, ``ground_truth`` (paths as str), ``class_field``, ``class_names``
         (the 16 names, value 1 first) and ``class_colors`` (name -> rgb).
     """
+    image, labels, wavelengths = load_indian_pines()
+    rectangles = choose_training_rectangles(labels, pixels_per_class=pixels_per_class, seed=seed,
+                                            sampling=sampling)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image, labels, wavelengths = load_indian_pines()
     raster = out / "indian_pines.tif"
     write_image(raster, image, wavelengths)
     ground_truth = out / "indian_pines_ground_truth.tif"
     write_labels(ground_truth, labels)
 
-    rectangles = choose_training_rectangles(labels, pixels_per_class=pixels_per_class, seed=seed)
     training = out / "indian_pines_training.gpkg"
     write_training_polygons(training, rectangles, np.random.default_rng(seed + 1))
 

@@ -17,9 +17,15 @@ pixels per class drawn as small polygons (``make_indian_pines_inputs``, one set 
    over the seeds).
 
     python -m bench.pretrain [--quick] [--minutes 15] [--seeds 0 1 2] [--lambdas 1 2 4 8 16]
+                             [--sampling polygons|scattered] [--backbone FILE]
 
 Writes bench/results/pretrain.json and bench/results/pretrain.md. Pretraining is shared by the
 seeds; the whole run takes about the pretraining budget plus 10 to 20 minutes on two CPU cores.
+
+``--sampling scattered`` draws the training pixels one by one at random over each class instead
+(the protocol of most hyperspectral papers) and writes pretrain_scattered.json/.md; with
+``--backbone`` a backbone file pretrained earlier (by this bench, or hyperadapt:pretrain) is scored
+instead of pretraining a new one, so both samplings can be scored on the same backbone.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ TARGET_GAIN_OVER_SVM = 15.0          # OA points, KronA+ on the self-adapted bac
 DEFAULT_LAMBDA = 4.0
 SVM_COMPONENTS = 15
 SVM_NEIGHBOURHOOD = 7
+SAMPLING_WORDS = {"polygons": "drawn as small polygons",
+                  "scattered": "scattered at random over the class (one-pixel polygons)"}
 
 
 def start_qgis():
@@ -168,9 +176,9 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = [
         "# Pretraining the backbone on the scene itself (Indian Pines)",
         "",
-        f"Indian Pines, {report['pixels_per_class']} training pixels per class drawn as small "
-        f"polygons, seeds {report['seeds']}; accuracy on every other labelled pixel "
-        f"({report['reference_pixels']} pixels). Machine: {report['machine']}, "
+        f"Indian Pines, {report['pixels_per_class']} training pixels per class "
+        f"{SAMPLING_WORDS[report['sampling']]}, seeds {report['seeds']}; accuracy on every other "
+        f"labelled pixel ({report['reference_pixels']} pixels). Machine: {report['machine']}, "
         f"{report['threads']} PyTorch threads.",
         "",
         f"Pretraining: tiny backbone ({pre['parameters']:,} encoder parameters, input "
@@ -222,6 +230,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--krona-lr", type=float, default=3e-3)
     parser.add_argument("--fft-lr", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sampling", choices=list(SAMPLING_WORDS), default="polygons",
+                        help="training pixels as small polygons (as drawn) or scattered at random")
+    parser.add_argument("--backbone", default=None,
+                        help="score this pretrained backbone file instead of pretraining one")
     parser.add_argument("--work", default=None, help="folder for the inputs and files (temporary)")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="smoke run: a few minutes")
@@ -235,39 +247,49 @@ def main(argv=None) -> dict:
 
     from .indian_pines import make_indian_pines_inputs
     from hyperadapt.models.jobs import FineTuneSettings
-    from hyperadapt.models.pretrain import (PRETRAIN_PRESETS, PretrainSettings,
-                                            load_backbone_file, pretrain_backbone)
+    from hyperadapt.models.pretrain import PretrainSettings, load_backbone_file, pretrain_backbone
 
     work = Path(args.work or tempfile.mkdtemp(prefix="hyperadapt_bench_pretrain_"))
     work.mkdir(parents=True, exist_ok=True)
     inputs = {seed: make_indian_pines_inputs(work / f"inputs_{seed}",
                                              pixels_per_class=(args.pixels_per_class,) * 2,
-                                             seed=seed)
+                                             seed=seed, sampling=args.sampling)
               for seed in args.seeds}
     scene = inputs[args.seeds[0]]["raster"]
 
-    log(f"Pretraining the tiny backbone on {Path(scene).name} for at most {args.minutes:g} min")
-    last = [0.0]
+    if args.backbone:
+        backbone_path = Path(args.backbone)
+        encoder, _, backbone_info = load_backbone_file(backbone_path)
+        pretraining = backbone_info["pretraining"]
+        log(f"Scoring the backbone {backbone_path.name}, pretrained on "
+            f"{', '.join(pretraining.get('rasters', []))}")
+    else:
+        log(f"Pretraining the tiny backbone on {Path(scene).name} for at most {args.minutes:g} min")
+        last = [0.0]
 
-    def progress(fraction, message):
-        if time.monotonic() - last[0] > 60:
-            log(f"  {100 * fraction:5.1f} % {message}")
-            last[0] = time.monotonic()
+        def progress(fraction, message):
+            if time.monotonic() - last[0] > 60:
+                log(f"  {100 * fraction:5.1f} % {message}")
+                last[0] = time.monotonic()
 
-    backbone_path = work / "indian_pines_tiny.pt"
-    pretraining = pretrain_backbone(
-        [scene], backbone_path,
-        settings=PretrainSettings(preset="tiny", time_budget_s=60 * args.minutes,
-                                  window_size=args.window_size, device="cpu"),
-        sensor="AVIRIS", progress=progress, resume=False)
-    encoder, _, backbone_info = load_backbone_file(backbone_path)
-    log(f"Pretrained: {pretraining.epochs} epochs, {pretraining.steps} steps, "
-        f"loss {pretraining.losses[0]:.3f} -> {pretraining.losses[-1]:.3f}")
+        backbone_path = work / "indian_pines_tiny.pt"
+        result = pretrain_backbone(
+            [scene], backbone_path,
+            settings=PretrainSettings(preset="tiny", time_budget_s=60 * args.minutes,
+                                      window_size=args.window_size, device="cpu"),
+            sensor="AVIRIS", progress=progress, resume=False)
+        encoder, _, backbone_info = load_backbone_file(backbone_path)
+        pretraining = {key: getattr(result, key)
+                       for key in ("epochs", "steps", "seconds", "losses", "mask_ratio")}
+    log(f"Pretrained: {pretraining['epochs']} epochs, {pretraining['steps']} steps, "
+        f"loss {pretraining['losses'][0]:.3f} -> {pretraining['losses'][-1]:.3f}")
 
     common = {"epochs": args.epochs, "val_fraction": 0.0, "device": "cpu"}
     random_start = {"random_start": True, "backbone": "tiny", "input_size": backbone_info["input_size"],
                     "window_size": backbone_info["window_size"],
-                    "backbone_overrides": dict(PRETRAIN_PRESETS["tiny"])}
+                    # The scored backbone's own shape, so the two starts differ only in the weights.
+                    "backbone_overrides": {key: value for key, value in backbone_info["config"].items()
+                                           if key not in ("img_size", "num_classes")}}
     runs: dict[str, list[dict]] = {}
 
     def record(name: str, result: dict, seed: int) -> None:
@@ -327,9 +349,11 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "fine_tuning": {"epochs": args.epochs, "val_fraction": 0.0, "krona_lr": args.krona_lr,
                         "fft_lr": args.fft_lr, "lambdas": args.lambdas},
-        "pretraining": {"minutes_budget": args.minutes, "epochs": pretraining.epochs,
-                        "steps": pretraining.steps, "seconds": pretraining.seconds,
-                        "losses": pretraining.losses, "mask_ratio": pretraining.mask_ratio,
+        "sampling": args.sampling,
+        "pretraining": {"file": backbone_path.name, "id": backbone_info["id"],
+                        "minutes_budget": None if args.backbone else args.minutes,
+                        **{key: pretraining[key]
+                           for key in ("epochs", "steps", "seconds", "losses", "mask_ratio")},
                         "parameters": sum(p.numel() for p in encoder.parameters()),
                         "config": backbone_info["config"], "window_size": backbone_info["window_size"],
                         "input_size": backbone_info["input_size"]},
@@ -338,11 +362,12 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pretrain.json").write_text(json.dumps(report, indent=2, default=str))
-    write_markdown(report, out / "pretrain.md")
-    log(f"Wrote {out / 'pretrain.json'} and {out / 'pretrain.md'} "
+    stem = "pretrain" if args.sampling == "polygons" else f"pretrain_{args.sampling}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
+    write_markdown(report, out / f"{stem}.md")
+    log(f"Wrote {out / f'{stem}.json'} and {out / f'{stem}.md'} "
         f"({report['total_seconds'] / 60:.1f} min in all)")
-    print((out / "pretrain.md").read_text())
+    print((out / f"{stem}.md").read_text())
     return report
 
 

@@ -111,3 +111,24 @@ def test_same_seed_same_polygons_other_seed_other_polygons(inputs, tmp_path):
     other = make_indian_pines_inputs(tmp_path / "other", seed=1)
     assert np.array_equal(drawn(again["training"]), drawn(inputs["training"]))
     assert not np.array_equal(drawn(other["training"]), drawn(inputs["training"]))
+
+
+def test_scattered_sampling_draws_single_pixels_over_the_whole_class(inputs, tmp_path):
+    labels = gdal.Open(inputs["ground_truth"]).ReadAsArray()
+    scattered = make_indian_pines_inputs(tmp_path / "scattered", pixels_per_class=(10, 10),
+                                         sampling="scattered")
+    classes, coverage = _rasterize_by_class(scattered["training"], inputs["raster"])
+    assert coverage.max() == 1
+    drawn = classes > 0
+    assert np.array_equal(labels[drawn], classes[drawn])
+    assert np.array_equal(np.bincount(classes.ravel(), minlength=17)[1:], [10] * 16)
+    source = ogr.Open(scattered["training"])
+    assert source.GetLayerByName("training").GetFeatureCount() == 160  # one polygon per pixel
+    reference = gdal.Open(scattered["reference_raster"]).ReadAsArray()
+    assert np.array_equal(reference, np.where(drawn, 0, labels))
+    # Spread over the scene, not in one field: the largest class's pixels lie far apart.
+    rows, cols = np.nonzero(classes == CLASS_NAMES.index("Soybean-mintill") + 1)
+    assert rows.max() - rows.min() > 40 and cols.max() - cols.min() > 40
+    with pytest.raises(ValueError, match="sampling"):
+        make_indian_pines_inputs(tmp_path / "bad", sampling="grid")
+    assert not (tmp_path / "bad").exists()
