@@ -77,7 +77,10 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "Without official weights or a pretrained backbone file, tick 'Random start' to train "
             "from random weights (every output then says so). "
             "Validation holds out whole polygons, and only from classes with more than two, so a "
-            "handful of polygons per class all train.")
+            "handful of polygons per class all train. "
+            "The adapter goes on the query and value projections by default (Ligan et al., 2025); "
+            "with a backbone pretrained by hyperadapt:pretrain, ticking all six adapted layers gave "
+            "2.5 to 5.5 more OA points on Indian Pines for an adapter about twice the size.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))
