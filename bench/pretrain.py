@@ -31,7 +31,6 @@ instead of pretraining a new one, so both samplings can be scored on the same ba
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -39,14 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# Other work on a small machine oversubscribes the cores; OpenMP threads that spin while waiting
-# then slow PyTorch down tenfold. Passive waiting must be chosen before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Imported before torch: it sets OpenMP's waiting policy, which torch reads once when it loads.
+from .common import RESULTS, log, mean_std, write_json, write_markdown
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_GAIN_OVER_SVM = 15.0          # OA points, KronA+ on the self-adapted backbone vs the SVM
 DEFAULT_LAMBDA = 4.0
 SVM_COMPONENTS = 15
@@ -66,10 +63,6 @@ def start_qgis():
     app = QgsApplication([], False)
     app.initQgis()
     return app
-
-
-def log(message: str) -> None:
-    print(time.strftime("%H:%M:%S"), message, flush=True)
 
 
 # -- accuracy on the reference pixels -------------------------------------------------------------
@@ -161,11 +154,6 @@ def training_pixels(inputs: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # -- summary --------------------------------------------------------------------------------------
-def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "runs": values}
-
-
 def summarise(runs: dict[str, list[dict]]) -> dict:
     summary = {}
     for name, per_seed in runs.items():
@@ -174,7 +162,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     return summary
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def write_report(report: dict, path: Path) -> None:
     summary = report["summary"]
     pre = report["pretraining"]
     lines = [
@@ -221,7 +209,7 @@ def write_markdown(report: dict, path: Path) -> None:
         f"Total bench time: {report['total_seconds'] / 60:.1f} min.",
         "",
     ]
-    path.write_text("\n".join(lines))
+    write_markdown(path, lines)
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -377,10 +365,9 @@ def main(argv=None) -> dict:
         "total_seconds": time.perf_counter() - started,
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "pretrain" if args.sampling == "polygons" else f"pretrain_{args.sampling}"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
-    write_markdown(report, out / f"{stem}.md")
+    write_json(out / f"{stem}.json", report)
+    write_report(report, out / f"{stem}.md")
     log(f"Wrote {out / f'{stem}.json'} and {out / f'{stem}.md'} "
         f"({report['total_seconds'] / 60:.1f} min in all)")
     print((out / f"{stem}.md").read_text())
