@@ -343,8 +343,7 @@ def deep_run(scene: Scene, split: dict, points: Path, work: Path, *, method: str
     rows, cols = split["test"]
     with RasterReader(scene.raster) as reader:
         windows, _ = collect_windows(reader, adaptation, rows, cols, record.window_size)
-    index, _ = predict_windows(model, torch.from_numpy(windows), input_size=record.input_size,
-                               device=device, batch_size=256)
+    index, _ = predict_windows(model, torch.from_numpy(windows), device=device, batch_size=256)
     values = np.array([c.value for c in record.classes], dtype=np.int64)[index]
     found = score(scene, split["test_values"], values)
     adapter.unlink(missing_ok=True)

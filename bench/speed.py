@@ -119,7 +119,7 @@ def time_classification(variants: dict, windows: torch.Tensor, *, input_size: in
 
     def classify(model, inputs=windows):
         with precision_context(precision, device):
-            predict_windows(model, inputs, input_size=input_size, device=device,
+            predict_windows(model, inputs, device=device,
                             batch_size=batch_size)
 
     # One batch warms each variant up (kernel selection, allocator); it is not timed.

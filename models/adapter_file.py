@@ -9,7 +9,9 @@ and numbers, so ``torch.load(..., weights_only=True)`` reads it without running 
 - ``classes`` (value, name, colour), ``sensor`` (name, band count, wavelengths);
 - ``backbone``: the backbone's ``config`` and which ``weights`` it started from (an official
   file's name and sha256, a backbone file's id, or a seeded random start);
-- ``metrics`` (validation), ``created`` (ISO time), ``software`` versions.
+- ``metrics`` (validation), ``created`` (ISO time), ``software`` versions;
+- ``postprocess``: what classifying does after the model (``segment_size`` of the segment vote;
+  absent in older files, which classify without it).
 
 Files are written to a temporary name in the same folder and renamed, so a reader never sees half
 a file.
@@ -92,7 +94,12 @@ class AdapterRecord:
     metrics: dict = field(default_factory=dict)
     created: str = field(default_factory=now_iso)
     software: dict = field(default_factory=dict)
+    postprocess: dict = field(default_factory=dict)
     format_version: int = ADAPTER_FORMAT_VERSION
+
+    @property
+    def segment_size(self) -> int:
+        return int(self.postprocess.get("segment_size") or 0)
 
     @property
     def band_count(self) -> int:
@@ -122,7 +129,7 @@ class AdapterRecord:
                 "classes": [c.to_dict() for c in self.classes],
                 "sensor": to_plain(self.sensor), "backbone": to_plain(self.backbone),
                 "training": to_plain(self.training), "metrics": to_plain(self.metrics),
-                "software": to_plain(self.software)}
+                "software": to_plain(self.software), "postprocess": to_plain(self.postprocess)}
 
     @classmethod
     def from_payload(cls, payload: dict, source: str = "The adapter file") -> AdapterRecord:
@@ -144,7 +151,8 @@ class AdapterRecord:
                        training=dict(payload.get("training") or {}),
                        metrics=dict(payload.get("metrics") or {}),
                        created=str(payload.get("created", "")),
-                       software=dict(payload.get("software") or {}), format_version=version)
+                       software=dict(payload.get("software") or {}),
+                       postprocess=dict(payload.get("postprocess") or {}), format_version=version)
         except (KeyError, TypeError, ValueError) as error:
             raise HyperAdaptError(f"{source} is incomplete: '{error}' is missing or "
                                   f"damaged.") from error

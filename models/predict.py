@@ -1,8 +1,10 @@
 """Classifying a whole raster: tiled with a halo, batched, memory bounded, written atomically.
 
 The raster is read one tile (plus a halo of ``window_size // 2`` pixels) at a time; the tile is
-band-adapted once, and windows around its valid pixels are cut and resized on the device in
-batches. Memory therefore depends on the tile and batch sizes, never on the raster's size.
+band-adapted once, and windows around its valid pixels are cut on the device in batches (the
+model resizes them to its input). Memory therefore depends on the tile and batch sizes, never on
+the raster's size. An optional segment vote (models.segments) gives each pixel the mean class
+probabilities of its superpixel; tiles are then classified with a margin of two superpixels.
 
 The output is a Byte GeoTIFF of class values (0 = no data) with a colour table and category
 names, a ``.qml`` default style beside it (QGIS paletted renderer with the class names and
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -24,9 +27,10 @@ from osgeo import gdal
 from .bands import BandAdaptation
 from .device import autocast_dtype, is_out_of_memory, release_cached_memory
 from .errors import HyperAdaptError, raise_if_cancelled
-from .raster import RasterReader, iter_tiles, tile_side_for
+from .raster import RasterReader, iter_tiles, sample_valid_pixels, tile_side_for
+from .segments import segment_feature_scale, segment_features, segment_vote, slic_segments
 from .samples import ClassInfo
-from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
+from .windows import check_window_size, extract_windows, read_adapted_region
 
 gdal.UseExceptions()
 
@@ -37,9 +41,8 @@ OUT_OF_MEMORY = ("The GPU ran out of memory even for a single window; close othe
                  "or choose the CPU.")
 
 
-def _forward_probabilities(model, batch: torch.Tensor, input_size: int,
-                           device: torch.device) -> torch.Tensor:
-    x = resize_windows(batch.to(device, non_blocking=True).float(), input_size)
+def _forward_probabilities(model, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = batch.to(device, non_blocking=True).float()
     dtype = autocast_dtype(device)
     if dtype is not None:
         with torch.autocast(device_type=device.type, dtype=dtype):
@@ -49,16 +52,15 @@ def _forward_probabilities(model, batch: torch.Tensor, input_size: int,
     return torch.softmax(logits.float(), dim=1)
 
 
-def predict_windows(model, windows, *, input_size: int, device: torch.device,
-                    batch_size: int = 256, cancel=None) -> tuple[np.ndarray, np.ndarray]:
-    """(class index (N,), top probability (N,)) for windows (N, 12, w, w), in batches.
+def predict_probabilities(model, windows, *, device: torch.device, batch_size: int = 256,
+                          cancel=None) -> np.ndarray:
+    """Class probabilities (N, K) float32 of windows (N, 12, w, w), in batches.
 
     ``windows`` may be a CPU tensor or already on ``device``. After a CUDA out-of-memory error
     the batch is halved and retried.
     """
     windows = torch.as_tensor(windows)
-    labels = np.zeros(len(windows), dtype=np.int64)
-    confidence = np.zeros(len(windows), dtype=np.float32)
+    chunks: list[np.ndarray] = []
     was_training = model.training
     model.eval()
     start = 0
@@ -68,7 +70,7 @@ def predict_windows(model, windows, *, input_size: int, device: torch.device,
                 raise_if_cancelled(cancel)
                 stop = min(start + batch_size, len(windows))
                 try:
-                    probs = _forward_probabilities(model, windows[start:stop], input_size, device)
+                    probs = _forward_probabilities(model, windows[start:stop], device)
                 except RuntimeError as error:
                     if not is_out_of_memory(error):
                         raise
@@ -77,13 +79,23 @@ def predict_windows(model, windows, *, input_size: int, device: torch.device,
                     release_cached_memory(device)
                     batch_size = max(1, (stop - start) // 2)
                     continue
-                top, index = probs.max(dim=1)
-                labels[start:stop] = index.cpu().numpy()
-                confidence[start:stop] = top.cpu().numpy()
+                chunks.append(probs.cpu().numpy())
                 start = stop
     finally:
         model.train(was_training)
-    return labels, confidence
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def predict_windows(model, windows, *, device: torch.device,
+                    batch_size: int = 256, cancel=None) -> tuple[np.ndarray, np.ndarray]:
+    """(class index (N,), top probability (N,)) for windows (N, 12, w, w), in batches."""
+    probs = predict_probabilities(model, windows, device=device, batch_size=batch_size,
+                                  cancel=cancel)
+    if probs.size == 0:
+        return np.zeros(len(windows), dtype=np.int64), np.zeros(len(windows), dtype=np.float32)
+    return probs.argmax(axis=1).astype(np.int64), probs.max(axis=1)
 
 
 def class_color_table(classes: list[ClassInfo]) -> gdal.ColorTable:
@@ -171,10 +183,72 @@ def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Da
     return dataset
 
 
+@dataclass
+class SegmentVote:
+    """The segment vote of classify_raster: SLIC superpixels of ``size`` pixels on features scaled
+    by ``scale`` (models.segments); tiles are classified with a margin of ``margin`` pixels so that
+    the superpixels at a tile's edge are whole."""
+
+    size: int
+    scale: float
+
+    @property
+    def margin(self) -> int:
+        return 2 * int(self.size)
+
+
+def fit_segment_vote(reader: RasterReader, adaptation: BandAdaptation, size: int,
+                     seed: int = 0) -> SegmentVote | None:
+    """The segment vote for this raster (its feature scale from a sample), or None for size 0."""
+    if not size:
+        return None
+    sample = sample_valid_pixels(reader, max_pixels=5000, seed=seed,
+                                 bands=adaptation.band_indices)
+    return SegmentVote(size=int(size), scale=segment_feature_scale(adaptation.apply_pixels(sample)))
+
+
+def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
+                       box: tuple[int, int, int, int], *, window_size: int, num_classes: int,
+                       device: torch.device, batch_size: int, vote: SegmentVote | None = None,
+                       cancel=None) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (K, h, w) float32 and validity (h, w) of the tile ``box`` (x, y, w, h).
+
+    With a ``vote``, the tile and a margin around it are classified, and each pixel gets the mean
+    probabilities of its superpixel.
+    """
+    x, y, w, h = box
+    margin = vote.margin if vote is not None else 0
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(reader.width, x + w + margin), min(reader.height, y + h + margin)
+    halo = window_size // 2
+    region, valid = read_adapted_region(reader, adaptation, x0, y0, x1 - x0, y1 - y0, halo)
+    probs = np.zeros((num_classes, y1 - y0, x1 - x0), dtype=np.float32)
+    rows, cols = np.nonzero(valid)
+    if len(rows):
+        region_t = torch.from_numpy(region).to(device)
+        step = batch_size * 16
+        for start in range(0, len(rows), step):
+            stop = min(start + step, len(rows))
+            windows = extract_windows(region_t, rows[start:stop], cols[start:stop], window_size,
+                                      halo)
+            probs[:, rows[start:stop], cols[start:stop]] = predict_probabilities(
+                model, windows, device=device, batch_size=batch_size, cancel=cancel).T
+        if vote is not None:
+            core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
+            segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
+                                     origin=(y0, x0))
+            probs = segment_vote(probs, segments)
+            total = probs.sum(axis=0)
+            probs /= np.where(total > 0, total, 1.0)
+    top, left = y - y0, x - x0
+    return (probs[:, top:top + h, left:left + w], valid[top:top + h, left:left + w])
+
+
 def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
-                    classes: list[ClassInfo], output_path, window_size: int, input_size: int,
+                    classes: list[ClassInfo], output_path, window_size: int,
                     device: torch.device, batch_size: int = 64, confidence_path=None,
-                    tile: int | None = None, progress=None, cancel=None) -> dict:
+                    segment_size: int = 0, tile: int | None = None, progress=None,
+                    cancel=None) -> dict:
     """Classify every valid pixel of the raster and write the class (and confidence) GeoTIFF.
 
     Args:
@@ -183,10 +257,12 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         adaptation: the band adaptation the model was trained with.
         classes: output value, name and colour of each head output, in head order.
         output_path: the class GeoTIFF; a ``.qml`` style is written beside it.
-        window_size, input_size: the window cut around each pixel and the model's input size.
+        window_size: the window cut around each pixel.
         device: where the model runs.
         batch_size: windows per forward pass.
-        confidence_path: optional Float32 GeoTIFF of the top softmax probability.
+        confidence_path: optional Float32 GeoTIFF of the top softmax probability (after a segment
+            vote: the superpixel's mean probability of its class).
+        segment_size: superpixel side of the segment vote (models.segments); 0: no vote.
         tile: tile side in pixels (default from the band count).
         progress: ``progress(fraction, message)``.
         cancel: ``cancel() -> bool``, checked between batches.
@@ -195,7 +271,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
     """
     started = time.perf_counter()
     window_size = check_window_size(window_size)
-    halo = window_size // 2
+    halo = window_size // 2 + (2 * int(segment_size) if segment_size else 0)
     output_path = Path(output_path)
     confidence_path = Path(confidence_path) if confidence_path else None
     if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
@@ -227,25 +303,20 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             conf_band.SetDescription("top class probability")
 
         model.eval()
+        vote = fit_segment_vote(reader, adaptation, segment_size)
         for done, (x, y, w, h) in enumerate(tiles):
             raise_if_cancelled(cancel)
-            region, valid = read_adapted_region(reader, adaptation, x, y, w, h, halo)
+            probs, valid = tile_probabilities(
+                reader, model, adaptation, (x, y, w, h), window_size=window_size,
+                num_classes=len(classes), device=device, batch_size=batch_size, vote=vote,
+                cancel=cancel)
             class_tile = np.zeros((h, w), dtype=np.uint8)
             conf_tile = np.full((h, w), NODATA_CONFIDENCE, dtype=np.float32)
             rows, cols = np.nonzero(valid)
             if len(rows):
-                region_t = torch.from_numpy(region).to(device)
-                labels = np.zeros(len(rows), dtype=np.int64)
-                top = np.zeros(len(rows), dtype=np.float32)
-                for start in range(0, len(rows), batch_size * 16):
-                    stop = min(start + batch_size * 16, len(rows))
-                    windows = extract_windows(region_t, rows[start:stop], cols[start:stop],
-                                              window_size, halo)
-                    labels[start:stop], top[start:stop] = predict_windows(
-                        model, windows, input_size=input_size, device=device,
-                        batch_size=batch_size, cancel=cancel)
+                labels = probs[:, rows, cols].argmax(axis=0)
                 class_tile[rows, cols] = lookup[labels]
-                conf_tile[rows, cols] = top
+                conf_tile[rows, cols] = probs[:, rows, cols].max(axis=0)
                 counts += np.bincount(labels, minlength=len(classes))
             out_band.WriteArray(class_tile, x, y)
             if conf_band is not None:

@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import options
 from .adapter_file import (BACKBONE_FILE_FORMAT, BACKBONE_FILE_KIND, atomic_torch_save, now_iso,
                            state_fingerprint, to_plain)
-from .bands import BandAdaptation, fit_pca_reduction, fit_s2_resampling
+from .bands import METHODS as BAND_ADAPTATIONS
+from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
 from .device import autocast_dtype, choose_device
 from .errors import HyperAdaptError, JobCancelled, raise_if_cancelled
 from .library import library_root, safe_name
 from .mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
-from .raster import RasterReader, iter_tiles, read_raster_info, sample_valid_pixels
+from .raster import RasterReader, iter_tiles, read_raster_info
 from .spectralgpt import BASE_CONFIG, SpectralGPT, build_backbone
 from .training import backward_and_step
 from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
@@ -55,7 +57,6 @@ DECODER_PRESETS = {
     "tiny": {"decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4, "decoder_mlp_ratio": 4.0},
     "base": {"decoder_dim": 512, "decoder_depth": 4, "decoder_heads": 16, "decoder_mlp_ratio": 4.0},
 }
-BAND_ADAPTATIONS = ("pca", "s2")
 # Pixels drawn (over all rasters) to fit the band adaptation.
 FIT_PIXELS = 50_000
 # Adapted pixels kept in memory for sampling windows; larger scenes contribute random tiles.
@@ -82,8 +83,8 @@ class PretrainSettings:
             from the official weights (MAE's base rate, kept small to not wash the weights out).
         window_size: pixels around the centre pixel (odd), before resizing.
         input_size: model input side in pixels (a multiple of the patch size, 8).
-        band_adaptation: "pca" (components fitted on the rasters) or "s2" (resampled to the
-            Sentinel-2 bands, needs wavelengths).
+        band_adaptation: one of options.BAND_ADAPTATIONS; the MNF by default (see
+            options.PRETRAIN_BAND_ADAPTATION).
         spectral_loss_weight: weight of the spectrally summed reconstruction term (0: off).
         samples_per_epoch: windows per epoch, drawn at random valid pixels.
         seed: seeds the sampling, masking and initialisation.
@@ -102,9 +103,9 @@ class PretrainSettings:
     time_budget_s: float | None = None
     batch_size: int = 64
     learning_rate: float | None = None
-    window_size: int = 9
-    input_size: int = 16
-    band_adaptation: str = "pca"
+    window_size: int = options.PRETRAIN_WINDOW_SIZE
+    input_size: int = options.FAST_INPUT_SIZE
+    band_adaptation: str = options.PRETRAIN_BAND_ADAPTATION
     spectral_loss_weight: float = 0.0
     samples_per_epoch: int = 4096
     seed: int = 0
@@ -124,7 +125,7 @@ class PretrainSettings:
                                   "the 'base' preset, which has their shape.")
         if self.band_adaptation not in BAND_ADAPTATIONS:
             raise HyperAdaptError(f"The band adaptation '{self.band_adaptation}' is unknown; choose "
-                                  f"'pca' or 's2'.")
+                                  f"one of {', '.join(BAND_ADAPTATIONS)}.")
         if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
             raise HyperAdaptError(f"The mask ratio must lie strictly between 0 and 1 "
                                   f"(got {self.mask_ratio}).")
@@ -134,9 +135,7 @@ class PretrainSettings:
             raise HyperAdaptError(f"The time budget must be positive (got {self.time_budget_s}).")
         if self.batch_size < 1 or self.samples_per_epoch < 1:
             raise HyperAdaptError("The batch size and the samples per epoch must be at least 1.")
-        if self.window_size < 1 or self.window_size % 2 == 0:
-            raise HyperAdaptError(f"The window size must be a positive odd number of pixels "
-                                  f"(got {self.window_size}).")
+        check_window_size(self.window_size)
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise HyperAdaptError(f"The learning rate must be positive (got {self.learning_rate}).")
 
@@ -318,13 +317,6 @@ class ScenePixels:
         return out
 
 
-def _common_good_bands(infos) -> list[int]:
-    good = set(infos[0].good_bands)
-    for info in infos[1:]:
-        good &= set(info.good_bands)
-    return sorted(good)
-
-
 def check_rasters(raster_paths) -> list:
     """RasterInfo of each raster; a HyperAdaptError unless they share one band layout (one sensor)."""
     paths = [str(path) for path in raster_paths if str(path)]
@@ -337,30 +329,10 @@ def check_rasters(raster_paths) -> list:
             raise HyperAdaptError(
                 f"All rasters must come from one sensor, but {Path(info.path).name} has "
                 f"{info.band_count} bands and {Path(first.path).name} has {first.band_count}.")
-    if not _common_good_bands(infos):
+    if not set.intersection(*(set(info.good_bands) for info in infos)):
         raise HyperAdaptError("The rasters have no band that is good (not flagged by bbl) in all "
                               "of them.")
     return infos
-
-
-def fit_band_adaptation(infos, method: str, *, seed: int = 0, max_pixels: int = FIT_PIXELS,
-                        cancel=None) -> BandAdaptation:
-    """Fit one band adaptation on valid pixels drawn from all the rasters of a sensor."""
-    bands = _common_good_bands(infos)
-    per_raster = max(1000, max_pixels // len(infos))
-    samples = []
-    for number, info in enumerate(infos):
-        with RasterReader(info) as reader:
-            samples.append(sample_valid_pixels(
-                reader, max_pixels=per_raster, seed=seed + number, bands=bands,
-                cancel=lambda: raise_if_cancelled(cancel)))
-    pixels = np.concatenate(samples, axis=0)
-    if method == "pca":
-        return fit_pca_reduction(pixels, bands)
-    first = infos[0]
-    wavelengths = None if first.wavelengths_nm is None else [first.wavelengths_nm[b] for b in bands]
-    fwhm = None if first.fwhm_nm is None else [first.fwhm_nm[b] for b in bands]
-    return fit_s2_resampling(pixels, bands, wavelengths, fwhm)
 
 
 def load_scene_pixels(infos, adaptation: BandAdaptation, window_size: int, *, seed: int = 0,
@@ -553,7 +525,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
     else:
         say(0.0, "Fitting the band adaptation")
         adaptation = fit_band_adaptation(infos, settings.band_adaptation, seed=settings.seed,
-                                         cancel=cancel)
+                                         max_pixels=FIT_PIXELS, cancel=cancel)
     scene = load_scene_pixels(infos, adaptation, settings.window_size, seed=settings.seed,
                               cancel=cancel, progress=lambda f, m: say(0.0, m))
 

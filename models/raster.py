@@ -440,3 +440,39 @@ def sample_valid_pixels(reader: RasterReader, *, max_pixels: int = 20000, seed: 
     if len(pixels) > max_pixels:
         pixels = pixels[np.sort(rng.choice(len(pixels), size=max_pixels, replace=False))]
     return pixels
+
+
+def sample_neighbour_differences(reader: RasterReader, *, max_pairs: int = 20000, seed: int = 0,
+                                 bands: list[int] | None = None, tile: int = 128,
+                                 cancel=None) -> np.ndarray:
+    """Up to ``max_pairs`` differences (N, bands) between horizontally or vertically neighbouring
+    valid pixels, from random tiles across the raster: the noise estimate of the MNF.
+
+    A HyperAdaptError when no two neighbouring pixels are valid.
+    """
+    bands = list(reader.info.good_bands if bands is None else bands)
+    rng = np.random.default_rng([seed, 2])
+    tiles = list(iter_tiles(reader.width, reader.height, tile))
+    order = rng.permutation(len(tiles))
+    collected, seen = [], 0
+    for position in order:
+        raise_if_cancelled(cancel)
+        x, y, w, h = tiles[position]
+        data, valid = reader.read(x, y, w, h, bands)
+        across = valid[:, 1:] & valid[:, :-1]
+        down = valid[1:, :] & valid[:-1, :]
+        for pair, difference in ((across, data[:, :, 1:] - data[:, :, :-1]),
+                                 (down, data[:, 1:, :] - data[:, :-1, :])):
+            if pair.any():
+                collected.append(difference[:, pair].T)
+                seen += int(pair.sum())
+        if seen >= 4 * max_pairs:
+            break
+    if not collected:
+        raise HyperAdaptError(f"The raster {os.path.basename(reader.info.path)} has no two "
+                              f"neighbouring valid pixels to estimate its noise from.")
+    differences = np.concatenate(collected, axis=0)
+    if len(differences) > max_pairs:
+        differences = differences[np.sort(rng.choice(len(differences), size=max_pairs,
+                                                     replace=False))]
+    return differences

@@ -6,6 +6,9 @@ is the spectral axis, adds separate learned spatial and spectral positional embe
 plain pre-norm ViT-Base. Submodules carry the names of the official checkpoint keys
 (``patch_embed.proj``, ``blocks.N.attn.q``, ``blocks.N.mlp.fc1``, ``norm``) so its encoder weights load
 without renaming.
+
+The model takes a pixel-centred window of any size and resizes it to its own input, so the
+window's centre pixel is at hand for the optional pixel head (``PixelHead``).
 """
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ INIT_STD = 0.02
 def trunc_normal_init_(tensor: torch.Tensor) -> torch.Tensor:
     """Normal(0, 0.02) cut at two standard deviations (torch's default cut is at +-2 absolute)."""
     return nn.init.trunc_normal_(tensor, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+
+# The centre pixel's band-adapted inputs lie in [0, 1] around 0.5; this brings the widest of them
+# to about unit size for the pixel head while keeping their relative sizes (the band adaptation
+# keeps noisy components small on purpose).
+PIXEL_INPUT_GAIN = 4.0
 
 BASE_CONFIG = {"img_size": 128, "patch_size": 8, "in_bands": 12, "tubelet_bands": 3,
                "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0}
@@ -107,6 +115,41 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class PixelHead(nn.Module):
+    """Linear classifier over the pooled tokens beside a small MLP embedding of the centre pixel.
+
+    Mean pooling spreads the centre pixel over the whole window: on EnMAP over Potsdam (30 m,
+    roofs beside streets) KronA+ on pooled tokens alone scored 41 % OA where an SVM on the
+    pixel's spectrum scored 57 %. Giving the head the centre pixel's own inputs as well lets the
+    classifier see what the SVM sees (fc1 -> GELU -> fc2 -> GELU, then one linear layer on
+    [pooled tokens, pixel embedding]).
+    """
+
+    def __init__(self, *, embed_dim: int, in_bands: int, pixel_dim: int, num_classes: int):
+        """Args:
+            embed_dim: width of the pooled tokens.
+            in_bands: inputs per pixel.
+            pixel_dim: width of the pixel embedding.
+            num_classes: classifier outputs.
+        """
+        super().__init__()
+        self.fc1 = nn.Linear(in_bands, pixel_dim)
+        self.fc2 = nn.Linear(pixel_dim, pixel_dim)
+        self.act = nn.GELU(approximate="none")
+        self.fc = nn.Linear(embed_dim + pixel_dim, num_classes)
+
+    def forward(self, pooled: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
+        embedded = self.act(self.fc2(self.act(self.fc1((pixel - 0.5) * PIXEL_INPUT_GAIN))))
+        return self.fc(torch.cat([pooled, embedded.to(pooled.dtype)], dim=-1))
+
+
+def centre_pixel(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C): the centre pixel of odd sides, the mean of the central 2 x 2 of even."""
+    rows = slice((x.shape[-2] - 1) // 2, x.shape[-2] // 2 + 1)
+    cols = slice((x.shape[-1] - 1) // 2, x.shape[-1] // 2 + 1)
+    return x[:, :, rows, cols].mean(dim=(-2, -1))
+
+
 class SpectralGPT(nn.Module):
     """SpectralGPT encoder with a mean-pooled linear classifier.
 
@@ -117,7 +160,7 @@ class SpectralGPT(nn.Module):
 
     def __init__(self, *, img_size: int = 128, patch_size: int = 8, in_bands: int = 12,
                  tubelet_bands: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, num_classes: int = 0):
+                 mlp_ratio: float = 4.0, num_classes: int = 0, pixel_dim: int = 0):
         """Args:
             img_size: side of the square input in pixels; a multiple of patch_size.
             patch_size: spatial side of a token in pixels (8 in the official weights).
@@ -128,6 +171,8 @@ class SpectralGPT(nn.Module):
             num_heads: attention heads (12 for ViT-Base); embed_dim must be a multiple.
             mlp_ratio: MLP hidden width as a multiple of embed_dim.
             num_classes: classes of the linear head; 0 gives no head (pooled features out).
+            pixel_dim: width of the centre pixel's embedding in the head (``PixelHead``); 0 gives
+                a linear head on the pooled tokens alone.
         """
         super().__init__()
         if img_size <= 0 or img_size % patch_size:
@@ -142,7 +187,8 @@ class SpectralGPT(nn.Module):
         self.config = {"img_size": img_size, "patch_size": patch_size, "in_bands": in_bands,
                        "tubelet_bands": tubelet_bands, "embed_dim": embed_dim, "depth": depth,
                        "num_heads": num_heads, "mlp_ratio": float(mlp_ratio),
-                       "num_classes": num_classes}
+                       "num_classes": num_classes, "pixel_dim": pixel_dim}
+        self.pixel_dim = pixel_dim
         self.img_size = img_size
         self.in_bands = in_bands
         self.embed_dim = embed_dim
@@ -167,9 +213,16 @@ class SpectralGPT(nn.Module):
             raise HyperAdaptError(f"The number of classes must not be negative (got {num_classes}).")
         if num_classes == 0:
             return nn.Identity()
-        head = nn.Linear(self.embed_dim, num_classes)
-        trunc_normal_init_(head.weight)
-        nn.init.zeros_(head.bias)
+        if self.pixel_dim:
+            head = PixelHead(embed_dim=self.embed_dim, in_bands=self.in_bands,
+                             pixel_dim=self.pixel_dim, num_classes=num_classes)
+            linears = [head.fc1, head.fc2, head.fc]
+        else:
+            head = nn.Linear(self.embed_dim, num_classes)
+            linears = [head]
+        for linear in linears:
+            trunc_normal_init_(linear.weight)
+            nn.init.zeros_(linear.bias)
         return head.to(device=self.norm.weight.device, dtype=self.norm.weight.dtype)
 
     def _init_weights(self) -> None:
@@ -184,6 +237,13 @@ class SpectralGPT(nn.Module):
             if isinstance(module, nn.Linear):
                 trunc_normal_init_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def fit_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Windows (B, in_bands, h, w) resized bilinearly to the model input (img_size x img_size)."""
+        if x.ndim == 4 and tuple(x.shape[-2:]) != (self.img_size, self.img_size):
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
+                              align_corners=False)
+        return x
 
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_bands, H, W) -> (B, N, D) tokens with positional embeddings, spectral-group-major."""
@@ -216,14 +276,32 @@ class SpectralGPT(nn.Module):
         """Mean over all tokens, then the final norm: (B, N, D) -> (B, D)."""
         return self.norm(tokens.mean(dim=1))
 
-    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, pooled: torch.Tensor, pixel: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(self.head, PixelHead):
+            return self.head(pooled, pixel)
         return self.head(pooled)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.pool(self.forward_features(x)))
+    def forward(self, x: torch.Tensor, context_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores of pixel-centred windows (B, in_bands, h, w) of any size.
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a freshly initialised one for num_classes (0: no head)."""
+        Args:
+            x: the windows.
+            context_keep: optional (B,) bool, training only: where False, a pixel head sees zeros
+                instead of the pooled tokens (context dropout; ignored without a pixel head).
+        """
+        pooled = self.pool(self.forward_features(self.fit_input(x)))
+        if not isinstance(self.head, PixelHead):
+            return self.forward_head(pooled)
+        if context_keep is not None:
+            pooled = pooled * context_keep.to(pooled.dtype).unsqueeze(-1)
+        return self.forward_head(pooled, centre_pixel(x))
+
+    def reset_classifier(self, num_classes: int, pixel_dim: int | None = None) -> None:
+        """Replace the head by a freshly initialised one for num_classes (0: no head), with a
+        pixel embedding of ``pixel_dim`` (None keeps the current width)."""
+        if pixel_dim is not None:
+            self.pixel_dim = int(pixel_dim)
+            self.config["pixel_dim"] = self.pixel_dim
         self.head = self._new_head(num_classes)
         self.config["num_classes"] = num_classes
 

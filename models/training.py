@@ -1,7 +1,7 @@
 """The fine-tuning loop: AdamW, warm-up then cosine decay, early stopping on validation accuracy.
 
-Windows are held in memory as one float tensor at their native window size and resized to the
-model's input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
+Windows are held in memory as one float tensor at their native window size; the model resizes
+them to its input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
 Batches are drawn in the loop itself, never by DataLoader workers: QGIS must never fork. On CUDA
 the forward pass runs in mixed precision, and an out-of-memory error halves the batch and
 retries it. The best state (highest validation accuracy, lower validation loss on a tie) is the
@@ -27,7 +27,6 @@ from .adapters import param_groups, trainable_state_dict
 from .device import autocast_dtype, is_out_of_memory, release_cached_memory
 from .errors import HyperAdaptError, raise_if_cancelled
 from .predict import OUT_OF_MEMORY
-from .windows import resize_windows
 
 
 @dataclass
@@ -83,8 +82,8 @@ def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return out
 
 
-def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, input_size: int,
-              device: torch.device, batch_size: int, cancel) -> tuple[float, float]:
+def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: torch.device,
+              batch_size: int, cancel) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model on windows."""
     correct, loss_sum = 0, 0.0
     dtype = autocast_dtype(device)
@@ -92,7 +91,7 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, input_size:
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
             raise_if_cancelled(cancel)
-            x = resize_windows(windows[start:start + batch_size].to(device), input_size)
+            x = windows[start:start + batch_size].to(device)
             y = labels[start:start + batch_size].to(device)
             if dtype is not None:
                 with torch.autocast(device_type=device.type, dtype=dtype):
@@ -108,19 +107,19 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, input_size:
 
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
                      val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
-                     input_size: int, epochs: int, learning_rate: float, lr_ratio: float = 1.0,
+                     epochs: int, learning_rate: float, lr_ratio: float = 1.0,
                      weight_decay: float = 0.05, batch_size: int = 32,
                      warmup_fraction: float = 0.1, patience: int = 10,
                      min_epochs: int | None = None, seed: int = 0,
                      device: torch.device = torch.device("cpu"), augment: bool = True,
-                     progress=None, cancel=None, on_epoch=None) -> TrainingOutcome:
+                     context_dropout: float = 0.0, progress=None, cancel=None,
+                     on_epoch=None) -> TrainingOutcome:
     """Train the model's trainable tensors (adapter + head) on labelled windows.
 
     Args:
         model: backbone with an adapter applied (models.adapters.apply_adapter) and a head.
         train_windows, train_labels: (N, 12, w, w) float32 windows and (N,) class indices.
         val_windows, val_labels: the held-out validation set, or None.
-        input_size: windows are resized to this before the model.
         epochs: the most passes over the training windows.
         learning_rate: peak learning rate; lr_ratio scales the zero-initialised factors
             (LoRA+ / KronA+).
@@ -133,9 +132,11 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         seed: seeds the shuffling and the augmentation.
         device: where to train.
         augment: random flips and quarter turns.
+        context_dropout: share of training windows whose pooled tokens a pixel head does not see
+            (drawn per window from the seeded generator).
         progress: ``progress(fraction, message)``; cancel: ``cancel() -> bool`` (checked every
-            batch); on_epoch: ``on_epoch(record)`` with epoch, loss, train_accuracy,
-            val_accuracy, val_loss, learning_rate.
+            batch); on_epoch: ``on_epoch(record)`` with epoch, epochs (planned), loss,
+            train_accuracy, val_accuracy, val_loss, learning_rate.
     """
     started = time.perf_counter()
     num_train = len(train_windows)
@@ -178,14 +179,19 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             if augment:
                 x = augment_batch(x, generator)
             y = train_labels[index].to(device)
+            keep = None
+            if context_dropout > 0:
+                keep = (torch.rand(len(index), generator=generator) >= context_dropout).to(device)
             try:
-                x = resize_windows(x.to(device, non_blocking=True), input_size)
+                x = x.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
+                forward = (lambda: model(x)) if keep is None else (
+                    lambda: model(x, context_keep=keep))
                 if dtype is not None:
                     with torch.autocast(device_type=device.type, dtype=dtype):
-                        logits = model(x)
+                        logits = forward()
                 else:
-                    logits = model(x)
+                    logits = forward()
                 loss = F.cross_entropy(logits.float(), y)
                 backward_and_step(loss, optimizer, scaler)
             except RuntimeError as error:
@@ -210,12 +216,13 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             if progress is not None:
                 progress(seen / total_samples,
                          f"Epoch {epoch}/{epochs}: loss {loss_sum / count:.3f}")
-        record = {"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
+        record = {"epoch": epoch, "epochs": epochs, "loss": loss_sum / count,
+                  "train_accuracy": correct / count,
                   "val_accuracy": None, "val_loss": None,
                   "learning_rate": optimizer.param_groups[0]["lr"]}
         if has_val:
             record["val_accuracy"], record["val_loss"] = _evaluate(
-                model, val_windows, val_labels, input_size=input_size, device=device,
+                model, val_windows, val_labels, device=device,
                 batch_size=max(batch_size, 64), cancel=cancel)
             key = (record["val_accuracy"], -record["val_loss"])
         else:

@@ -13,18 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from .bands import NUM_MODEL_BANDS, BandAdaptation
-from .errors import HyperAdaptError, raise_if_cancelled
+from .errors import raise_if_cancelled
 from .raster import RasterReader, group_pixels_by_tile, tile_side_for
+from .settings import check_window_size
 
 FILL_VALUE = 0.0
-
-
-def check_window_size(window_size: int) -> int:
-    window_size = int(window_size)
-    if window_size < 1 or window_size % 2 == 0:
-        raise HyperAdaptError(f"The window size must be an odd number of pixels (got "
-                              f"{window_size}), so that one pixel is its centre.")
-    return window_size
 
 
 def read_adapted_region(reader: RasterReader, adaptation: BandAdaptation, x: int, y: int,

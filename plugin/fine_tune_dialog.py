@@ -23,7 +23,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QVariant, pyqtSlot
 
-from ..models.adapters import DEFAULT_METHOD, METHODS
+from ..models import options
 from ..models.errors import HyperAdaptError
 from .styling import styled_class_field
 from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
@@ -35,12 +35,14 @@ FORM_CLASS, _ = uic.loadUiType(str(UI_DIR / "fine_tune_dialog.ui"))
 TARGET_CHECKS = {"attn.q": "target_attn_q", "attn.k": "target_attn_k", "attn.v": "target_attn_v",
                  "attn.proj": "target_attn_proj", "mlp.fc1": "target_mlp_fc1",
                  "mlp.fc2": "target_mlp_fc2"}
-BAND_ADAPTATIONS = {"pca": "PCA to 12 components (paper)",
-                    "s2": "Resample to the Sentinel-2 bands (needs wavelengths)"}
-BACKBONES = {"base": "ViT-Base (the official SpectralGPT shape)",
-             "tiny": "Tiny (quick tests; not for real maps)"}
-PRESETS = {"paper": "As in the paper", "fast": "Fast (input 16, fewer epochs)"}
-PRETRAIN_INPUT_SIZE = 16
+# The number boxes start at the engine's defaults (models.options).
+SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "lr_spin": options.DEFAULT_LEARNING_RATE,
+                 "lambda_spin": options.DEFAULT_LR_RATIO, "window_spin": options.DEFAULT_WINDOW_SIZE,
+                 "input_size_spin": options.DEFAULT_INPUT_SIZE, "rank_spin": options.DEFAULT_RANK,
+                 "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
+                 "context_dropout_spin": options.DEFAULT_CONTEXT_DROPOUT,
+                 "segment_size_spin": options.DEFAULT_SEGMENT_SIZE,
+                 "pretrain_epochs_spin": options.DEFAULT_PRETRAIN_EPOCHS}
 
 
 def safe_file_stem(text: str) -> str:
@@ -183,13 +185,25 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
                                        | QgsMapLayerProxyModel.PointLayer)
         self.training_combo.setAllowEmptyLayer(True)
         self.field_combo.setAllowEmptyFieldName(True)
-        for method, label in METHODS.items():
+        for method, label in options.METHODS.items():
             self.method_combo.addItem(label, method)
-        self.method_combo.setCurrentIndex(self.method_combo.findData(DEFAULT_METHOD))
-        for combo, choices in ((self.band_combo, BAND_ADAPTATIONS),
-                               (self.backbone_combo, BACKBONES), (self.preset_combo, PRESETS)):
+        self.method_combo.setCurrentIndex(self.method_combo.findData(options.DEFAULT_METHOD))
+        for combo, choices, default in (
+                (self.band_combo, options.BAND_ADAPTATIONS, options.DEFAULT_BAND_ADAPTATION),
+                (self.backbone_combo, options.BACKBONES, options.DEFAULT_BACKBONE),
+                (self.preset_combo, options.PRESETS, options.DEFAULT_PRESET)):
             for key, label in choices.items():
                 combo.addItem(label, key)
+            combo.setCurrentIndex(combo.findData(default))
+        self.lambda_spin.setMinimum(options.MIN_LR_RATIO)
+        self.window_spin.setMaximum(options.MAX_WINDOW_SIZE)
+        self.steps_spin.setMaximum(options.MAX_STEPS)
+        self.batch_spin.setMaximum(options.MAX_BATCH_SIZE)
+        self.segment_size_spin.setMaximum(options.MAX_SEGMENT_SIZE)
+        for name, value in SPIN_DEFAULTS.items():
+            getattr(self, name).setValue(value)
+        for target, name in TARGET_CHECKS.items():
+            getattr(self, name).setChecked(target in options.DEFAULT_TARGETS)
         for label, device in detect_devices():
             self.device_combo.addItem(label, device)
         self.weights_file.setStorageMode(QgsFileWidget.GetFile)
@@ -213,14 +227,13 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.output_folder.fileChanged.connect(self.update_state)
         self.preset_combo.currentIndexChanged.connect(self._preset_changed)
         self.backbone_combo.currentIndexChanged.connect(self._update_prepare_button)
-        self.epochs_spin.valueChanged.connect(self._epochs_changed)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel_job)
         self.close_button.clicked.connect(self.close)
         self.download_button.clicked.connect(self.download_weights)
         self.prepare_button.clicked.connect(self.prepare_backbone)
 
-        self.plot.reset(self.epochs_spin.value())
+        self.plot.reset(1)
         self._raster_changed(self.raster_combo.currentLayer())
         self._training_layer_changed(self.training_combo.currentLayer())
         self._method_changed()
@@ -253,7 +266,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         factor = (self.factor_out_spin.value(), self.factor_in_spin.value())
         random_start = self.random_start_check.isChecked()
         return {
-            "method": self.method(), "epochs": self.epochs_spin.value(),
+            "method": self.method(), "steps": self.steps_spin.value(),
             "learning_rate": self.lr_spin.value(), "lr_ratio": self.lambda_spin.value(),
             "batch_size": self.batch_spin.value(), "window_size": self.window_spin.value(),
             "input_size": self.input_size_spin.value(),
@@ -265,6 +278,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "weights": None if random_start else self.weights_path() or None,
             "random_start": random_start,
             "preset": self.preset_combo.currentData(),
+            "pixel_dim": self.pixel_dim_spin.value(),
+            "context_dropout": self.context_dropout_spin.value(),
+            "segment_size": self.segment_size_spin.value(),
             "backbone_overrides": dict(self.backbone_overrides) if self.backbone_overrides else None,
         }
 
@@ -292,7 +308,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         if num_classes < 2:
             return (f"The field '{field_name}' holds {num_classes} class"
                     f"{'' if num_classes == 1 else 'es'}; training needs at least two.")
-        if not self.targets() and self.method() not in ("fft", "head"):
+        if not self.targets() and self.method() in options.ADAPTER_METHODS:
             return "Tick at least one target layer for the adapter."
         if not self.random_start_check.isChecked():
             weights = self.weights_path()
@@ -411,25 +427,20 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
     @pyqtSlot()
     def _method_changed(self, *args) -> None:
         method = self.method()
-        self.lambda_spin.setEnabled(method in ("krona_plus", "lora_plus"))
-        self.rank_spin.setEnabled(method in ("lora", "lora_plus", "lokr"))
+        self.lambda_spin.setEnabled(method in options.PLUS_METHODS)
+        self.rank_spin.setEnabled(method in options.RANK_METHODS)
         for spin in (self.factor_out_spin, self.factor_in_spin):
-            spin.setEnabled(method in ("krona", "krona_plus", "lokr"))
+            spin.setEnabled(method in options.FACTOR_METHODS)
         self._suggest_adapter_name()
         self.update_state()
-
-    @pyqtSlot(int)
-    def _epochs_changed(self, epochs: int) -> None:
-        if not self.is_running():
-            self.plot.reset(epochs)
 
     @pyqtSlot()
     def _preset_changed(self, *args) -> None:
         if self.preset_combo.currentData() == "fast":
-            self.input_size_spin.setValue(16)
-            self.epochs_spin.setValue(min(self.epochs_spin.value(), 10))
+            self.input_size_spin.setValue(options.FAST_INPUT_SIZE)
+            self.steps_spin.setValue(min(self.steps_spin.value(), options.FAST_MAX_STEPS))
         else:
-            self.input_size_spin.setValue(32)
+            self.input_size_spin.setValue(options.DEFAULT_INPUT_SIZE)
 
     @pyqtSlot(str)
     def _sensor_typed(self, text: str) -> None:
@@ -536,7 +547,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             return
         self._request = request
         self.result_layer = self.confidence_layer = self.last_result = None
-        self.plot.reset(request.settings["epochs"])
+        self.plot.reset(1)
         self.epoch_label.setText("Epoch –")
         self.loss_label.setText("Loss –")
         self.show_activity("Training…")
@@ -562,11 +573,10 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             return
         preset = self.backbone_combo.currentData()
         weights = self.weights_path()
+        # Window, band adaptation and (for the tiny backbone) input size are the pretraining
+        # defaults of models.options; fine-tuning then takes them from the backbone file.
         settings = {"preset": preset, "epochs": self.pretrain_epochs_spin.value(),
-                    "window_size": self.window_spin.value(),
-                    "input_size": PRETRAIN_INPUT_SIZE if preset == "tiny"
-                    else self.input_size_spin.value(),
-                    "band_adaptation": self.band_combo.currentData(),
+                    **({} if preset == "tiny" else {"input_size": self.input_size_spin.value()}),
                     "device": self.device_combo.currentData(),
                     "weights": weights if preset == "base" and weights.endswith(".pth") else None,
                     "backbone_overrides": dict(self.backbone_overrides)
@@ -585,16 +595,14 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         # per-epoch numbers arrive as a record, from fine_tune's on_epoch.
         record = info.get("epoch_record")
         if record:
-            self.epoch_label.setText(f"Epoch {record.get('epoch')}/{self._request_epochs()}")
+            planned = record.get("epochs")
+            self.epoch_label.setText(f"Epoch {record.get('epoch')}/{planned or '?'}")
+            if planned:
+                self.plot.plan(int(planned))
             if record.get("loss") is not None:
                 self.loss_label.setText(f"Loss {record['loss']:.3f}")
             if record.get("val_accuracy") is not None:
                 self.plot.add_point(int(record["epoch"]), float(record["val_accuracy"]))
-
-    def _request_epochs(self) -> int:
-        if self._request is not None:
-            return int(self._request.settings["epochs"])
-        return self.epochs_spin.value()
 
     def job_done(self, kind: str, result) -> None:
         if kind == "download":

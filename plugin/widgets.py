@@ -108,6 +108,11 @@ class AccuracyPlot(QWidget):
         self._num_epochs = max(1, int(num_epochs))
         self.update()
 
+    def plan(self, num_epochs: int) -> None:
+        """Sets the planned number of epochs (the x axis) without clearing the line."""
+        self._num_epochs = max(1, int(num_epochs), *(epoch for epoch, _ in self._points))
+        self.update()
+
     def add_point(self, epoch: int, accuracy: float) -> None:
         """Adds (or replaces) the validation accuracy, in [0, 1], of an epoch counted from 1."""
         self._points = [p for p in self._points if p[0] != epoch] + [(int(epoch), float(accuracy))]

@@ -440,7 +440,7 @@ def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():
     windows = (torch.rand(48, 12, 5, 5, generator=generator) * 0.2
                + labels.view(-1, 1, 1, 1) * 0.4)
     outcome = train_classifier(_tiny_adapted_model(), windows, labels, windows, (labels + 1) % 3,
-                               input_size=16, epochs=20, learning_rate=3e-3, batch_size=16,
+                               epochs=20, learning_rate=3e-3, batch_size=16,
                                patience=2, device=torch.device("cpu"))
     accuracies = [record["val_accuracy"] for record in outcome.history]
     assert accuracies[0] > accuracies[-1]              # validation really does only worsen
@@ -481,13 +481,13 @@ def test_out_of_memory_halves_the_training_batch_and_carries_on():
     labels = torch.randint(0, 3, (40,), generator=generator)
     model = _tiny_adapted_model()
     sizes = _fail_batches_larger_than(model, 8)
-    outcome = train_classifier(model, windows, labels, None, None, input_size=16, epochs=2,
+    outcome = train_classifier(model, windows, labels, None, None, epochs=2,
                                learning_rate=1e-3, batch_size=32, device=torch.device("cpu"))
     assert outcome.batch_size == 8 and outcome.epochs_run == 2
     assert sum(size for size in sizes if size <= 8) == 2 * 40   # every window trained, twice
     with pytest.raises(HyperAdaptError, match="ran out of memory even for a single window"):
         _fail_batches_larger_than(model, 0)
-        train_classifier(model, windows, labels, None, None, input_size=16, epochs=1,
+        train_classifier(model, windows, labels, None, None, epochs=1,
                          learning_rate=1e-3, batch_size=4, device=torch.device("cpu"))
 
 
@@ -496,11 +496,11 @@ def test_out_of_memory_halves_the_prediction_batch_with_the_same_result():
 
     windows = torch.rand(50, 12, 5, 5, generator=torch.Generator().manual_seed(1))
     model = _tiny_adapted_model()
-    expected, expected_conf = predict_windows(model, windows, input_size=16,
-                                              device=torch.device("cpu"), batch_size=64)
+    expected, expected_conf = predict_windows(model, windows, device=torch.device("cpu"),
+                                              batch_size=64)
     sizes = _fail_batches_larger_than(model, 10)
-    labels, confidence = predict_windows(model, windows, input_size=16,
-                                         device=torch.device("cpu"), batch_size=64)
+    labels, confidence = predict_windows(model, windows, device=torch.device("cpu"),
+                                         batch_size=64)
     np.testing.assert_array_equal(labels, expected)
     np.testing.assert_allclose(confidence, expected_conf, atol=1e-6)
     # 50 windows fail, then 25 and 12, and 6 at a time succeed.

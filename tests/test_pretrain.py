@@ -6,6 +6,7 @@ import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
+from hyperadapt.models import options
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
 from hyperadapt.models.pretrain import (BACKBONE_FORMAT, PretrainSettings, load_backbone_file,
@@ -138,7 +139,8 @@ def test_backbone_file_holds_plain_types_and_loads_with_its_band_adaptation(pret
     result, _ = pretrained
     payload = torch.load(result.backbone_path, map_location="cpu", weights_only=True)
     assert payload["format"] == BACKBONE_FORMAT and payload["id"] == result.backbone_id
-    assert payload["window_size"] == 9 and payload["input_size"] == 16
+    # The pretraining defaults of models.options.
+    assert payload["window_size"] == options.PRETRAIN_WINDOW_SIZE and payload["input_size"] == 16
     assert payload["sensor"]["name"] == "Synthetic" and payload["sensor"]["band_count"] == NUM_BANDS
     assert payload["pretraining"]["epochs"] == 8 and payload["pretraining"]["rasters"] == ["scene.tif"]
     assert not any(name.startswith(("decoder_", "mask_token", "head.")) for name in payload["state_dict"])
@@ -146,7 +148,8 @@ def test_backbone_file_holds_plain_types_and_loads_with_its_band_adaptation(pret
     model, adaptation, info = load_backbone_file(result.backbone_path)
     assert info["id"] == result.backbone_id and info["kind"] == "backbone-file"
     assert model.config == {**payload["config"]} and model.img_size == 16
-    assert adaptation.method == "pca" and adaptation.num_inputs == NUM_BANDS
+    assert adaptation.method == options.PRETRAIN_BAND_ADAPTATION
+    assert adaptation.num_inputs == NUM_BANDS
     pixels = np.random.default_rng(0).random((5, NUM_BANDS)).astype(np.float32)
     assert adaptation.apply_pixels(pixels).shape == (5, 12)
 

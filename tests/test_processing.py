@@ -395,17 +395,39 @@ def test_engine_feedback_logs_the_last_message_of_each_step_and_cancels():
                               "Epoch 2/2: loss 1.0"]
 
 
-def test_choices_match_the_engine():
-    from hyperadapt.models import adapters, jobs
-    from hyperadapt.plugin.algorithms import all_algorithms, finetune
+def test_finetune_parameters_offer_the_engines_choices_and_defaults():
+    from hyperadapt.models import options
+    from hyperadapt.models.settings import FineTuneSettings
+    from hyperadapt.plugin.algorithms import all_algorithms
+    from hyperadapt.plugin.algorithms.finetune import FineTuneAlgorithm
 
-    assert dict(finetune.METHODS) == adapters.METHODS
-    assert [key for key, _ in finetune.METHODS] == list(adapters.METHODS)
-    assert finetune.DEFAULT_METHOD == adapters.DEFAULT_METHOD
-    assert finetune.TARGETS == adapters.TARGETS
-    assert tuple(key for key, _ in finetune.BAND_ADAPTATIONS) == jobs.BAND_ADAPTATIONS
-    assert tuple(key for key, _ in finetune.PRESETS) == jobs.PRESETS
-    assert {key for key, _ in finetune.BACKBONES} == set(jobs.BACKBONE_PRESETS)
+    algorithm = FineTuneAlgorithm()
+    algorithm.initAlgorithm()
+
+    def parameter(name):
+        return algorithm.parameterDefinition(name)
+
+    # An untouched run is the engine's default run.
+    defaults = FineTuneSettings()
+    method = parameter("METHOD")
+    assert method.options() == list(options.METHODS.values())
+    assert list(options.METHODS)[method.defaultValue()] == defaults.method
+    bands = parameter("BAND_ADAPTATION")
+    assert bands.options() == list(options.BAND_ADAPTATIONS.values())
+    assert list(options.BAND_ADAPTATIONS)[bands.defaultValue()] == defaults.band_adaptation
+    targets = parameter("TARGETS")
+    assert tuple(options.TARGETS[i] for i in targets.defaultValue()) == defaults.targets
+    for name, field in (("STEPS", "steps"), ("LEARNING_RATE", "learning_rate"),
+                        ("LAMBDA", "lr_ratio"), ("WINDOW_SIZE", "window_size"),
+                        ("INPUT_SIZE", "input_size"), ("BATCH_SIZE", "batch_size"),
+                        ("VAL_FRACTION", "val_fraction"), ("PIXEL_DIM", "pixel_dim"),
+                        ("CONTEXT_DROPOUT", "context_dropout"), ("SEGMENT_SIZE", "segment_size"),
+                        ("RANK", "rank")):
+        assert parameter(name).defaultValue() == getattr(defaults, field), name
+    assert parameter("EPOCHS").defaultValue() == 0 and defaults.epochs is None
+    assert parameter("WINDOW_SIZE").maximum() == options.MAX_WINDOW_SIZE
+    assert list(options.PRESETS)[parameter("PRESET").defaultValue()] == defaults.preset
+    assert list(options.BACKBONES)[parameter("BACKBONE").defaultValue()] == defaults.backbone
     assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune", "pretrain"]
 
 

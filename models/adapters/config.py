@@ -5,16 +5,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import HyperAdaptError
+from ..options import (ADAPTER_METHODS, DEFAULT_METHOD, DEFAULT_RANK, DEFAULT_TARGETS, METHODS,
+                       PLUS_METHODS, TARGETS)
 
-# Method ids are stored in adapter files: never rename one.
-METHODS = {"krona_plus": "KronA+", "krona": "KronA", "lora_plus": "LoRA+", "lora": "LoRA",
-           "lokr": "LoKr", "fft": "Full fine-tuning", "head": "Head only"}
-DEFAULT_METHOD = "krona_plus"
-# Methods that add adapter layers; "fft" trains everything and "head" only the classifier.
-ADAPTER_METHODS = ("krona_plus", "krona", "lora_plus", "lora", "lokr")
-# Methods whose zero-initialised factor learns lr_ratio times faster (LoRA+, KronA+).
-PLUS_METHODS = ("krona_plus", "lora_plus")
-TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")
+__all__ = ["ADAPTER_METHODS", "DEFAULT_METHOD", "METHODS", "PLUS_METHODS", "TARGETS",
+           "AdapterConfig", "describe_method"]
 
 
 def describe_method(method_id: str) -> str:
@@ -45,8 +40,8 @@ class AdapterConfig:
     """
 
     method: str = DEFAULT_METHOD
-    targets: tuple[str, ...] = ("attn.q", "attn.v")
-    rank: int = 8
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    rank: int = DEFAULT_RANK
     alpha: float = 16.0
     factor_shape: tuple[int, int] | None = None
     scale: float = 1.0

@@ -11,11 +11,12 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ...models import options
 from .. import dependencies
 from ..styling import apply_classification_style, style_path_for
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2]
-DEVICE_OPTIONS = ("auto", "cuda", "cpu")
+DEVICE_OPTIONS = options.DEVICES
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 ADAPTER_FILE_FILTER = "HyperAdapt adapter (*.pt *.PT)"
 WEIGHTS_FILE_FILTER = ("SpectralGPT checkpoint or HyperAdapt backbone (*.pth *.pt *.PTH *.PT);;"

@@ -12,23 +12,18 @@ from qgis.core import (QgsCoordinateTransform, QgsCsException, QgsProcessing, Qg
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorLayer)
 
+from ...models import options
 from ..styling import class_style_from_layer
-from .common import (ADAPTER_FILE_FILTER, DEVICE_OPTIONS, WEIGHTS_FILE_FILTER, EngineFeedback,
+from .common import (ADAPTER_FILE_FILTER, WEIGHTS_FILE_FILTER, EngineFeedback,
                      HyperAdaptAlgorithm, check_geotiff_destination, destination_or_none,
                      file_destination_or_none, format_number, format_ratio, raster_file,
                      require_engine, run_engine_job, style_when_loaded, vector_file)
 
-# The engine's method ids and names (models.adapters.METHODS), repeated here because listing the
-# algorithm must not import torch; a test keeps the two equal. Enum indices follow this order.
-METHODS = (("krona_plus", "KronA+"), ("krona", "KronA"), ("lora_plus", "LoRA+"), ("lora", "LoRA"),
-           ("lokr", "LoKr"), ("fft", "Full fine-tuning"), ("head", "Head only"))
-DEFAULT_METHOD = "krona_plus"
-TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")
-DEFAULT_TARGETS = ("attn.q", "attn.v")
-BAND_ADAPTATIONS = (("pca", "PCA to 12 components"),
-                    ("s2", "Resampling to the 12 Sentinel-2 bands (needs wavelengths)"))
-PRESETS = (("paper", "Paper (input 32, full schedule)"), ("fast", "Fast (input 16, fewer epochs)"))
-BACKBONES = (("base", "SpectralGPT ViT-Base (official shape)"), ("tiny", "Tiny (quick tests on a CPU)"))
+# Enum parameters pass positions: the engine's choices in models.options' order.
+METHODS = list(options.METHODS)
+BAND_ADAPTATIONS = list(options.BAND_ADAPTATIONS)
+PRESETS = list(options.PRESETS)
+BACKBONES = list(options.BACKBONES)
 
 
 class FineTuneAlgorithm(HyperAdaptAlgorithm):
@@ -36,6 +31,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     TRAINING = "TRAINING"
     CLASS_FIELD = "CLASS_FIELD"
     METHOD = "METHOD"
+    STEPS = "STEPS"
     EPOCHS = "EPOCHS"
     LEARNING_RATE = "LEARNING_RATE"
     LAMBDA = "LAMBDA"
@@ -53,6 +49,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     WEIGHTS = "WEIGHTS"
     RANDOM_START = "RANDOM_START"
     SENSOR = "SENSOR"
+    PIXEL_DIM = "PIXEL_DIM"
+    CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
+    SEGMENT_SIZE = "SEGMENT_SIZE"
     OUTPUT_ADAPTER = "OUTPUT_ADAPTER"
     OUTPUT_CLASSIFICATION = "OUTPUT_CLASSIFICATION"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
@@ -78,9 +77,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "from random weights (every output then says so). "
             "Validation holds out whole polygons, and only from classes with more than two, so a "
             "handful of polygons per class all train. "
-            "The adapter goes on the query and value projections by default (Ligan et al., 2025); "
-            "with a backbone pretrained by hyperadapt:pretrain, ticking all six adapted layers gave "
-            "2.5 to 5.5 more OA points on Indian Pines for an adapter about twice the size.")
+            "Training runs a fixed number of optimizer steps, whatever the number of training "
+            "pixels (Epochs, if set, replaces it). The head sees the centre pixel's own inputs "
+            "beside the window's pooled tokens, and after classifying, each pixel takes the mean "
+            "class probabilities of its superpixel (segment vote; 0 turns it off). "
+            "The defaults are those the accuracy bench found best (bench/results/accuracy.md).")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))
@@ -90,44 +91,80 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             self.CLASS_FIELD, self.tr("Class field"), parentLayerParameterName=self.TRAINING))
         self.addParameter(QgsProcessingParameterEnum(
-            self.METHOD, self.tr("Fine-tuning method"), options=[name for _, name in METHODS],
-            defaultValue=[key for key, _ in METHODS].index(DEFAULT_METHOD)))
+            self.METHOD, self.tr("Fine-tuning method"), options=list(options.METHODS.values()),
+            defaultValue=METHODS.index(options.DEFAULT_METHOD)))
         self.addParameter(QgsProcessingParameterNumber(
-            self.EPOCHS, self.tr("Epochs"), QgsProcessingParameterNumber.Integer, 30, minValue=1))
+            self.STEPS, self.tr("Optimizer steps"), QgsProcessingParameterNumber.Integer,
+            options.DEFAULT_STEPS, minValue=1, maxValue=options.MAX_STEPS))
         self.addParameter(QgsProcessingParameterNumber(
-            self.LEARNING_RATE, self.tr("Learning rate"), QgsProcessingParameterNumber.Double, 1e-3,
-            minValue=1e-8))
+            self.LEARNING_RATE, self.tr("Learning rate"), QgsProcessingParameterNumber.Double,
+            options.DEFAULT_LEARNING_RATE, minValue=1e-8, maxValue=1.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.LAMBDA, self.tr("Learning-rate ratio lambda (KronA+, LoRA+)"),
-            QgsProcessingParameterNumber.Double, 4.0, minValue=0.01))
+            QgsProcessingParameterNumber.Double, options.DEFAULT_LR_RATIO,
+            minValue=options.MIN_LR_RATIO))
 
         advanced = [
+            QgsProcessingParameterNumber(self.EPOCHS,
+                                         self.tr("Epochs instead of steps (0 = from the steps)"),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0,
+                                         maxValue=options.MAX_STEPS),
             QgsProcessingParameterNumber(self.WINDOW_SIZE, self.tr("Window size (pixels, odd)"),
-                                         QgsProcessingParameterNumber.Integer, 9, minValue=1),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_WINDOW_SIZE, minValue=1,
+                                         maxValue=options.MAX_WINDOW_SIZE),
             QgsProcessingParameterNumber(self.INPUT_SIZE,
                                          self.tr("Model input size (pixels, multiple of 8)"),
-                                         QgsProcessingParameterNumber.Integer, 32, minValue=8),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_INPUT_SIZE, minValue=options.PATCH_SIZE,
+                                         maxValue=options.MAX_INPUT_SIZE),
             QgsProcessingParameterEnum(self.BAND_ADAPTATION, self.tr("Band adaptation"),
-                                       options=[label for _, label in BAND_ADAPTATIONS], defaultValue=0),
-            QgsProcessingParameterEnum(self.TARGETS, self.tr("Adapted layers"), options=list(TARGETS),
-                                       allowMultiple=True,
-                                       defaultValue=[TARGETS.index(t) for t in DEFAULT_TARGETS]),
+                                       options=list(options.BAND_ADAPTATIONS.values()),
+                                       defaultValue=BAND_ADAPTATIONS.index(
+                                           options.DEFAULT_BAND_ADAPTATION)),
+            QgsProcessingParameterEnum(self.TARGETS, self.tr("Adapted layers"),
+                                       options=list(options.TARGETS), allowMultiple=True,
+                                       defaultValue=[options.TARGETS.index(t)
+                                                     for t in options.DEFAULT_TARGETS]),
             QgsProcessingParameterNumber(self.RANK, self.tr("Rank (LoRA, LoKr)"),
-                                         QgsProcessingParameterNumber.Integer, 8, minValue=1),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_RANK, minValue=1),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
-                                         QgsProcessingParameterNumber.Integer, 32, minValue=1),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_BATCH_SIZE, minValue=1,
+                                         maxValue=options.MAX_BATCH_SIZE),
             QgsProcessingParameterNumber(self.VAL_FRACTION,
                                          self.tr("Share of polygons kept for validation"),
-                                         QgsProcessingParameterNumber.Double, 0.25, minValue=0.0,
+                                         QgsProcessingParameterNumber.Double,
+                                         options.DEFAULT_VAL_FRACTION, minValue=0.0,
                                          maxValue=0.9),
+            QgsProcessingParameterNumber(self.PIXEL_DIM,
+                                         self.tr("Centre-pixel embedding width in the head "
+                                                 "(0 = pooled tokens only)"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_PIXEL_DIM, minValue=0, maxValue=4096),
+            QgsProcessingParameterNumber(self.CONTEXT_DROPOUT,
+                                         self.tr("Context dropout (share of training windows "
+                                                 "whose pooled tokens the head does not see)"),
+                                         QgsProcessingParameterNumber.Double,
+                                         options.DEFAULT_CONTEXT_DROPOUT, minValue=0.0,
+                                         maxValue=0.95),
+            QgsProcessingParameterNumber(self.SEGMENT_SIZE,
+                                         self.tr("Segment vote: superpixel size in pixels "
+                                                 "(0 = off)"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_SEGMENT_SIZE, minValue=0,
+                                         maxValue=options.MAX_SEGMENT_SIZE),
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICE_OPTIONS),
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(options.DEVICES),
                                        defaultValue=0),
             QgsProcessingParameterEnum(self.PRESET, self.tr("Preset"),
-                                       options=[label for _, label in PRESETS], defaultValue=0),
+                                       options=list(options.PRESETS.values()),
+                                       defaultValue=PRESETS.index(options.DEFAULT_PRESET)),
             QgsProcessingParameterEnum(self.BACKBONE, self.tr("Backbone"),
-                                       options=[label for _, label in BACKBONES], defaultValue=0),
+                                       options=list(options.BACKBONES.values()),
+                                       defaultValue=BACKBONES.index(options.DEFAULT_BACKBONE)),
             QgsProcessingParameterFile(self.WEIGHTS,
                                        self.tr("Weights (official checkpoint or HyperAdapt backbone file)"),
                                        behavior=QgsProcessingParameterFile.File,
@@ -184,14 +221,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         if extent is None or not extent.intersects(raster.extent()):
             return False, self.tr("The training layer '{}' does not overlap the raster.").format(
                 training.name())
-        window = self.parameterAsInt(parameters, self.WINDOW_SIZE, context)
-        if window % 2 == 0:
-            return False, self.tr("The window size must be an odd number of pixels (got {}).").format(
-                window)
-        input_size = self.parameterAsInt(parameters, self.INPUT_SIZE, context)
-        if input_size % 8:
-            return False, self.tr("The model input size must be a multiple of 8 pixels "
-                                  "(got {}).").format(input_size)
+        problem = (options.window_size_problem(
+            self.parameterAsInt(parameters, self.WINDOW_SIZE, context))
+            or options.input_size_problem(self.parameterAsInt(parameters, self.INPUT_SIZE, context)))
+        if problem:
+            return False, self.tr(problem)
         if not self.parameterAsEnums(parameters, self.TARGETS, context):
             return False, self.tr("Choose at least one layer to adapt.")
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context)
@@ -202,30 +236,36 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     # -- run ------------------------------------------------------------------------------------
     def settings_from_parameters(self, parameters, context):
         """FineTuneSettings from the parameter values (the engine checks them further)."""
-        from ...models.jobs import FineTuneSettings
+        from ...models.settings import FineTuneSettings
 
-        def choice(name, options):
-            return options[self.parameterAsEnum(parameters, name, context)]
+        def choice(name, choices):
+            return choices[self.parameterAsEnum(parameters, name, context)]
 
-        targets = tuple(TARGETS[i] for i in sorted(self.parameterAsEnums(parameters, self.TARGETS, context)))
+        targets = tuple(options.TARGETS[i]
+                        for i in sorted(self.parameterAsEnums(parameters, self.TARGETS, context)))
+        epochs = self.parameterAsInt(parameters, self.EPOCHS, context)
         return FineTuneSettings(
-            method=choice(self.METHOD, METHODS)[0],
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            method=choice(self.METHOD, METHODS),
+            steps=self.parameterAsInt(parameters, self.STEPS, context),
+            epochs=epochs if epochs > 0 else None,
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             lr_ratio=self.parameterAsDouble(parameters, self.LAMBDA, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             window_size=self.parameterAsInt(parameters, self.WINDOW_SIZE, context),
             input_size=self.parameterAsInt(parameters, self.INPUT_SIZE, context),
-            band_adaptation=choice(self.BAND_ADAPTATION, BAND_ADAPTATIONS)[0],
+            band_adaptation=choice(self.BAND_ADAPTATION, BAND_ADAPTATIONS),
             targets=targets,
             rank=self.parameterAsInt(parameters, self.RANK, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+            pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
+            context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
+            segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
-            device=choice(self.DEVICE, DEVICE_OPTIONS),
-            backbone=choice(self.BACKBONE, BACKBONES)[0],
+            device=choice(self.DEVICE, options.DEVICES),
+            backbone=choice(self.BACKBONE, BACKBONES),
             weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
             random_start=self.parameterAsBoolean(parameters, self.RANDOM_START, context),
-            preset=choice(self.PRESET, PRESETS)[0],
+            preset=choice(self.PRESET, PRESETS),
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)

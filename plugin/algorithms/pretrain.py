@@ -10,15 +10,13 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterNumber, QgsProcessingParameterString, QgsRasterLayer)
 
-from .common import (DEVICE_OPTIONS, HyperAdaptAlgorithm, file_destination_or_none, raster_file,
-                     require_engine, run_engine_job)
+from ...models import options
+from .common import (HyperAdaptAlgorithm, file_destination_or_none, raster_file, require_engine,
+                     run_engine_job)
 
-# The engine's presets (models.pretrain.PRETRAIN_PRESETS), repeated so that listing the algorithm
-# does not import torch. Enum indices follow this order.
-PRESETS = (("tiny", "Tiny (from scratch, fast on a laptop CPU)"),
-           ("base", "Base (the official ViT-B shape; continues from the official weights when present)"))
-BAND_ADAPTATIONS = (("pca", "PCA to 12 components"),
-                    ("s2", "Resampling to the 12 Sentinel-2 bands (needs wavelengths)"))
+# Enum parameters pass positions: the engine's choices in models.options' order.
+PRESETS = list(options.PRETRAIN_PRESETS)
+BAND_ADAPTATIONS = list(options.BAND_ADAPTATIONS)
 BACKBONE_FILE_FILTER = "HyperAdapt backbone (*.pt *.PT)"
 OFFICIAL_WEIGHTS_FILTER = "SpectralGPT checkpoint (*.pth *.PTH);;All files (*.*)"
 # The live loss goes to the log at most this often (the progress text shows every batch).
@@ -69,14 +67,14 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
             self.SENSOR, self.tr("Sensor name (guessed from the first raster if empty)"),
             optional=True))
         self.addParameter(QgsProcessingParameterEnum(
-            self.PRESET, self.tr("Backbone size"), options=[label for _, label in PRESETS],
-            defaultValue=0))
+            self.PRESET, self.tr("Backbone size"), options=list(options.PRETRAIN_PRESETS.values()),
+            defaultValue=PRESETS.index(options.DEFAULT_PRETRAIN_PRESET)))
         self.addParameter(QgsProcessingParameterNumber(
             self.EPOCHS, self.tr("Epochs (0 = no epoch limit)"), QgsProcessingParameterNumber.Integer,
             0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             self.TIME_BUDGET, self.tr("Time budget in minutes (0 = no time limit)"),
-            QgsProcessingParameterNumber.Double, 15.0, minValue=0.0))
+            QgsProcessingParameterNumber.Double, options.DEFAULT_PRETRAIN_MINUTES, minValue=0.0))
         self.addParameter(QgsProcessingParameterFile(
             self.WEIGHTS, self.tr("Official SpectralGPT weights to continue from (base only)"),
             behavior=QgsProcessingParameterFile.File, fileFilter=OFFICIAL_WEIGHTS_FILTER,
@@ -87,12 +85,13 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
                 QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=0.95),
             QgsProcessingParameterEnum(
                 self.BAND_ADAPTATION, self.tr("Band adaptation"),
-                options=[label for _, label in BAND_ADAPTATIONS], defaultValue=0),
+                options=list(options.BAND_ADAPTATIONS.values()),
+                defaultValue=BAND_ADAPTATIONS.index(options.PRETRAIN_BAND_ADAPTATION)),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
                                          QgsProcessingParameterNumber.Integer, 64, minValue=1),
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICE_OPTIONS),
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(options.DEVICES),
                                        defaultValue=0),
         ]
         for parameter in advanced:
@@ -124,7 +123,7 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context)
         if weights and not os.path.isfile(weights):
             return False, self.tr("The weights file {} does not exist.").format(weights)
-        if weights and PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)][0] != "base":
+        if weights and PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)] != "base":
             return False, self.tr("The official weights have the 'base' shape; choose the Base "
                                   "backbone size to continue from them.")
         return True, ""
@@ -137,16 +136,16 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
         minutes = self.parameterAsDouble(parameters, self.TIME_BUDGET, context)
         mask_ratio = self.parameterAsDouble(parameters, self.MASK_RATIO, context)
         return PretrainSettings(
-            preset=PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)][0],
+            preset=PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)],
             weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
             mask_ratio=mask_ratio if mask_ratio > 0 else None,
             epochs=epochs if epochs > 0 else None,
             time_budget_s=60.0 * minutes if minutes > 0 else None,
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             band_adaptation=BAND_ADAPTATIONS[
-                self.parameterAsEnum(parameters, self.BAND_ADAPTATION, context)][0],
+                self.parameterAsEnum(parameters, self.BAND_ADAPTATION, context)],
             seed=self.parameterAsInt(parameters, self.SEED, context),
-            device=DEVICE_OPTIONS[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            device=options.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)

@@ -1,0 +1,125 @@
+"""Every choice of a fine-tuning and its default, in one place: the Fine-tune dialog, the Processing
+algorithms and the engine all read these, and nothing copies them.
+
+This module imports nothing but the standard library, so QGIS can list the Processing algorithms
+and build the dialogs without loading torch.
+
+The defaults are what the accuracy bench (bench/accuracy.py, results in
+bench/results/accuracy.md) found best across its scenes and samplings; the comments give the
+reason for each and where it was measured.
+"""
+from __future__ import annotations
+
+# -- methods --------------------------------------------------------------------------------------
+# Method ids are stored in adapter files: never rename one.
+METHODS = {"krona_plus": "KronA+", "krona": "KronA", "lora_plus": "LoRA+", "lora": "LoRA",
+           "lokr": "LoKr", "fft": "Full fine-tuning", "head": "Head only"}
+DEFAULT_METHOD = "krona_plus"
+# Methods that add adapter layers; "fft" trains everything and "head" only the classifier.
+ADAPTER_METHODS = ("krona_plus", "krona", "lora_plus", "lora", "lokr")
+# Methods whose zero-initialised factor learns lambda times faster (LoRA+, KronA+).
+PLUS_METHODS = ("krona_plus", "lora_plus")
+# Methods with a rank (LoRA, LoKr) and with a Kronecker factor shape (KronA, LoKr).
+RANK_METHODS = ("lora_plus", "lora", "lokr")
+FACTOR_METHODS = ("krona_plus", "krona", "lokr")
+TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")
+# The query and value projections, as in Ligan et al. (2025).
+DEFAULT_TARGETS = ("attn.q", "attn.v")
+DEFAULT_RANK = 8
+
+# -- band adaptation ------------------------------------------------------------------------------
+# Ids are stored in adapter and backbone files: never rename one. Processing passes choices by
+# position, so new ones go at the end.
+BAND_ADAPTATIONS = {
+    "pca": "PCA to 12 components (paper)",
+    "s2": "Resampling to the 12 Sentinel-2 bands (needs wavelengths)",
+    "mnf": "MNF to 12 components (noise-ordered, one common scale)",
+}
+# With the official weights: the paper's PCA. For a backbone pretrained on the user's scenes
+# (PRETRAIN_BAND_ADAPTATION) the backbone file brings its own.
+DEFAULT_BAND_ADAPTATION = "pca"
+# Pretraining on the sensor's own scenes: MNF. On Indian Pines an SVM on 12 MNF components scored
+# about 20 OA points more than on 12 per-component-scaled principal components, and fine-tuning
+# on a backbone pretrained with them gained 4 to 8 points (bench/results/accuracy.md).
+PRETRAIN_BAND_ADAPTATION = "mnf"
+
+# -- backbones and presets ------------------------------------------------------------------------
+DEVICES = ("auto", "cuda", "cpu")
+BACKBONES = {"base": "ViT-Base (the official SpectralGPT shape)",
+             "tiny": "Tiny (quick tests; not for real maps)"}
+DEFAULT_BACKBONE = "base"
+PRESETS = {"paper": "As in the paper (input 32)", "fast": "Fast (input 16, fewer steps)"}
+DEFAULT_PRESET = "paper"
+FAST_INPUT_SIZE = 16
+FAST_MAX_STEPS = 200
+# Backbones pretrained on the user's own scenes (models.pretrain).
+PRETRAIN_PRESETS = {"tiny": "Tiny (from scratch, fast on a laptop CPU)",
+                    "base": "Base (the official ViT-B shape; continues from the official weights)"}
+DEFAULT_PRETRAIN_PRESET = "tiny"
+DEFAULT_PRETRAIN_MINUTES = 15.0
+DEFAULT_PRETRAIN_EPOCHS = 40
+# Windows the backbone is pretrained (and then fine-tuned) on; resized to FAST_INPUT_SIZE.
+PRETRAIN_WINDOW_SIZE = 15
+
+# -- windows --------------------------------------------------------------------------------------
+DEFAULT_WINDOW_SIZE = 9
+DEFAULT_INPUT_SIZE = 32
+MAX_WINDOW_SIZE = 63
+PATCH_SIZE = 8
+MAX_INPUT_SIZE = 256
+
+
+def window_size_problem(window_size) -> str | None:
+    """The sentence a window size earns, or None when it is usable."""
+    if isinstance(window_size, bool) or not isinstance(window_size, int):
+        return f"The window size must be a whole number of pixels (got {window_size!r})."
+    if window_size < 1 or window_size % 2 == 0:
+        return (f"The window size must be an odd number of pixels (got {window_size}), so that "
+                f"one pixel is its centre.")
+    if window_size > MAX_WINDOW_SIZE:
+        return (f"The window size must be at most {MAX_WINDOW_SIZE} pixels (got {window_size}); "
+                f"larger windows cost memory without helping a per-pixel classifier.")
+    return None
+
+
+def input_size_problem(input_size) -> str | None:
+    """The sentence a model input size earns, or None when it is usable."""
+    if isinstance(input_size, bool) or not isinstance(input_size, int):
+        return f"The model input size must be a whole number of pixels (got {input_size!r})."
+    if input_size < PATCH_SIZE or input_size % PATCH_SIZE or input_size > MAX_INPUT_SIZE:
+        return (f"The model input size must be a multiple of {PATCH_SIZE} pixels between "
+                f"{PATCH_SIZE} and {MAX_INPUT_SIZE} (got {input_size}).")
+    return None
+
+
+# -- the schedule ---------------------------------------------------------------------------------
+# Counted in optimizer steps, so 60 and 6,000 training pixels get the same effort; epochs follow
+# from the pixels (at least one). 300 steps of 32 windows fit 10 to 50 pixels per class on the
+# bench's scenes; 30 epochs of the paper gave 10 px/class only 50 steps.
+DEFAULT_STEPS = 300
+MAX_STEPS = 100_000
+DEFAULT_BATCH_SIZE = 32
+MAX_BATCH_SIZE = 4096
+# KronA+ on a backbone pretrained on the scene: 3e-3 beat 1e-3 on every seed (bench/README.md).
+DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_LR_RATIO = 4.0
+MIN_LR_RATIO = 0.01
+DEFAULT_WEIGHT_DECAY = 0.05
+DEFAULT_WARMUP_FRACTION = 0.1
+# Whole polygons of classes with more than two are held out for validation (early stopping and
+# the report); classes with one or two polygons train on all of them.
+DEFAULT_VAL_FRACTION = 0.25
+DEFAULT_PATIENCE = 10
+
+# -- the classifier head --------------------------------------------------------------------------
+# The centre pixel's inputs enter the head beside the pooled tokens (spectralgpt.PixelHead).
+DEFAULT_PIXEL_DIM = 64
+# Share of training windows whose pooled tokens the head does not see, so the pixel path learns to
+# classify on its own: on EnMAP Potsdam, where neighbouring pixels often differ in class, the
+# window's context alone overfits (bench/results/accuracy.md).
+DEFAULT_CONTEXT_DROPOUT = 0.5
+
+# -- spatial clean-up -----------------------------------------------------------------------------
+# Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.
+DEFAULT_SEGMENT_SIZE = 5
+MAX_SEGMENT_SIZE = 50

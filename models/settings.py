@@ -1,0 +1,154 @@
+"""FineTuneSettings: how to fine-tune, with every default taken from models.options.
+
+Torch-free, like models.options, so the dialog and the Processing algorithms build settings (and
+get their sentences about bad values) without loading torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from . import options
+from .errors import HyperAdaptError
+
+BACKBONE_NAMES = tuple(options.BACKBONES)
+
+
+def check_window_size(window_size) -> int:
+    """The window size as an int, or a HyperAdaptError with options.window_size_problem's sentence."""
+    if isinstance(window_size, float) and window_size.is_integer():
+        window_size = int(window_size)
+    problem = options.window_size_problem(window_size)
+    if problem:
+        raise HyperAdaptError(problem)
+    return int(window_size)
+
+
+@dataclass
+class FineTuneSettings:
+    """How to fine-tune. Every default comes from models.options; ``preset="fast"`` trades
+    accuracy for time.
+
+    Args:
+        method: fine-tuning method id (options.METHODS), KronA+ by default.
+        steps: optimizer steps of the schedule (epochs follow from the training pixels).
+        epochs: a fixed number of passes over the training windows instead of ``steps``.
+        learning_rate: peak AdamW learning rate.
+        lr_ratio: lambda of the *_plus methods (the zero-initialised factor learns this much faster).
+        batch_size: windows per step (halved automatically after a GPU out-of-memory error).
+        window_size: pixels around the centre pixel (odd), before resizing.
+        input_size: model input side (32 -> 64 tokens).
+        band_adaptation: one of options.BAND_ADAPTATIONS (a backbone file brings its own).
+        targets: linear layers of each block that get an adapter.
+        rank: LoRA / LoKr rank.
+        factor_shape: KronA / LoKr first-factor shape, or None for the default.
+        val_fraction: share of each class's features held out for validation.
+        patience: epochs without a better validation result before stopping.
+        seed: seeds the split, the sampling, the random start and the training.
+        device: "auto", "cuda" or "cpu".
+        backbone: "base" (ViT-B, the official shape) or "tiny" (tests).
+        weights: official checkpoint (.pth) or a HyperAdapt backbone file; None uses the
+            downloaded official weights, if any.
+        random_start: allow running without pretrained weights (the result says so).
+        preset: "paper" or "fast" (input 16, at most options.FAST_MAX_STEPS steps).
+        backbone_overrides: SpectralGPT keyword arguments, e.g. {"depth": 2, "embed_dim": 32}.
+        weight_decay: AdamW weight decay.
+        warmup_fraction: share of the steps spent warming the learning rate up.
+        min_pixels_per_class: fewer usable pixels in a class is an error naming the class.
+        max_pixels_per_class: training and validation pixels kept per class (seeded subsample),
+            which bounds memory for large polygons.
+        fit_pixels: scene pixels sampled to fit the band adaptation.
+        augment: random flips and quarter turns of the training windows.
+        pixel_dim: width of the centre pixel's embedding in the head (spectralgpt.PixelHead);
+            0: a linear head on the pooled tokens alone.
+        context_dropout: share of training windows whose pooled tokens the head does not see.
+        segment_size: superpixel side of the segment vote after classifying (0: no vote).
+    """
+
+    method: str = options.DEFAULT_METHOD
+    steps: int = options.DEFAULT_STEPS
+    epochs: int | None = None
+    learning_rate: float = options.DEFAULT_LEARNING_RATE
+    lr_ratio: float = options.DEFAULT_LR_RATIO
+    batch_size: int = options.DEFAULT_BATCH_SIZE
+    window_size: int = options.DEFAULT_WINDOW_SIZE
+    input_size: int = options.DEFAULT_INPUT_SIZE
+    band_adaptation: str = options.DEFAULT_BAND_ADAPTATION
+    targets: tuple[str, ...] = options.DEFAULT_TARGETS
+    rank: int = options.DEFAULT_RANK
+    factor_shape: tuple[int, int] | None = None
+    val_fraction: float = options.DEFAULT_VAL_FRACTION
+    patience: int = options.DEFAULT_PATIENCE
+    seed: int = 0
+    device: str = "auto"
+    backbone: str = options.DEFAULT_BACKBONE
+    weights: str | None = None
+    random_start: bool = False
+    preset: str = options.DEFAULT_PRESET
+    backbone_overrides: dict | None = None
+    weight_decay: float = options.DEFAULT_WEIGHT_DECAY
+    warmup_fraction: float = options.DEFAULT_WARMUP_FRACTION
+    min_pixels_per_class: int = 1
+    max_pixels_per_class: int = 10000
+    fit_pixels: int = 20000
+    augment: bool = True
+    pixel_dim: int = options.DEFAULT_PIXEL_DIM
+    context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
+    segment_size: int = options.DEFAULT_SEGMENT_SIZE
+
+    def resolved(self) -> FineTuneSettings:
+        """A checked copy with the preset applied."""
+        if self.preset not in options.PRESETS:
+            raise HyperAdaptError(f"The preset '{self.preset}' is unknown; choose one of "
+                                  f"{', '.join(options.PRESETS)}.")
+        settings = dataclasses.replace(self, targets=tuple(self.targets))
+        if settings.preset == "fast":
+            settings = dataclasses.replace(settings, input_size=options.FAST_INPUT_SIZE,
+                                           steps=min(int(settings.steps), options.FAST_MAX_STEPS))
+        if settings.method not in options.METHODS:
+            raise HyperAdaptError(f"Unknown fine-tuning method '{settings.method}'; choose one of "
+                                  f"{', '.join(options.METHODS)}.")
+        if settings.band_adaptation not in options.BAND_ADAPTATIONS:
+            raise HyperAdaptError(f"The band adaptation '{settings.band_adaptation}' is unknown; "
+                                  f"choose one of {', '.join(options.BAND_ADAPTATIONS)}.")
+        if settings.backbone not in options.BACKBONES:
+            raise HyperAdaptError(f"The backbone '{settings.backbone}' is unknown; choose one of "
+                                  f"{', '.join(options.BACKBONES)}.")
+        _check_whole(settings.steps, "number of steps", 1, options.MAX_STEPS)
+        if settings.epochs is not None:
+            _check_whole(settings.epochs, "number of epochs", 1, options.MAX_STEPS)
+        _check_whole(settings.batch_size, "batch size", 1, options.MAX_BATCH_SIZE)
+        _check_whole(settings.pixel_dim, "pixel embedding width", 0, 4096)
+        _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
+        problem = options.input_size_problem(settings.input_size)
+        if problem:
+            raise HyperAdaptError(problem)
+        settings.window_size = check_window_size(settings.window_size)
+        if not (isinstance(settings.learning_rate, (int, float))
+                and math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
+            raise HyperAdaptError("The learning rate must be a positive number.")
+        if not 0.0 <= settings.val_fraction < 1.0:
+            raise HyperAdaptError("The validation share must be at least 0 and below 1.")
+        if not 0.0 <= settings.context_dropout < 1.0:
+            raise HyperAdaptError("The context dropout must be at least 0 and below 1.")
+        return settings
+
+    def epochs_for(self, num_train: int) -> int:
+        """Passes over ``num_train`` training windows: the fixed epochs, or enough for the steps."""
+        if self.epochs is not None:
+            return int(self.epochs)
+        steps_per_epoch = max(1, math.ceil(num_train / max(1, int(self.batch_size))))
+        return max(1, math.ceil(int(self.steps) / steps_per_epoch))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["targets"] = list(self.targets)
+        data["factor_shape"] = list(self.factor_shape) if self.factor_shape else None
+        return data
+
+
+def _check_whole(value, label: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise HyperAdaptError(f"The {label} must be a whole number from {low} to {high} "
+                              f"(got {value!r}).")
