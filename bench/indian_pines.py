@@ -193,15 +193,62 @@ def choose_training_rectangles(labels: np.ndarray, *, pixels_per_class=(10, 30),
             picked = pixels[rng.choice(len(pixels), size=target, replace=False)]
             chosen[value] = [(int(row), int(col), 1, 1) for row, col in picked]
             continue
-        rectangles = None
-        for margin, separate in ((True, True), (False, True), (False, False)):
-            rectangles = _choose_rectangles(class_mask, target, rng, margin=margin, separate=separate)
-            if rectangles is not None:
-                break
-        if rectangles is None:
-            raise ValueError(f"cannot place {target} training pixels in class {CLASS_NAMES[value - 1]}")
-        chosen[value] = rectangles
+        chosen[value] = _rectangles_for_class(class_mask, target, rng, CLASS_NAMES[value - 1])
     return chosen
+
+
+def _rectangles_for_class(class_mask: np.ndarray, target: int, rng: np.random.Generator,
+                          name: str) -> list[tuple[int, int, int, int]]:
+    """Rectangles over ``target`` pixels of the class: well inside fields and apart if possible."""
+    for margin, separate in ((True, True), (False, True), (False, False)):
+        rectangles = _choose_rectangles(class_mask, target, rng, margin=margin, separate=separate)
+        if rectangles is not None:
+            return rectangles
+    raise ValueError(f"cannot place {target} training pixels in class {name}")
+
+
+def choose_rectangles(labels: np.ndarray, *, per_class: int, seed: int = 0
+                      ) -> dict[int, list[tuple[int, int, int, int]]]:
+    """Rectangles a person would draw over any label raster: ``per_class`` pixels per class value
+    (half of a smaller class), {value: [(row, col, rows, cols), ...]}."""
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for value in sorted(int(v) for v in np.unique(labels) if v > 0):
+        class_mask = labels == value
+        target = int(min(per_class, max(1, int(class_mask.sum()) // 2)))
+        chosen[value] = _rectangles_for_class(class_mask, target, rng, f"value {value}")
+    return chosen
+
+
+def write_rectangle_polygons(path: Path, raster, rectangles: dict[int, list[tuple]]) -> Path:
+    """Rectangles of pixels as polygons on ``raster``'s grid, integer field ``class_id``, layer
+    ``training``; each outline sits inside its pixel block, as a hand-drawn one would."""
+    dataset = gdal.Open(str(raster))
+    x0, dx, _, y0, _, dy = dataset.GetGeoTransform()
+    inset_x, inset_y = 0.2 * abs(dx), 0.2 * abs(dy)
+    path = Path(path)
+    if path.exists():
+        path.unlink()
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("training", dataset.GetSpatialRef(), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    layer.StartTransaction()
+    for value, rects in rectangles.items():
+        for row, col, rows, cols in rects:
+            left, right = x0 + col * dx + inset_x, x0 + (col + cols) * dx - inset_x
+            top, bottom = y0 + row * dy - inset_y, y0 + (row + rows) * dy + inset_y
+            ring = ogr.Geometry(ogr.wkbLinearRing)
+            for x, y in ((left, top), (right, top), (right, bottom), (left, bottom), (left, top)):
+                ring.AddPoint_2D(float(x), float(y))
+            polygon = ogr.Geometry(ogr.wkbPolygon)
+            polygon.AddGeometry(ring)
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("class_id", int(value))
+            feature.SetGeometry(polygon)
+            layer.CreateFeature(feature)
+    layer.CommitTransaction()
+    source = None
+    return path
 
 
 def _new_vector_layer(path: Path, layer_name: str) -> tuple[ogr.DataSource, ogr.Layer]:

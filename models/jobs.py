@@ -144,12 +144,13 @@ def _build_backbone_for_training(source: dict, settings: FineTuneSettings, num_c
     if source["kind"] == BACKBONE_FILE_KIND:
         from .pretrain import backbone_identity, load_backbone_file
         model, _, info = load_backbone_file(source["path"])
-        _seeded(settings.seed, lambda: model.reset_classifier(num_classes,
-                                                              pixel_dim=settings.pixel_dim))
+        _seeded(settings.seed, lambda: model.reset_classifier(
+            num_classes, pixel_dim=settings.pixel_dim, two_views=settings.two_views()))
         identity = {**backbone_identity(info), "path": str(source["path"])}
         return model, identity
     config = {**BACKBONE_PRESETS[settings.backbone], **(settings.backbone_overrides or {}),
-              "img_size": input_size, "num_classes": num_classes, "pixel_dim": settings.pixel_dim}
+              "img_size": input_size, "num_classes": num_classes, "pixel_dim": settings.pixel_dim,
+              "two_views": settings.two_views()}
     model = _seeded(settings.seed, lambda: build_backbone(config))
     if source["kind"] == "official":
         identity = {**load_pretrained(model, source["path"]), "path": str(source["path"])}
@@ -219,7 +220,8 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
         else:
             model, _, info = load_backbone_file(path)
             given = backbone_identity(info)
-            model.reset_classifier(num_classes, pixel_dim=int(config.get("pixel_dim", 0)))
+            model.reset_classifier(num_classes, pixel_dim=int(config.get("pixel_dim", 0)),
+                                   two_views=bool(config.get("two_views", False)))
     else:
         raise HyperAdaptError("The adapter file does not say which backbone it was trained on.")
     problem = backbone_problem(identity, given)

@@ -118,6 +118,8 @@ DEFAULT_PIXEL_DIM = 64
 # classify on its own: on EnMAP Potsdam, where neighbouring pixels often differ in class, the
 # window's context alone overfits (bench/results/accuracy.md).
 DEFAULT_CONTEXT_DROPOUT = 0.5
+# A head trained with context dropout classifies each window with the more confident of its two
+# views, with and without the pooled tokens (spectralgpt.SpectralGPT.forward).
 
 # -- spatial clean-up -----------------------------------------------------------------------------
 # Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.

@@ -134,6 +134,11 @@ class FineTuneSettings:
             raise HyperAdaptError("The context dropout must be at least 0 and below 1.")
         return settings
 
+    def two_views(self) -> bool:
+        """Whether the head classifies with the more confident of its two views (with and without
+        the pooled tokens): it learned both when trained with context dropout."""
+        return bool(self.pixel_dim) and self.context_dropout > 0
+
     def epochs_for(self, num_train: int) -> int:
         """Passes over ``num_train`` training windows: the fixed epochs, or enough for the steps."""
         if self.epochs is not None:

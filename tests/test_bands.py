@@ -111,3 +111,77 @@ def test_s2_resampling_scales_to_unit_range_and_needs_wavelengths():
     assert (inputs.max(axis=0) == 1.0).all()
     with pytest.raises(HyperAdaptError, match="needs the raster's band wavelengths"):
         fit_s2_resampling(pixels, list(range(60)), None)
+
+
+def _noisy_band_scene(size=40, num_bands=30, seed=0):
+    """A smooth scene (fields of 4 materials) whose last 5 bands carry strong sensor noise.
+
+    Returns spectra (N, bands) and horizontal neighbour differences (M, bands).
+    """
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, num_bands)
+    materials = np.stack([np.sin((k + 1) * 2.0 * x) + k for k in range(4)])
+    field = (np.arange(size)[:, None] // 10 + np.arange(size)[None, :] // 20) % 4
+    cube = materials[field] + 0.01 * rng.standard_normal((size, size, num_bands))
+    cube[:, :, -5:] += 1.5 * rng.standard_normal((size, size, 5))
+    pixels = cube.reshape(-1, num_bands)
+    differences = (cube[:, 1:] - cube[:, :-1]).reshape(-1, num_bands)
+    return pixels, differences
+
+
+def test_mnf_orders_components_by_signal_to_noise_at_one_common_scale():
+    from hyperadapt.models.bands import fit_mnf_reduction
+
+    pixels, differences = _noisy_band_scene()
+    bands = list(range(pixels.shape[1]))
+    mnf = fit_mnf_reduction(pixels, differences, bands)
+    assert mnf.method == "mnf" and mnf.projection.shape == (30, 12)
+    assert "neighbouring-pixel differences" in mnf.notes[0]
+    ratios = mnf.explained_variance_ratio
+    assert ratios == sorted(ratios, reverse=True)
+    # One span for every component: the widest fills [0, 1], the others are narrower around 0.5.
+    spans = mnf.high - mnf.low
+    np.testing.assert_allclose(spans, spans[0])
+    inputs = mnf.apply_pixels(pixels)
+    spread = np.percentile(inputs, 98, axis=0) - np.percentile(inputs, 2, axis=0)
+    assert spread.max() == pytest.approx(1.0, abs=1e-4) and spread[-1] < 0.2 * spread.max()
+    # The leading component barely loads on the noisy bands; PCA's leading ones take the noise.
+    assert np.abs(mnf.projection[-5:, 0]).sum() < 0.05 * np.abs(mnf.projection[:-5, 0]).sum()
+    pca = fit_pca_reduction(pixels, bands)
+    noise_share = np.abs(pca.projection[-5:, :3]).sum() / np.abs(pca.projection[:, :3]).sum()
+    assert noise_share > 2 * 5 / 30          # over twice the noisy bands' share of the bands
+    # A refit on the same data is identical (signs fixed).
+    again = fit_mnf_reduction(pixels.copy(), differences.copy(), bands)
+    np.testing.assert_array_equal(again.projection, mnf.projection)
+
+
+def test_mnf_treats_texture_like_differences_as_equal_noise_in_standardised_bands():
+    from hyperadapt.models.bands import fit_mnf_reduction, noise_covariance
+
+    rng = np.random.default_rng(1)
+    pixels = _spectra(num_pixels=3000, num_bands=30) * rng.uniform(0.5, 20.0, 30)
+    # Differences that vary like the scene itself in every band (texture, not sensor noise).
+    differences = (pixels[1:] - pixels[:-1])
+    noise, note = noise_covariance(pixels, differences)
+    assert "equal in every standardised band" in note
+    np.testing.assert_allclose(noise, np.diag(pixels.var(axis=0)))
+    mnf = fit_mnf_reduction(pixels, differences, list(range(30)))
+    standardised = (pixels - pixels.mean(0)) / pixels.std(0)
+    leading = np.linalg.eigh(np.cov(standardised.T))[1][:, -1]
+    direction = mnf.projection[:, 0] * pixels.std(0)      # the same axis in standardised units
+    cosine = abs(direction @ leading) / np.linalg.norm(direction)
+    assert cosine > 0.99
+
+
+def test_mnf_is_stored_and_reapplied_like_the_other_adaptations():
+    from hyperadapt.models.bands import fit_mnf_reduction
+
+    pixels, differences = _noisy_band_scene()
+    mnf = fit_mnf_reduction(pixels, differences, list(range(30)))
+    restored = BandAdaptation.from_state(mnf.to_state())
+    np.testing.assert_allclose(restored.apply_pixels(pixels[:50]), mnf.apply_pixels(pixels[:50]),
+                               atol=1e-6)
+    assert restored.notes == mnf.notes
+    with pytest.raises(HyperAdaptError, match="MNF to 12 components needs at least 12 usable "
+                                              "bands"):
+        fit_mnf_reduction(pixels[:, :8], differences[:, :8], list(range(8)))

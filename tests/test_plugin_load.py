@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox, QToolBar
 from qgis.core import QgsApplication

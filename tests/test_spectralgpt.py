@@ -148,3 +148,60 @@ def test_reset_classifier_and_no_weight_decay():
     assert model.no_weight_decay() == {"pos_embed_spatial", "pos_embed_temporal"}
     assert isinstance(SpectralGPT(img_size=16, depth=1, embed_dim=32, num_heads=2).head,
                       torch.nn.Identity)
+
+
+def test_centre_pixel_of_odd_and_even_windows():
+    from hyperadapt.models.spectralgpt import centre_pixel
+
+    odd = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    torch.testing.assert_close(centre_pixel(odd), odd[:, :, 2, 2])
+    even = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    torch.testing.assert_close(centre_pixel(even), even[:, :, 1:3, 1:3].mean(dim=(-2, -1)))
+
+
+def test_pixel_head_sees_the_centre_pixel_of_any_window_size():
+    torch.manual_seed(0)
+    model = spectralgpt_tiny(img_size=16, num_classes=4, pixel_dim=8).eval()
+    assert model.config["pixel_dim"] == 8
+    windows = torch.rand(3, 12, 9, 9)
+    # Windows of any size are resized to the input; the output has the classes.
+    logits = model(windows)
+    assert logits.shape == (3, 4) and torch.isfinite(logits).all()
+    # Without the pooled tokens (context dropout), only the centre pixel counts.
+    hidden = torch.zeros(3, dtype=torch.bool)
+    changed = windows.clone()
+    changed[:, :, :4] = torch.rand(3, 12, 4, 9)
+    torch.testing.assert_close(model(windows, context_keep=hidden),
+                               model(changed, context_keep=hidden))
+    assert not torch.allclose(model(windows), model(changed))
+    changed[:, :, 4, 4] += 0.5
+    assert not torch.allclose(model(windows, context_keep=hidden),
+                              model(changed, context_keep=hidden))
+    # Every tensor of the head learns.
+    model.train()
+    F.cross_entropy(model(windows), torch.tensor([0, 1, 3])).backward()
+    for name, param in model.head.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_evaluation_takes_the_more_confident_view_of_a_head_trained_with_context_dropout():
+    torch.manual_seed(1)
+    model = spectralgpt_tiny(img_size=16, num_classes=5, pixel_dim=8, two_views=True)
+    with torch.no_grad():           # a strong pixel path, so that each view wins somewhere
+        model.head.fc1.weight.mul_(100.0)
+        model.head.fc.weight[:, model.embed_dim:].mul_(100.0)
+    windows = torch.rand(64, 12, 7, 7)
+    model.train()
+    full = model(windows)
+    alone = model(windows, context_keep=torch.zeros(64, dtype=torch.bool))
+    model.eval()
+    chosen = model(windows)
+    full_wins = torch.softmax(full, -1).amax(-1) >= torch.softmax(alone, -1).amax(-1)
+    assert 0 < int(full_wins.sum()) < 64          # both views win somewhere
+    torch.testing.assert_close(chosen[full_wins], full[full_wins])
+    torch.testing.assert_close(chosen[~full_wins], alone[~full_wins])
+    # Without two views, evaluation gives the full view; a rebuilt model keeps the setting.
+    assert build_backbone(model.config).two_views
+    model.reset_classifier(5, two_views=False)
+    torch.testing.assert_close(model(windows), model.train()(windows))
+    assert not build_backbone(model.config).two_views
