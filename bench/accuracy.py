@@ -114,6 +114,8 @@ ROWS = {row.name: row for row in (
     Row("fft", "Default, full fine-tuning (lr 1e-3)",
         settings={"method": "fft", "learning_rate": 1e-3}),
     Row("window9", "Default on a backbone pretrained on 9 x 9 windows", window_size=9),
+    Row("self_training", "Default + 2 rounds of self-training",
+        settings={"self_training_rounds": 2}),
 )}
 DEFAULT_ROWS = list(ROWS)
 

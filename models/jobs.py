@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import adapters
+from . import adapters, options
 from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
                            compatibility_problem, describe_weights, load_adapter_file,
                            save_adapter_file, state_fingerprint)
@@ -29,13 +29,15 @@ from .checkpoint import load_pretrained
 from .device import choose_device
 from .errors import HyperAdaptError, raise_if_cancelled
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
-from .predict import classify_raster, predict_windows, style_path_for
+from .predict import classify_raster, predict_probabilities, predict_windows, style_path_for
+from .pseudo import candidate_pixels, select_pseudo_labels
 from .raster import RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info
 from .report import write_html_report, write_metrics_json
 from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, read_labelled_pixels,
                       split_by_feature)
-from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
+from .seeding import seeded
 from .settings import FineTuneSettings
+from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
 from .windows import collect_windows
 
 BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
@@ -126,13 +128,6 @@ def _backbone_source(settings: FineTuneSettings) -> dict:
                           "weights, choose a backbone file, or allow a random start.")
 
 
-def _seeded(seed: int, build):
-    """Run ``build()`` with torch's generator seeded, leaving the caller's random state alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return build()
-
-
 def _encoder_state(model) -> dict:
     return {name: tensor for name, tensor in model.state_dict().items()
             if not name.startswith("head.")}
@@ -144,14 +139,14 @@ def _build_backbone_for_training(source: dict, settings: FineTuneSettings, num_c
     if source["kind"] == BACKBONE_FILE_KIND:
         from .pretrain import backbone_identity, load_backbone_file
         model, _, info = load_backbone_file(source["path"])
-        _seeded(settings.seed, lambda: model.reset_classifier(
+        seeded(settings.seed, lambda: model.reset_classifier(
             num_classes, pixel_dim=settings.pixel_dim, two_views=settings.two_views()))
         identity = {**backbone_identity(info), "path": str(source["path"])}
         return model, identity
     config = {**BACKBONE_PRESETS[settings.backbone], **(settings.backbone_overrides or {}),
               "img_size": input_size, "num_classes": num_classes, "pixel_dim": settings.pixel_dim,
               "two_views": settings.two_views()}
-    model = _seeded(settings.seed, lambda: build_backbone(config))
+    model = seeded(settings.seed, lambda: build_backbone(config))
     if source["kind"] == "official":
         identity = {**load_pretrained(model, source["path"]), "path": str(source["path"])}
     else:
@@ -192,7 +187,7 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
         if weights:
             notes.append("The adapter was trained from a random start, so the given weights were "
                          "not used.")
-        model = _seeded(identity.get("seed", 0), lambda: build_backbone(config))
+        model = seeded(identity.get("seed", 0), lambda: build_backbone(config))
         given = {"kind": "random", "seed": identity.get("seed"),
                  "fingerprint": state_fingerprint(_encoder_state(model))}
     elif kind == "official":
@@ -257,6 +252,26 @@ def _cap_per_class(indices: np.ndarray, class_index: np.ndarray, cap: int,
             members = np.sort(rng.choice(members, size=cap, replace=False))
         kept.append(members)
     return np.sort(np.concatenate(kept)) if kept else indices
+
+
+def _pseudo_labels(model, info: RasterInfo, adaptation: BandAdaptation, pixels, train_y,
+                   window_size: int, settings: FineTuneSettings, device, round_number: int,
+                   cancel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows and classes of the scene pixels the model is confident about (models.pseudo)."""
+    seed = settings.seed + 101 * (round_number + 1)
+    with RasterReader(info) as reader:
+        rows, cols = candidate_pixels(reader, adaptation.band_indices,
+                                      count=options.PSEUDO_CANDIDATES, seed=seed,
+                                      exclude_rows=pixels.rows, exclude_cols=pixels.cols,
+                                      cancel=cancel)
+        windows, _ = collect_windows(reader, adaptation, rows, cols, window_size, cancel=cancel)
+    probabilities = predict_probabilities(model, torch.from_numpy(windows), device=device,
+                                          batch_size=max(64, settings.batch_size), cancel=cancel)
+    counts = np.bincount(train_y.numpy(), minlength=len(pixels.classes))
+    chosen, classes = select_pseudo_labels(probabilities, counts,
+                                           threshold=settings.pseudo_threshold,
+                                           factor=options.PSEUDO_FACTOR, seed=seed)
+    return torch.from_numpy(windows[chosen]), torch.from_numpy(classes)
 
 
 def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path: str, *,
@@ -346,23 +361,45 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
 
         _report(progress, 0.1, "Building the model")
         device = choose_device(settings.device)
-        model, identity = _build_backbone_for_training(source, settings, len(classes), input_size)
-        _seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
+        from .training import train_classifier
+        end_of_training = 0.85 if classification_path else 0.97
+        rounds = 1 + settings.self_training_rounds
+        share = (end_of_training - 0.12) / rounds
+
+        def train_model(windows_x, labels_y, round_number):
+            """A fresh model (the same seeded start every round) trained on the windows."""
+            model, identity = _build_backbone_for_training(source, settings, len(classes),
+                                                           input_size)
+            seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
+            start = 0.12 + round_number * share
+            outcome = train_classifier(
+                model, windows_x, labels_y, val_x, val_y,
+                epochs=settings.epochs_for(len(windows_x)),
+                learning_rate=settings.learning_rate, lr_ratio=settings.lr_ratio,
+                weight_decay=settings.weight_decay, batch_size=settings.batch_size,
+                warmup_fraction=settings.warmup_fraction, patience=settings.patience,
+                seed=settings.seed, device=device, augment=settings.augment,
+                context_dropout=settings.context_dropout,
+                progress=_scaled(progress, start, start + share), cancel=cancel,
+                on_epoch=on_epoch)
+            adapters.load_trainable_state_dict(model, outcome.best_state)
+            return model, identity, outcome
+
+        model, identity, outcome = train_model(train_x, train_y, 0)
         if identity.get("kind") == "random":
             notes.append("The backbone started from random weights (no pretraining), so accuracy "
                          "is not representative of SpectralGPT.")
-        from .training import train_classifier
-        end_of_training = 0.85 if classification_path else 0.97
-        outcome = train_classifier(
-            model, train_x, train_y, val_x, val_y,
-            epochs=settings.epochs_for(len(train_x)), learning_rate=settings.learning_rate,
-            lr_ratio=settings.lr_ratio, weight_decay=settings.weight_decay,
-            batch_size=settings.batch_size, warmup_fraction=settings.warmup_fraction,
-            patience=settings.patience, seed=settings.seed, device=device,
-            augment=settings.augment, context_dropout=settings.context_dropout,
-            progress=_scaled(progress, 0.12, end_of_training),
-            cancel=cancel, on_epoch=on_epoch)
-        adapters.load_trainable_state_dict(model, outcome.best_state)
+        for round_number in range(settings.self_training_rounds):
+            pseudo_x, pseudo_y = _pseudo_labels(model, info, adaptation, pixels, train_y,
+                                                window_size, settings, device, round_number,
+                                                cancel)
+            notes.append(f"Self-training round {round_number + 1}: {len(pseudo_y)} confident "
+                         f"pixels of the scene (probability at least "
+                         f"{settings.pseudo_threshold:g}) trained beside the "
+                         f"{len(train_y)} drawn ones.")
+            model, identity, outcome = train_model(torch.cat([train_x, pseudo_x]),
+                                                   torch.cat([train_y, pseudo_y]),
+                                                   round_number + 1)
 
         if val_x is not None:
             predicted, _ = predict_windows(model, val_x, device=device,
@@ -427,7 +464,15 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                        "method": adapters.describe_method(settings.method),
                        "band adaptation": adaptation.method, "backbone": describe_weights(identity),
                        "window / input size": f"{window_size} / {input_size}",
-                       "epochs run (best)": f"{outcome.epochs_run} ({outcome.best_epoch})"}
+                       "schedule": (f"{settings.epochs_for(len(train_x))} epochs of "
+                                    f"{len(train_x)} windows, batches of {settings.batch_size}, "
+                                    f"learning rate {settings.learning_rate:g}"),
+                       "epochs run (best)": f"{outcome.epochs_run} ({outcome.best_epoch})",
+                       "head": (f"pooled tokens and the centre pixel ({settings.pixel_dim}), "
+                                f"context dropout {settings.context_dropout:g}"
+                                if settings.pixel_dim else "pooled tokens"),
+                       "segment vote": (f"superpixels of {settings.segment_size} pixels"
+                                        if settings.segment_size else "off")}
             json_path = Path(report_path).with_suffix(".json")
             if _same_file(json_path, report_path):
                 json_path = json_path.with_name(f"{json_path.stem}_metrics.json")

@@ -125,3 +125,15 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.
 DEFAULT_SEGMENT_SIZE = 5
 MAX_SEGMENT_SIZE = 50
+
+# -- self-training --------------------------------------------------------------------------------
+# Rounds of training again with confident pseudo-labels of the scene's other pixels
+# (models.pseudo). Off: on the bench it moved OA by -2 to +1 points (bench/results/accuracy.md)
+# for two or three times the training time.
+DEFAULT_SELF_TRAINING_ROUNDS = 0
+MAX_SELF_TRAINING_ROUNDS = 5
+DEFAULT_PSEUDO_THRESHOLD = 0.9
+# Each class adds at most this many times its own training pixels per round.
+PSEUDO_FACTOR = 5
+# Scene pixels the model classifies per round to find the confident ones.
+PSEUDO_CANDIDATES = 20000

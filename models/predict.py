@@ -332,6 +332,9 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             if progress is not None:
                 progress((done + 1) / len(tiles), "Classifying the raster")
         raise_if_cancelled(cancel)
+        if counts.sum() == 0:
+            raise HyperAdaptError(f"The raster {Path(reader.info.path).name} has no valid pixel "
+                                  f"to classify: every pixel is nodata or masked.")
         out_band = conf_band = None
         out_ds.FlushCache()
         out_ds = None

@@ -34,6 +34,7 @@ from .errors import HyperAdaptError, JobCancelled, raise_if_cancelled
 from .library import library_root, safe_name
 from .mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
 from .raster import RasterReader, iter_tiles, read_raster_info
+from .seeding import seeded
 from .spectralgpt import BASE_CONFIG, SpectralGPT, build_backbone
 from .training import backward_and_step
 from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
@@ -530,10 +531,9 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                               cancel=cancel, progress=lambda f, m: say(0.0, m))
 
     device = choose_device(settings.device)
-    torch.manual_seed(settings.seed)
-    model = MaskedAutoencoder(encoder=build_backbone(config), **settings.decoder_config(),
-                              norm_pix_loss=settings.norm_pix_loss,
-                              spectral_loss_weight=settings.spectral_loss_weight)
+    model = seeded(settings.seed, lambda: MaskedAutoencoder(
+        encoder=build_backbone(config), **settings.decoder_config(),
+        norm_pix_loss=settings.norm_pix_loss, spectral_loss_weight=settings.spectral_loss_weight))
     continued_from = None
     if state is not None:
         model.load_state_dict(state["model"])

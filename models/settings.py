@@ -64,6 +64,9 @@ class FineTuneSettings:
             0: a linear head on the pooled tokens alone.
         context_dropout: share of training windows whose pooled tokens the head does not see.
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
+        self_training_rounds: rounds of training again with confident pseudo-labels of the
+            scene's other pixels (models.pseudo); 0: none.
+        pseudo_threshold: the least top probability of a pseudo-labelled pixel.
     """
 
     method: str = options.DEFAULT_METHOD
@@ -96,6 +99,8 @@ class FineTuneSettings:
     pixel_dim: int = options.DEFAULT_PIXEL_DIM
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
+    self_training_rounds: int = options.DEFAULT_SELF_TRAINING_ROUNDS
+    pseudo_threshold: float = options.DEFAULT_PSEUDO_THRESHOLD
 
     def resolved(self) -> FineTuneSettings:
         """A checked copy with the preset applied."""
@@ -121,6 +126,10 @@ class FineTuneSettings:
         _check_whole(settings.batch_size, "batch size", 1, options.MAX_BATCH_SIZE)
         _check_whole(settings.pixel_dim, "pixel embedding width", 0, 4096)
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
+        _check_whole(settings.self_training_rounds, "number of self-training rounds", 0,
+                     options.MAX_SELF_TRAINING_ROUNDS)
+        if not 0.0 < settings.pseudo_threshold <= 1.0:
+            raise HyperAdaptError("The pseudo-label threshold must be above 0 and at most 1.")
         problem = options.input_size_problem(settings.input_size)
         if problem:
             raise HyperAdaptError(problem)

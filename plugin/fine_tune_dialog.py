@@ -42,6 +42,7 @@ SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "lr_spin": options.DEFAULT
                  "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
                  "context_dropout_spin": options.DEFAULT_CONTEXT_DROPOUT,
                  "segment_size_spin": options.DEFAULT_SEGMENT_SIZE,
+                 "self_training_spin": options.DEFAULT_SELF_TRAINING_ROUNDS,
                  "pretrain_epochs_spin": options.DEFAULT_PRETRAIN_EPOCHS}
 
 
@@ -200,6 +201,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.steps_spin.setMaximum(options.MAX_STEPS)
         self.batch_spin.setMaximum(options.MAX_BATCH_SIZE)
         self.segment_size_spin.setMaximum(options.MAX_SEGMENT_SIZE)
+        self.self_training_spin.setMaximum(options.MAX_SELF_TRAINING_ROUNDS)
         for name, value in SPIN_DEFAULTS.items():
             getattr(self, name).setValue(value)
         for target, name in TARGET_CHECKS.items():
@@ -281,6 +283,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "pixel_dim": self.pixel_dim_spin.value(),
             "context_dropout": self.context_dropout_spin.value(),
             "segment_size": self.segment_size_spin.value(),
+            "self_training_rounds": self.self_training_spin.value(),
             "backbone_overrides": dict(self.backbone_overrides) if self.backbone_overrides else None,
         }
 

@@ -404,3 +404,21 @@ def test_engine_error_is_one_sentence_and_adds_nothing(iface, open_dialog, scene
     assert set(QgsProject.instance().mapLayers()) == layers_before
     assert list((tmp_path / "out").iterdir()) == []
     assert not library_dir.exists() or not list(library_dir.rglob("*.pt"))
+
+
+def test_an_untouched_dialog_asks_for_the_engines_default_run(open_dialog):
+    from hyperadapt.models import options
+    from hyperadapt.models.settings import FineTuneSettings
+
+    dialog = open_dialog()
+    asked = dialog.settings_dict()
+    defaults = FineTuneSettings()
+    for name in ("method", "steps", "learning_rate", "lr_ratio", "batch_size", "window_size",
+                 "input_size", "band_adaptation", "targets", "rank", "preset", "backbone",
+                 "pixel_dim", "context_dropout", "segment_size", "self_training_rounds"):
+        assert asked[name] == getattr(defaults, name), name
+    assert [dialog.method_combo.itemData(i) for i in range(dialog.method_combo.count())] == \
+        list(options.METHODS)
+    assert [dialog.band_combo.itemData(i) for i in range(dialog.band_combo.count())] == \
+        list(options.BAND_ADAPTATIONS)
+    assert dialog.pretrain_epochs_spin.value() == options.DEFAULT_PRETRAIN_EPOCHS

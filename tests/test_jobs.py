@@ -518,3 +518,69 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(HyperAdaptError, match="A CUDA GPU was asked for"):
             choose_device("cuda")
+
+
+def test_classifying_an_all_nodata_raster_is_an_error_and_leaves_no_file(geotiff_run, tmp_path):
+    raster, _, result, _ = geotiff_run
+    empty = make_test_raster(tmp_path / "empty.tif", all_nodata=True)
+    output = tmp_path / "out" / "classes.tif"
+    with pytest.raises(HyperAdaptError) as caught:
+        classify(str(empty.path), result.adapter_path, str(output))
+    assert str(caught.value) == "The raster empty.tif has no valid pixels: every pixel is nodata " \
+                                "or masked."
+    assert not output.parent.exists() or list(output.parent.iterdir()) == []
+
+
+def test_two_random_start_jobs_in_two_threads_give_the_maps_they_give_alone(geotiff_run,
+                                                                           tmp_path):
+    import threading
+
+    raster, layer, result, _ = geotiff_run
+    second = tmp_path / "second.pt"
+    fine_tune(str(raster.path), str(layer), "class", str(second),
+              settings=tiny_settings(seed=7))
+    alone = {}
+    for name, adapter in (("first", result.adapter_path), ("second", str(second))):
+        classify(str(raster.path), adapter, str(tmp_path / f"alone_{name}.tif"))
+        alone[name] = read_classes(tmp_path / f"alone_{name}.tif")
+    errors, threads = [], []
+
+    def run(name, adapter):
+        try:
+            for turn in range(3):
+                classify(str(raster.path), adapter, str(tmp_path / f"{name}_{turn}.tif"))
+        except Exception as error:          # collected: an exception in a thread is lost
+            errors.append(error)
+
+    for name, adapter in (("first", result.adapter_path), ("second", str(second))):
+        threads.append(threading.Thread(target=run, args=(name, adapter)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for name in ("first", "second"):
+        for turn in range(3):
+            np.testing.assert_array_equal(read_classes(tmp_path / f"{name}_{turn}.tif"),
+                                          alone[name])
+
+
+def test_an_empty_map_is_an_error_without_the_vote_too(geotiff_run, tmp_path):
+    from hyperadapt.models.bands import BandAdaptation
+    from hyperadapt.models.jobs import rebuild_model
+    from hyperadapt.models.predict import classify_raster
+
+    _, _, result, _ = geotiff_run
+    record = load_adapter_file(result.adapter_path)
+    model, _ = rebuild_model(record)
+    empty = make_test_raster(tmp_path / "empty.tif", all_nodata=True)
+    output = tmp_path / "classes.tif"
+    with RasterReader(read_raster_info(empty.path)) as reader:
+        with pytest.raises(HyperAdaptError) as caught:
+            classify_raster(reader=reader, model=model,
+                            adaptation=BandAdaptation.from_state(record.band_adaptation),
+                            classes=record.classes, output_path=output,
+                            window_size=record.window_size, device=torch.device("cpu"))
+    assert str(caught.value) == ("The raster empty.tif has no valid pixel to classify: every "
+                                 "pixel is nodata or masked.")
+    assert list(tmp_path.iterdir()) == [empty.path]

@@ -422,7 +422,7 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
                         ("INPUT_SIZE", "input_size"), ("BATCH_SIZE", "batch_size"),
                         ("VAL_FRACTION", "val_fraction"), ("PIXEL_DIM", "pixel_dim"),
                         ("CONTEXT_DROPOUT", "context_dropout"), ("SEGMENT_SIZE", "segment_size"),
-                        ("RANK", "rank")):
+                        ("SELF_TRAINING", "self_training_rounds"), ("RANK", "rank")):
         assert parameter(name).defaultValue() == getattr(defaults, field), name
     assert parameter("EPOCHS").defaultValue() == 0 and defaults.epochs is None
     assert parameter("WINDOW_SIZE").maximum() == options.MAX_WINDOW_SIZE

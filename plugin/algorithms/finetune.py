@@ -52,6 +52,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     PIXEL_DIM = "PIXEL_DIM"
     CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
+    SELF_TRAINING = "SELF_TRAINING"
     OUTPUT_ADAPTER = "OUTPUT_ADAPTER"
     OUTPUT_CLASSIFICATION = "OUTPUT_CLASSIFICATION"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
@@ -155,6 +156,12 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Integer,
                                          options.DEFAULT_SEGMENT_SIZE, minValue=0,
                                          maxValue=options.MAX_SEGMENT_SIZE),
+            QgsProcessingParameterNumber(self.SELF_TRAINING,
+                                         self.tr("Self-training rounds with confident pixels of "
+                                                 "the scene (0 = none)"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_SELF_TRAINING_ROUNDS, minValue=0,
+                                         maxValue=options.MAX_SELF_TRAINING_ROUNDS),
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(options.DEVICES),
@@ -260,6 +267,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
+            self_training_rounds=self.parameterAsInt(parameters, self.SELF_TRAINING, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=choice(self.DEVICE, options.DEVICES),
             backbone=choice(self.BACKBONE, BACKBONES),

@@ -1,0 +1,66 @@
+"""FineTuneSettings: defaults from models.options, the step-counted schedule, one sentence per bad
+value, and no torch needed to build them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from hyperadapt.models import options
+from hyperadapt.models.errors import HyperAdaptError
+from hyperadapt.models.settings import FineTuneSettings
+
+
+def test_the_schedule_is_counted_in_steps_whatever_the_number_of_pixels():
+    settings = FineTuneSettings(steps=300, batch_size=32)
+    # 10 pixels per class of 6 classes: 2 batches an epoch, 150 epochs; 6,000 pixels: 2 epochs.
+    assert settings.epochs_for(60) == 150
+    assert settings.epochs_for(6000) == 2
+    assert settings.epochs_for(1_000_000) == 1
+    # Fixed epochs, where asked for, replace the steps.
+    assert FineTuneSettings(epochs=7).epochs_for(60) == 7
+
+
+def test_the_fast_preset_caps_steps_and_input():
+    fast = FineTuneSettings(preset="fast", steps=5000).resolved()
+    assert fast.input_size == options.FAST_INPUT_SIZE and fast.steps == options.FAST_MAX_STEPS
+    paper = FineTuneSettings(steps=5000).resolved()
+    assert paper.input_size == options.DEFAULT_INPUT_SIZE and paper.steps == 5000
+
+
+@pytest.mark.parametrize("values, sentence", [
+    ({"window_size": 8}, "The window size must be an odd number of pixels (got 8), so that one "
+                         "pixel is its centre."),
+    ({"window_size": 201}, "The window size must be at most 63 pixels (got 201); larger windows "
+                           "cost memory without helping a per-pixel classifier."),
+    ({"input_size": 20}, "The model input size must be a multiple of 8 pixels between 8 and 256 "
+                         "(got 20)."),
+    ({"batch_size": 0}, "The batch size must be a whole number from 1 to 4096 (got 0)."),
+    ({"batch_size": 100_000}, "The batch size must be a whole number from 1 to 4096 (got 100000)."),
+    ({"steps": 0}, "The number of steps must be a whole number from 1 to 100000 (got 0)."),
+    ({"segment_size": -1}, "The superpixel size must be a whole number from 0 to 50 (got -1)."),
+    ({"learning_rate": float("nan")}, "The learning rate must be a positive number."),
+    ({"context_dropout": 1.0}, "The context dropout must be at least 0 and below 1."),
+    ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "
+                                 "mnf."),
+    ({"method": "dora"}, "Unknown fine-tuning method 'dora'; choose one of krona_plus, krona, "
+                         "lora_plus, lora, lokr, fft, head."),
+])
+def test_every_bad_value_is_one_sentence(values, sentence):
+    with pytest.raises(HyperAdaptError) as caught:
+        FineTuneSettings(**values).resolved()
+    assert str(caught.value) == sentence
+
+
+def test_defaults_are_the_options_and_need_no_torch():
+    code = ("import sys\n"
+            "from hyperadapt.models.settings import FineTuneSettings\n"
+            "from hyperadapt.models import options\n"
+            "s = FineTuneSettings().resolved()\n"
+            "assert (s.method, s.steps, s.learning_rate, s.targets, s.pixel_dim, s.segment_size) == "
+            "(options.DEFAULT_METHOD, options.DEFAULT_STEPS, options.DEFAULT_LEARNING_RATE, "
+            "options.DEFAULT_TARGETS, options.DEFAULT_PIXEL_DIM, options.DEFAULT_SEGMENT_SIZE)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
