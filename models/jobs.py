@@ -541,24 +541,46 @@ def read_class_raster_classes(path) -> list[ClassInfo]:
     """Classes of a classification raster: values with a category name, and their colours.
 
     Without category names, the distinct non-zero values found (read in blocks) are the classes.
+    A raster that cannot be a classification (several bands, decimal values, values above 255) is
+    refused with one sentence.
     """
+    from osgeo import gdal
+
+    not_classification = (f"{Path(path).name} is not a classification: a classification has one "
+                          f"band of whole class values from 1 to 255, as HyperAdapt writes them")
     dataset = open_raster(path)
     band = dataset.GetRasterBand(1)
-    nodata = band.GetNoDataValue()   # also makes GTiff load the category names (.aux.xml)
-    names = band.GetCategoryNames() or []
-    table = band.GetColorTable()
-    values = [v for v, name in enumerate(names) if name and v != 0 and v != nodata]
-    if not values:
-        found = set()
-        for x, y, w, h in iter_tiles(dataset.RasterXSize, dataset.RasterYSize, 1024):
-            block = band.ReadAsArray(x, y, w, h)
-            found |= set(np.unique(block[np.isfinite(block)]).astype(np.int64).tolist())
-        values = sorted(v for v in found if v != 0 and v != nodata)
+    try:
+        if dataset.RasterCount != 1:
+            problem = f"{not_classification} (it has {dataset.RasterCount} bands)."
+        elif band.DataType not in (gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16,
+                                   gdal.GDT_UInt32, gdal.GDT_Int32):
+            problem = f"{not_classification} (its values are decimal numbers)."
+        else:
+            problem = None
+            nodata = band.GetNoDataValue()   # also makes GTiff load the category names
+            names = band.GetCategoryNames() or []
+            table = band.GetColorTable()
+            table = None if table is None else [tuple(table.GetColorEntry(i)[:3])
+                                                for i in range(table.GetCount())]
+            values = [v for v, name in enumerate(names) if name and v != 0 and v != nodata]
+            if not values:
+                found = set()
+                for x, y, w, h in iter_tiles(dataset.RasterXSize, dataset.RasterYSize, 1024):
+                    block = band.ReadAsArray(x, y, w, h)
+                    found |= set(np.unique(block[np.isfinite(block)]).astype(np.int64).tolist())
+                values = sorted(v for v in found if v != 0 and v != nodata)
+            outside = [v for v in values if not 1 <= v <= 255]
+            if outside:
+                problem = f"{not_classification} (it holds the value {outside[-1]})."
+    finally:
+        # A band must go before its dataset (GDAL frees bands with it), also when this raises.
+        band = dataset = None
+    if problem:
+        raise HyperAdaptError(problem)
     classes = []
     for value in values:
-        color = (128, 128, 128)
-        if table is not None and value < table.GetCount():
-            color = tuple(table.GetColorEntry(int(value))[:3])
+        color = table[value] if table is not None and value < len(table) else (128, 128, 128)
         name = names[value] if value < len(names) and names[value] else str(value)
         classes.append(ClassInfo(value=int(value), name=name, color=color))
     if not classes:
@@ -582,15 +604,98 @@ def _reference_on_grid(reference_path, info: RasterInfo):
                      dstNodata=0)
 
 
+def _compare_with_reference_raster(reference_path, info: RasterInfo, classes: list[ClassInfo], *,
+                                   progress, cancel) -> tuple[np.ndarray, int, dict[str, int]]:
+    """(confusion matrix, reference pixels the classification leaves unclassified, reference
+    pixels per class code the classification does not have) against a reference raster, matched
+    by category name when the names agree, else by value."""
+    value_to_index = {c.value: i for i, c in enumerate(classes)}
+    name_to_index = {c.name: i for i, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    unclassified, unmatched = 0, {}
+    predicted_lookup = np.full(256, -1, dtype=np.int64)
+    for value, index in value_to_index.items():
+        predicted_lookup[value] = index
+    reference_ds = _reference_on_grid(reference_path, info)
+    ref_band = reference_ds.GetRasterBand(1)
+    try:
+        ref_nodata = ref_band.GetNoDataValue()
+        ref_names = ref_band.GetCategoryNames() or []
+        by_name = any(name in name_to_index for name in ref_names if name)
+        lookup_size = 65536
+        lookup = np.full(lookup_size, -1, dtype=np.int64)
+        if by_name:
+            for value, name in enumerate(ref_names[:lookup_size]):
+                lookup[value] = name_to_index.get(name, -1) if name else -1
+        else:
+            for value, index in value_to_index.items():
+                lookup[value] = index
+        with RasterReader(info) as reader:
+            tiles = list(iter_tiles(info.width, info.height, 512))
+            for done, (x, y, w, h) in enumerate(tiles):
+                raise_if_cancelled(cancel)
+                predicted, valid = reader.read(x, y, w, h, bands=[0])
+                reference = ref_band.ReadAsArray(x, y, w, h).astype(np.float64)
+                labelled = np.isfinite(reference) & (reference > 0)
+                if ref_nodata is not None:
+                    labelled &= reference != ref_nodata
+                fractional = labelled & (reference != np.round(reference))
+                if fractional.any():
+                    raise HyperAdaptError(
+                        f"The reference raster {Path(reference_path).name} holds values that are "
+                        f"not whole class values, such as {reference[fractional][0]:g}; give it "
+                        f"whole numbers (0 = unlabelled).")
+                ref_values = np.clip(np.where(labelled, reference, 0).astype(np.int64), 0,
+                                     lookup_size - 1)
+                ref_index = np.where(labelled, lookup[ref_values], -1)
+                pred_values = np.clip(predicted[0].astype(np.int64), 0, 255)
+                pred_index = np.where(valid, predicted_lookup[pred_values], -1)
+                codes, numbers = np.unique(ref_values[labelled & (ref_index < 0)],
+                                           return_counts=True)
+                for code, number in zip(codes.tolist(), numbers.tolist()):
+                    key = (f"'{ref_names[code]}'" if by_name and code < len(ref_names)
+                           and ref_names[code] else str(code))
+                    unmatched[key] = unmatched.get(key, 0) + int(number)
+                unclassified += int(((ref_index >= 0) & (pred_index < 0)).sum())
+                usable = (ref_index >= 0) & (pred_index >= 0)
+                matrix += confusion_matrix(ref_index[usable], pred_index[usable], len(classes))
+                _report(progress, (done + 1) / len(tiles), "Comparing with the reference")
+    finally:
+        # A band must go before its dataset (GDAL frees bands with it).
+        ref_band = reference_ds = None
+    return matrix, unclassified, unmatched
+
+
+def _unmatched_problem(unmatched: dict, total: int, max_share: float) -> str | None:
+    """The sentence refusing an evaluation whose reference is mostly of unknown classes, or None."""
+    count = sum(unmatched.values())
+    if not total or count / total <= max_share:
+        return None
+    largest = sorted(unmatched.items(), key=lambda item: -item[1])[:5]
+    listed = ", ".join(f"{key} ({number} px)" for key, number in largest)
+    more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+    return (f"{100 * count / total:.0f} % of the reference pixels ({count} of {total}) belong to "
+            f"classes the classification does not have: {listed}{more}; match the reference's "
+            f"codes or names to the classification's, or accept a larger unmatched share "
+            f"(now {100 * max_share:g} %).")
+
+
 def evaluate(classification_path: str, reference_path: str, *, class_field: str | None = None,
              layer_name: str | None = None, html_path: str | None = None,
-             json_path: str | None = None, progress=None, cancel=None) -> dict:
+             json_path: str | None = None,
+             max_unmatched_share: float = options.DEFAULT_MAX_UNMATCHED_SHARE, progress=None,
+             cancel=None) -> dict:
     """Accuracy of a classification against reference polygons/points (with ``class_field``) or a
-    reference raster (class values, 0 or nodata = unlabelled).
+    reference raster (whole class values, 0 or nodata = unlabelled).
 
     Reference classes are matched to the classification's by name, and by value for integer
-    classes. Returns the metrics dict (see models.metrics), also written as JSON and/or HTML.
+    classes. When more than ``max_unmatched_share`` of the labelled reference pixels belong to
+    classes the classification does not have, the evaluation is refused with one sentence naming
+    them: the accuracy of the small part that matched would look right and not be. Returns the
+    metrics dict (see models.metrics), also written as JSON and/or HTML.
     """
+    if not 0.0 <= max_unmatched_share <= 1.0:
+        raise HyperAdaptError("The accepted unmatched share must be between 0 and 1.")
     _report(progress, 0.0, "Reading the classification")
     info = read_raster_info(classification_path)
     classes = read_class_raster_classes(classification_path)
@@ -598,7 +703,8 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
     name_to_index = {c.name: i for i, c in enumerate(classes)}
     notes = []
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    unclassified = unmatched = 0
+    unclassified = 0
+    unmatched_by_class: dict[str, int] = {}
     if class_field:
         pixels = read_labelled_pixels(info, reference_path, class_field, layer_name=layer_name,
                                       cancel=cancel, min_classes=1, role="reference layer")
@@ -621,46 +727,21 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
             valid, predicted_lookup[np.clip(predicted[:, 0], 0, 255).astype(np.int64)], -1)
         matched, has_prediction = reference >= 0, predicted_index >= 0
         usable = matched & has_prediction
-        unmatched = int((~matched).sum())
+        counts = np.bincount(pixels.class_index[~matched], minlength=len(pixels.classes))
+        unmatched_by_class = {f"'{ref.name}'": int(counts[i])
+                              for i, ref in enumerate(pixels.classes) if counts[i]}
         unclassified = int((matched & ~has_prediction).sum())
         matrix += confusion_matrix(reference[usable], predicted_index[usable], len(classes))
         source = {"reference": str(reference_path), "class_field": class_field}
     else:
-        reference_ds = _reference_on_grid(reference_path, info)
-        ref_band = reference_ds.GetRasterBand(1)
-        ref_nodata = ref_band.GetNoDataValue()
-        ref_names = ref_band.GetCategoryNames() or []
-        by_name = any(name in name_to_index for name in ref_names if name)
-        lookup_size = 65536
-        lookup = np.full(lookup_size, -1, dtype=np.int64)
-        for value in range(lookup_size if not by_name else len(ref_names)):
-            if by_name:
-                lookup[value] = name_to_index.get(ref_names[value], -1) if ref_names[value] else -1
-            elif value in value_to_index:
-                lookup[value] = value_to_index[value]
-        predicted_lookup = np.full(256, -1, dtype=np.int64)
-        for value, index in value_to_index.items():
-            predicted_lookup[value] = index
-        with RasterReader(info) as reader:
-            tiles = list(iter_tiles(info.width, info.height, 512))
-            for done, (x, y, w, h) in enumerate(tiles):
-                raise_if_cancelled(cancel)
-                predicted, valid = reader.read(x, y, w, h, bands=[0])
-                reference = ref_band.ReadAsArray(x, y, w, h).astype(np.float64)
-                labelled = np.isfinite(reference) & (reference > 0)
-                if ref_nodata is not None:
-                    labelled &= reference != ref_nodata
-                ref_values = np.where(labelled, reference, 0).astype(np.int64)
-                ref_values = np.clip(ref_values, 0, lookup_size - 1)
-                ref_index = np.where(labelled, lookup[ref_values], -1)
-                pred_values = np.clip(predicted[0].astype(np.int64), 0, 255)
-                pred_index = np.where(valid, predicted_lookup[pred_values], -1)
-                unmatched += int((labelled & (ref_index < 0)).sum())
-                unclassified += int(((ref_index >= 0) & (pred_index < 0)).sum())
-                usable = (ref_index >= 0) & (pred_index >= 0)
-                matrix += confusion_matrix(ref_index[usable], pred_index[usable], len(classes))
-                _report(progress, (done + 1) / len(tiles), "Comparing with the reference")
+        matrix, unclassified, unmatched_by_class = _compare_with_reference_raster(
+            reference_path, info, classes, progress=progress, cancel=cancel)
         source = {"reference": str(reference_path)}
+    unmatched = sum(unmatched_by_class.values())
+    total = int(matrix.sum()) + unmatched + unclassified
+    problem = _unmatched_problem(unmatched_by_class, total, max_unmatched_share)
+    if problem:
+        raise HyperAdaptError(problem)
     if unmatched:
         notes.append(f"{unmatched} reference pixel(s) of classes the classification does not have "
                      f"were left out.")
@@ -673,7 +754,8 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
     metrics = classification_metrics(matrix, classes)
     metrics.update({"kind": "evaluation", "classification": str(classification_path), **source,
                     "notes": notes, "unclassified_reference_pixels": unclassified,
-                    "unmatched_reference_pixels": unmatched})
+                    "unmatched_reference_pixels": unmatched,
+                    "unmatched_reference_share": unmatched / total if total else 0.0})
     if json_path:
         write_metrics_json(metrics, json_path)
     if html_path:

@@ -137,3 +137,9 @@ DEFAULT_PSEUDO_THRESHOLD = 0.9
 PSEUDO_FACTOR = 5
 # Scene pixels the model classifies per round to find the confident ones.
 PSEUDO_CANDIDATES = 20000
+
+# -- evaluation -----------------------------------------------------------------------------------
+# An evaluation is refused when more than this share of the labelled reference pixels belong to
+# classes the classification does not have: the accuracy of the part that matched would look
+# right and not be (a 5,192-pixel reference with 4,826 unmatched evaluated to OA 1.0).
+DEFAULT_MAX_UNMATCHED_SHARE = 0.05

@@ -584,3 +584,52 @@ def test_an_empty_map_is_an_error_without_the_vote_too(geotiff_run, tmp_path):
     assert str(caught.value) == ("The raster empty.tif has no valid pixel to classify: every "
                                  "pixel is nodata or masked.")
     assert list(tmp_path.iterdir()) == [empty.path]
+
+
+def test_evaluate_refuses_a_reference_mostly_of_unknown_classes_unless_accepted(geotiff_run,
+                                                                              tmp_path):
+    from engine_data import write_raster
+
+    raster, _, result, _ = geotiff_run
+    labels = raster.labels.copy()
+    labels[:, labels.shape[1] // 3:] = 7           # two thirds of the reference: a class 7
+    labels[:5] = 9
+    reference = write_raster(tmp_path / "other.tif", labels[None].astype(np.uint8),
+                             geotransform=raster.geotransform, epsg=raster.epsg, nodata=0,
+                             data_type=gdal.GDT_Byte)
+    html, table = tmp_path / "report.html", tmp_path / "report.json"
+    with pytest.raises(HyperAdaptError) as caught:
+        evaluate(result.classification_path, str(reference), html_path=str(html),
+                 json_path=str(table))
+    # Every reference pixel counts, also where the classification has no data.
+    unknown, labelled = labels > 3, labels > 0
+    share = unknown.sum() / labelled.sum()
+    assert str(caught.value) == (
+        f"{100 * share:.0f} % of the reference pixels ({unknown.sum()} of {labelled.sum()}) "
+        f"belong to classes the classification does not have: 7 ({(labels == 7).sum()} px), "
+        f"9 ({(labels == 9).sum()} px); match the reference's codes or names to the "
+        f"classification's, or accept a larger unmatched share (now 5 %).")
+    assert not html.exists() and not table.exists()
+    accepted = evaluate(result.classification_path, str(reference), max_unmatched_share=0.9)
+    valid = valid_mask(raster.path)
+    assert accepted["unmatched_reference_pixels"] == int(unknown.sum())
+    assert accepted["unmatched_reference_share"] == pytest.approx(share)
+    assert accepted["num_samples"] == int((valid & ~unknown).sum())
+
+
+def test_evaluate_refuses_decimal_references_and_rasters_that_are_not_classifications(
+        geotiff_run, tmp_path):
+    from engine_data import write_raster
+
+    raster, _, result, _ = geotiff_run
+    decimal = write_raster(tmp_path / "decimal.tif",
+                           (raster.labels[None] + 0.7).astype(np.float32),
+                           geotransform=raster.geotransform, epsg=raster.epsg, nodata=0)
+    with pytest.raises(HyperAdaptError, match=r"holds values that are not whole class values, "
+                                              r"such as 1\.7"):
+        evaluate(result.classification_path, str(decimal))
+    with pytest.raises(HyperAdaptError) as caught:
+        evaluate(str(raster.path), result.classification_path)
+    assert str(caught.value) == ("scene.tif is not a classification: a classification has one "
+                                 "band of whole class values from 1 to 255, as HyperAdapt writes "
+                                 "them (it has 20 bands).")

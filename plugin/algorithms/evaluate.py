@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from qgis.core import (QgsMapLayerType, QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputNumber, QgsProcessingParameterField,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterMapLayer,
+                       QgsProcessingOutputNumber, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterField, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer)
 
+from ...models import options
 from .common import (EngineFeedback, HyperAdaptAlgorithm, file_destination_or_none, format_number,
                      format_ratio, raster_file, require_engine, run_engine_job, vector_file)
 
@@ -14,12 +16,14 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
     INPUT = "INPUT"
     REFERENCE = "REFERENCE"
     REFERENCE_FIELD = "REFERENCE_FIELD"
+    MAX_UNMATCHED = "MAX_UNMATCHED"
     OUTPUT_HTML = "OUTPUT_HTML"
     OUTPUT_JSON = "OUTPUT_JSON"
     OVERALL_ACCURACY = "OVERALL_ACCURACY"
     AVERAGE_ACCURACY = "AVERAGE_ACCURACY"
     KAPPA = "KAPPA"
     NUM_SAMPLES = "NUM_SAMPLES"
+    UNMATCHED_SHARE = "UNMATCHED_SHARE"
 
     def name(self):
         return "evaluate"
@@ -32,7 +36,9 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
             "Compares a HyperAdapt classification with reference data: polygons or points with a "
             "class field (names or values), or a class raster on the same grid (0 = no reference). "
             "Writes overall accuracy, average accuracy, kappa, per-class accuracies and the "
-            "confusion matrix as an HTML report and as JSON.")
+            "confusion matrix as an HTML report and as JSON. When more than the accepted share "
+            "of the reference pixels belong to classes the classification does not have, it "
+            "refuses and names them, because the accuracy of the rest would mislead.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Classification")))
@@ -43,6 +49,12 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             self.REFERENCE_FIELD, self.tr("Reference class field (vector reference only)"),
             parentLayerParameterName=self.REFERENCE, optional=True))
+        share = QgsProcessingParameterNumber(
+            self.MAX_UNMATCHED, self.tr("Accepted share of reference pixels of unknown classes"),
+            QgsProcessingParameterNumber.Double, options.DEFAULT_MAX_UNMATCHED_SHARE,
+            minValue=0.0, maxValue=1.0)
+        share.setFlags(share.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(share)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, self.tr("Accuracy report"), fileFilter="HTML files (*.html)"))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -50,7 +62,8 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
             optional=True, createByDefault=True))
         for key, label in ((self.OVERALL_ACCURACY, "Overall accuracy"),
                            (self.AVERAGE_ACCURACY, "Average accuracy"), (self.KAPPA, "Kappa"),
-                           (self.NUM_SAMPLES, "Reference pixels compared")):
+                           (self.NUM_SAMPLES, "Reference pixels compared"),
+                           (self.UNMATCHED_SHARE, "Share of reference pixels of unknown classes")):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
@@ -93,6 +106,8 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
         with EngineFeedback(feedback=feedback) as engine_feedback:
             metrics = run_engine_job(evaluate, classification, reference_path, class_field=class_field,
                                      layer_name=layer_name, html_path=html, json_path=json_path,
+                                     max_unmatched_share=self.parameterAsDouble(
+                                         parameters, self.MAX_UNMATCHED, context),
                                      progress=engine_feedback.progress, cancel=engine_feedback.cancel)
         overall, average, kappa = (metrics.get(key) for key in
                                    ("overall_accuracy", "average_accuracy", "kappa"))
@@ -101,4 +116,5 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
                           f"{metrics.get('num_samples')} reference pixels.")
         return {self.OUTPUT_HTML: html, self.OUTPUT_JSON: json_path, self.OVERALL_ACCURACY: overall,
                 self.AVERAGE_ACCURACY: average, self.KAPPA: kappa,
-                self.NUM_SAMPLES: metrics.get("num_samples")}
+                self.NUM_SAMPLES: metrics.get("num_samples"),
+                self.UNMATCHED_SHARE: metrics.get("unmatched_reference_share")}
