@@ -202,7 +202,9 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
             given = backbone_identity({**payload, "name": path.name})
             model = None
         else:
-            model = build_backbone(config)
+            # Every build draws from torch's generator: under the lock, so that a random start
+            # rebuilt in another thread meanwhile draws its own numbers (models.seeding).
+            model = seeded(0, lambda: build_backbone(config))
             given = load_pretrained(model, path)
     elif kind == BACKBONE_FILE_KIND:
         path = _weights_path_for(identity, weights)
@@ -215,14 +217,16 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
         else:
             model, _, info = load_backbone_file(path)
             given = backbone_identity(info)
-            model.reset_classifier(num_classes, pixel_dim=int(config.get("pixel_dim", 0)),
-                                   two_views=bool(config.get("two_views", False)))
+            seeded(0, lambda: model.reset_classifier(
+                num_classes, pixel_dim=int(config.get("pixel_dim", 0)),
+                two_views=bool(config.get("two_views", False))))
     else:
         raise HyperAdaptError("The adapter file does not say which backbone it was trained on.")
     problem = backbone_problem(identity, given)
     if problem:
         raise HyperAdaptError(problem)
-    adapters.apply_adapter(model, adapters.AdapterConfig.from_dict(record.adapter_config))
+    seeded(0, lambda: adapters.apply_adapter(
+        model, adapters.AdapterConfig.from_dict(record.adapter_config)))
     adapters.load_trainable_state_dict(model, record.trainable_state)
     model.eval()
     return model, notes
@@ -337,12 +341,14 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             check_class_pixels(pixels, settings.min_pixels_per_class)
             classes = pixels.classes
             split = split_by_feature(pixels.feature_index, pixels.class_index,
-                                     val_fraction=settings.val_fraction, seed=settings.seed)
+                                     val_fraction=settings.val_fraction, seed=settings.seed,
+                                     min_class_pixels=settings.min_validation_pixels)
             # With no validation share asked for, the per-class reasons below would mislead.
             if settings.val_fraction > 0 and split.training_only_classes:
                 names = ", ".join(f"'{classes[cls].name}'" for cls in split.training_only_classes)
-                notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer keep them "
-                             f"all for training and have no validation pixels: {names}.")
+                notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer, or fewer "
+                             f"than {settings.min_validation_pixels} pixels, keep them all for "
+                             f"training and have no validation pixels: {names}.")
             # A seeded subsample per class bounds the windows held in memory for large polygons.
             rng = np.random.default_rng([settings.seed, 1])
             train_idx = _cap_per_class(split.train, pixels.class_index,
@@ -410,7 +416,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                              classes)
             notes.append("No validation share was asked for, so nothing was held out for "
                          "validation." if settings.val_fraction <= 0 else
-                         f"No class has more than {MIN_TRAINING_FEATURES} features, so nothing "
+                         f"No class has more than {MIN_TRAINING_FEATURES} features and "
+                         f"{settings.min_validation_pixels} pixels, so nothing "
                          f"was held out for validation and training ran all its epochs.")
         metrics.update({
             "kind": "validation", "notes": list(notes),

@@ -238,7 +238,7 @@ def load_backbone_file(path) -> tuple[SpectralGPT, BandAdaptation, dict]:
     """
     path = Path(path)
     payload = read_backbone_file(path)
-    model = build_backbone(dict(payload["config"]))
+    model = seeded(0, lambda: build_backbone(dict(payload["config"])))
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as error:

@@ -375,14 +375,16 @@ def check_class_pixels(pixels: LabelledPixels, min_pixels: int = 1) -> None:
 
 
 def split_by_feature(feature_index: np.ndarray, class_index: np.ndarray, *,
-                     val_fraction: float = 0.25, seed: int = 0) -> FeatureSplit:
+                     val_fraction: float = 0.25, seed: int = 0,
+                     min_class_pixels: int = 0) -> FeatureSplit:
     """Stratified, seeded split of pixels into training and validation by whole features.
 
     In each class about ``val_fraction`` of the features (at least one) go to validation, as long
-    as ``MIN_TRAINING_FEATURES`` stay for training. A class with no more features cannot spare one:
-    all its pixels train, and the class is listed in ``training_only_classes``. (Holding out one
-    of two polygons halves a class's training data and leaves it one place in the scene to learn
-    from; on Indian Pines with two polygons per class that cost far more than validation gave.)
+    as ``MIN_TRAINING_FEATURES`` stay for training and the class has at least
+    ``min_class_pixels`` pixels. A class with fewer cannot spare any: all its pixels train, and
+    the class is listed in ``training_only_classes``. (Holding out one of two polygons halves a
+    class's training data and leaves it one place in the scene to learn from; on Indian Pines with
+    two polygons per class that cost far more than validation gave.)
     """
     feature_index = np.asarray(feature_index, dtype=np.int64)
     class_index = np.asarray(class_index, dtype=np.int64)
@@ -391,8 +393,10 @@ def split_by_feature(feature_index: np.ndarray, class_index: np.ndarray, *,
     training_only = []
     train_feature_count = 0
     for cls in np.unique(class_index):
-        features = np.unique(feature_index[class_index == cls])
-        if val_fraction <= 0 or len(features) <= MIN_TRAINING_FEATURES:
+        members = class_index == cls
+        features = np.unique(feature_index[members])
+        if (val_fraction <= 0 or len(features) <= MIN_TRAINING_FEATURES
+                or int(members.sum()) < min_class_pixels):
             training_only.append(int(cls))
             train_feature_count += len(features)
             continue

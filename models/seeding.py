@@ -3,8 +3,9 @@
 Module initialisers draw from torch's process-wide generator. A random start is rebuilt from its
 seed when it classifies, so its weights must come out the same every time; two jobs in two threads
 (two dialogs) seeding and drawing from that one generator at once would interleave their draws,
-and the rebuilt backbone would no longer match the adapter. Every seeded build therefore holds
-one lock while it seeds, draws and restores the generator.
+and the rebuilt backbone would no longer match the adapter. Every model build therefore holds one
+lock while it seeds, draws and restores the generator, also builds whose weights are then loaded
+from a file (their initialisers draw too).
 """
 from __future__ import annotations
 

@@ -44,6 +44,7 @@ class FineTuneSettings:
         rank: LoRA / LoKr rank.
         factor_shape: KronA / LoKr first-factor shape, or None for the default.
         val_fraction: share of each class's features held out for validation.
+        min_validation_pixels: a class with fewer labelled pixels keeps them all for training.
         patience: epochs without a better validation result before stopping.
         seed: seeds the split, the sampling, the random start and the training.
         device: "auto", "cuda" or "cpu".
@@ -82,6 +83,7 @@ class FineTuneSettings:
     rank: int = options.DEFAULT_RANK
     factor_shape: tuple[int, int] | None = None
     val_fraction: float = options.DEFAULT_VAL_FRACTION
+    min_validation_pixels: int = options.MIN_VALIDATION_CLASS_PIXELS
     patience: int = options.DEFAULT_PATIENCE
     seed: int = 0
     device: str = "auto"
@@ -125,6 +127,8 @@ class FineTuneSettings:
             _check_whole(settings.epochs, "number of epochs", 1, options.MAX_STEPS)
         _check_whole(settings.batch_size, "batch size", 1, options.MAX_BATCH_SIZE)
         _check_whole(settings.pixel_dim, "pixel embedding width", 0, 4096)
+        _check_whole(settings.min_validation_pixels, "least pixels of a validated class", 0,
+                     10**9)
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
         _check_whole(settings.self_training_rounds, "number of self-training rounds", 0,
                      options.MAX_SELF_TRAINING_ROUNDS)

@@ -27,6 +27,7 @@ def trunc_normal_init_(tensor: torch.Tensor) -> torch.Tensor:
     """Normal(0, 0.02) cut at two standard deviations (torch's default cut is at +-2 absolute)."""
     return nn.init.trunc_normal_(tensor, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
 
+
 # The centre pixel's band-adapted inputs lie in [0, 1] around 0.5; this brings the widest of them
 # to about unit size for the pixel head while keeping their relative sizes (the band adaptation
 # keeps noisy components small on purpose).

@@ -604,8 +604,13 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
                 self.plot.plan(int(planned))
             if record.get("loss") is not None:
                 self.loss_label.setText(f"Loss {record['loss']:.3f}")
-            if record.get("val_accuracy") is not None:
-                self.plot.add_point(int(record["epoch"]), float(record["val_accuracy"]))
+            # Small training sets keep every pixel for training: their curve is the training one.
+            held_out = record.get("val_accuracy") is not None
+            accuracy = record.get("val_accuracy" if held_out else "train_accuracy")
+            if accuracy is not None:
+                self.plot.title = ("Validation accuracy" if held_out
+                                   else "Training accuracy (nothing held out)")
+                self.plot.add_point(int(record["epoch"]), float(accuracy))
 
     def job_done(self, kind: str, result) -> None:
         if kind == "download":
@@ -647,6 +652,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         accuracy = metrics.get("overall_accuracy", metrics.get("oa"))
         if accuracy is not None:
             parts.append(f"validation accuracy {100 * float(accuracy):.1f} %")
+        else:
+            parts.append("every pixel trained, none held out for validation (Evaluate with "
+                         "reference data tells the map's accuracy)")
         kappa = metrics.get("kappa")
         if kappa is not None:
             parts.append(f"kappa {float(kappa):.3f}")

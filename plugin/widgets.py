@@ -80,7 +80,8 @@ def format_bytes(num_bytes: int) -> str:
 
 
 class AccuracyPlot(QWidget):
-    """A small line plot of validation accuracy per epoch, drawn with QPainter.
+    """A small line plot of an accuracy per epoch (validation, or training when nothing is held
+    out), drawn with QPainter.
 
     The y axis is fixed to 0-100 % so successive runs compare at a glance; the x axis spans the
     planned number of epochs, so the line also shows how far training has come.
@@ -99,6 +100,7 @@ class AccuracyPlot(QWidget):
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self._points: list[tuple[int, float]] = []
         self._num_epochs = 1
+        self.title = "Validation accuracy"
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
         return QSize(320, 130)
@@ -145,7 +147,7 @@ class AccuracyPlot(QWidget):
             painter.drawText(QRectF(0, y - metrics.height() / 2, left - 4, metrics.height()),
                              Qt.AlignRight | Qt.AlignVCenter, f"{fraction:.0%}")
         painter.drawText(QRectF(plot.left(), 2, plot.width(), metrics.height()),
-                         Qt.AlignLeft | Qt.AlignVCenter, "Validation accuracy")
+                         Qt.AlignLeft | Qt.AlignVCenter, self.title)
         painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), metrics.height()),
                          Qt.AlignRight | Qt.AlignVCenter, f"epoch {self._num_epochs}")
         painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), metrics.height()),

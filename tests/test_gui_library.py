@@ -42,7 +42,8 @@ def trained(tmp_path_factory):
     raster = write_test_raster(folder / "scene.tif")
     polygons = write_training_polygons(folder / "areas.gpkg")
     settings = FineTuneSettings(backbone="tiny", random_start=True, epochs=3, input_size=16,
-                                window_size=5, learning_rate=3e-3, device="cpu")
+                                window_size=5, learning_rate=3e-3, device="cpu",
+                                min_validation_pixels=0)   # small polygons, still validated
     previous_threads = limit_torch_threads()   # as the dialogs' worker does: fast on a busy machine
     try:
         result = fine_tune(str(raster), str(polygons), "landcover", str(folder / "scene_model.pt"),

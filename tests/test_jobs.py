@@ -215,9 +215,15 @@ def test_enmap_potsdam_vrt_mosaic_from_styled_points(tmp_path):
     # grid, 64 columns further west) is read onto the classification's grid.
     scene = gdal.Open(str(POTSDAM / "enmap_landcover_unstyled.tif"))
     crop = scene.GetRasterBand(1).ReadAsArray()[:192, 64:224]
-    on_grid = evaluate(result.classification_path, str(POTSDAM / "enmap_landcover_unstyled.tif"))
+    # The points have no water, the scene's labels do: 6 % of them, refused at the default 5 %.
+    with pytest.raises(HyperAdaptError, match=r"^6 % of the reference pixels \(\d+ of \d+\) belong "
+                                              r"to classes the classification does not have: 6 "):
+        evaluate(result.classification_path, str(POTSDAM / "enmap_landcover_unstyled.tif"))
+    on_grid = evaluate(result.classification_path, str(POTSDAM / "enmap_landcover_unstyled.tif"),
+                       max_unmatched_share=0.1)
     usable = np.isin(crop, [c.value for c in result.classes]) & (values > 0)
     assert on_grid["num_samples"] == int(usable.sum()) > 1000
+    assert on_grid["unmatched_reference_share"] == pytest.approx(0.063, abs=0.002)
     # The EnMAP adapter (224 bands) on an AVIRIS scene (200 bands) is refused, nothing written.
     aviris = indian_pines_crop(tmp_path / "aviris.tif", size=16)
     with pytest.raises(HyperAdaptError) as caught:

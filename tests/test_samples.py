@@ -133,6 +133,19 @@ def test_split_by_feature_is_stratified_seeded_and_never_splits_a_feature():
     assert set(feature_index[other.validation].tolist()) != val_features
 
 
+def test_small_classes_keep_every_pixel_for_training():
+    # Ten one-pixel points per class (scattered training pixels), and a class of 12 polygons.
+    feature_index = np.concatenate([np.arange(20), np.repeat(np.arange(20, 32), 10)])
+    class_index = np.concatenate([np.repeat([0, 1], 10), np.full(120, 2)])
+    split = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=0,
+                             min_class_pixels=100)
+    assert split.training_only_classes == [0, 1]
+    assert set(class_index[split.validation].tolist()) == {2}
+    assert split.validation_features == 3 and len(split.validation) == 30
+    everything = split_by_feature(feature_index, class_index, val_fraction=0.25, seed=0)
+    assert set(class_index[everything.validation].tolist()) == {0, 1, 2}
+
+
 def test_class_with_too_few_pixels_is_named(tmp_path, raster):
     pixels = read_labelled_pixels(read_raster_info(raster.path),
                                   make_polygons(tmp_path / "p.gpkg", raster), "class")

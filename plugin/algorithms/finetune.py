@@ -42,6 +42,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     RANK = "RANK"
     BATCH_SIZE = "BATCH_SIZE"
     VAL_FRACTION = "VAL_FRACTION"
+    MIN_VALIDATION_PIXELS = "MIN_VALIDATION_PIXELS"
     SEED = "SEED"
     DEVICE = "DEVICE"
     PRESET = "PRESET"
@@ -76,8 +77,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "gives the classes their colours, and its labels name numbered classes (3 = Corn). "
             "Without official weights or a pretrained backbone file, tick 'Random start' to train "
             "from random weights (every output then says so). "
-            "Validation holds out whole polygons, and only from classes with more than two, so a "
-            "handful of polygons per class all train. "
+            "Validation holds out whole polygons, and only from classes with more than two "
+            "polygons and enough pixels, so a handful of polygons per class all train. "
             "Training runs a fixed number of optimizer steps, whatever the number of training "
             "pixels (Epochs, if set, replaces it). The head sees the centre pixel's own inputs "
             "beside the window's pooled tokens, and after classifying, each pixel takes the mean "
@@ -139,6 +140,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          options.DEFAULT_VAL_FRACTION, minValue=0.0,
                                          maxValue=0.9),
+            QgsProcessingParameterNumber(self.MIN_VALIDATION_PIXELS,
+                                         self.tr("Least pixels of a class to hold some out for "
+                                                 "validation"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.MIN_VALIDATION_CLASS_PIXELS, minValue=0),
             QgsProcessingParameterNumber(self.PIXEL_DIM,
                                          self.tr("Centre-pixel embedding width in the head "
                                                  "(0 = pooled tokens only)"),
@@ -264,6 +270,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             targets=targets,
             rank=self.parameterAsInt(parameters, self.RANK, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+            min_validation_pixels=self.parameterAsInt(parameters, self.MIN_VALIDATION_PIXELS,
+                                                      context),
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
