@@ -19,6 +19,7 @@ from ..models import library
 from ..models.errors import HyperAdaptError
 from .fine_tune_dialog import detect_devices, safe_file_stem, unique_stem
 from .library_dialog import accuracy_text, is_random_start, method_label
+from .rendering import show_in_true_colour
 from .widgets import JobDialog, classes_icon, format_duration, push_message
 from .worker import kept_output_folder
 
@@ -78,6 +79,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
             f"Temporary folder, kept: {kept_output_folder()}")
 
         self.raster_combo.layerChanged.connect(self.refresh_adapters)
+        self.raster_combo.layerChanged.connect(self._raster_changed)
         self.adapter_tree.itemSelectionChanged.connect(self._adapter_selected)
         self.weights_file.fileChanged.connect(self.update_state)
         self.output_folder.fileChanged.connect(self.update_state)
@@ -90,6 +92,10 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         if not self.is_running():
             self.refresh_adapters()
         super().showEvent(event)
+
+    @pyqtSlot("QgsMapLayer*")
+    def _raster_changed(self, layer) -> None:
+        show_in_true_colour(layer if isinstance(layer, QgsRasterLayer) else None, self.iface)
 
     # -- the adapter list ---------------------------------------------------------------------
     def raster_layer(self) -> QgsRasterLayer | None:

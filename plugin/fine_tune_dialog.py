@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QVariant, pyqtSlot
 
 from ..models import options
 from ..models.errors import HyperAdaptError
+from .rendering import show_in_true_colour
 from .styling import styled_class_field
 from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
 from .worker import kept_output_folder
@@ -376,6 +377,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         raster = layer if isinstance(layer, QgsRasterLayer) else None
         if raster is not None and not self._sensor_edited and raster.providerType() == "gdal":
             self.sensor_edit.setText(self._sensor_from_metadata(raster.source()))
+        show_in_true_colour(raster, self.iface)
         self._autofill_weights()
         self._update_prepare_button()
         self.update_state()

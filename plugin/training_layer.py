@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QTimer, QVariant, Qt, pyqtSlot
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem
 
+from .rendering import show_in_true_colour
 from .styling import style_path_for, styled_class_field
 from .widgets import LOG_TAG, color_icon, default_class_color
 from .worker import kept_output_folder
@@ -204,6 +205,8 @@ class TrainingLayerPanel(QDockWidget):
         layer.afterCommitChanges.connect(partial(store_default_style, layer))
         layer.startEditing()
         self.raster_combo.setLayer(raster)
+        # People draw on what they can see: bands 1-2-3 of a hyperspectral raster are not that.
+        show_in_true_colour(raster, self.iface)
         self.set_training_layer(layer, CLASS_FIELD)
         self.set_current_class(FIRST_CLASS_NAME)
         self.iface.setActiveLayer(layer)
