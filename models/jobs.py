@@ -673,6 +673,48 @@ def _compare_with_reference_raster(reference_path, info: RasterInfo, classes: li
     return matrix, unclassified, unmatched
 
 
+def _class_pixel_counts(path, info: RasterInfo, classes: list[ClassInfo], cancel) -> np.ndarray:
+    """Pixels of each class in the whole classification raster, read in blocks."""
+    lookup = np.full(256, -1, dtype=np.int64)
+    for index, info_class in enumerate(classes):
+        lookup[info_class.value] = index
+    counts = np.zeros(len(classes), dtype=np.int64)
+    with RasterReader(info) as reader:
+        for x, y, w, h in iter_tiles(info.width, info.height, 1024):
+            raise_if_cancelled(cancel)
+            values, valid = reader.read(x, y, w, h, bands=[0])
+            index = lookup[np.clip(values[0][valid].astype(np.int64), 0, 255)]
+            counts += np.bincount(index[index >= 0], minlength=len(classes))
+    return counts
+
+
+def _area_adjusted(matrix: np.ndarray, info: RasterInfo, path, classes: list[ClassInfo],
+                   cancel) -> dict:
+    """Olofsson et al.'s (2014) estimates from the map's class areas (models.metrics), in
+    hectares where the raster's CRS counts in metres, else in pixels."""
+    from osgeo import osr
+
+    from .metrics import area_adjusted_accuracy
+
+    pixel_area, unit = 1.0, "pixels"
+    if info.crs_wkt:
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(info.crs_wkt)
+        if srs.IsProjected():
+            metres = srs.GetLinearUnits()
+            _, dx, _, _, _, dy = info.geotransform
+            pixel_area, unit = abs(dx * dy) * metres ** 2 / 10_000.0, "ha"
+    adjusted = area_adjusted_accuracy(matrix, _class_pixel_counts(path, info, classes, cancel),
+                                      pixel_area=pixel_area)
+    adjusted.update({"area_unit": unit, "note": (
+        "Estimated as Olofsson et al. (2014) recommend, from each class's share of the map and "
+        "the reference pixels that fall in it, with 95 % confidence intervals. The estimates "
+        "hold when the reference is a random sample within each mapped class; reference "
+        "polygons drawn by hand are not, so read them as indicative. The accuracies above are "
+        "the simple pixel counts of the reference.")})
+    return adjusted
+
+
 def _unmatched_problem(unmatched: dict, total: int, max_share: float) -> str | None:
     """The sentence refusing an evaluation whose reference is mostly of unknown classes, or None."""
     count = sum(unmatched.values())
@@ -759,6 +801,7 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
         raise HyperAdaptError("The reference and the classification share no labelled pixels of "
                               "the same classes.")
     metrics = classification_metrics(matrix, classes)
+    metrics["area_adjusted"] = _area_adjusted(matrix, info, classification_path, classes, cancel)
     metrics.update({"kind": "evaluation", "classification": str(classification_path), **source,
                     "notes": notes, "unclassified_reference_pixels": unclassified,
                     "unmatched_reference_pixels": unmatched,

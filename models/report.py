@@ -139,6 +139,7 @@ def render_html_report(metrics: dict, *, title: str = "HyperAdapt accuracy repor
                      f"<td>{_percent(c['users_accuracy'])}</td><td>{_number(c['f1'])}</td>"
                      f"<td>{c['reference_pixels']}</td><td>{c['predicted_pixels']}</td></tr>")
     parts.append("</table>")
+    parts += _area_adjusted_section(metrics.get("area_adjusted"), classes)
     if len(names):
         picture = base64.b64encode(confusion_matrix_png(matrix, names)).decode("ascii")
         parts.append("<h2>Confusion matrix</h2><p>Rows: reference classes; columns: predicted "
@@ -152,6 +153,39 @@ def render_html_report(metrics: dict, *, title: str = "HyperAdapt accuracy repor
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _area_adjusted_section(adjusted: dict | None, classes: list[dict]) -> list[str]:
+    """The area-weighted estimates (Olofsson et al. 2014): accuracies and areas with 95 % CIs."""
+    if not adjusted:
+        return []
+    esc = html.escape
+    unit = esc(adjusted.get("area_unit", ""))
+
+    def plus_minus(value, half_width, percent=True) -> str:
+        if value is None:
+            return "–"
+        text = _percent(value) if percent else f"{value:,.1f}"
+        if half_width is None:
+            return text
+        width = f"{100.0 * half_width:.1f} %" if percent else f"{half_width:,.1f}"
+        return f"{text} ± {width}"
+
+    parts = ["<h2>Area-adjusted accuracy and class areas</h2>",
+             f"<p>{esc(adjusted.get('note', ''))}</p>",
+             "<table><tr><th>overall accuracy</th></tr>"
+             f"<tr><td>{plus_minus(adjusted['overall_accuracy'], adjusted['overall_accuracy_ci'])}"
+             "</td></tr></table>",
+             "<table><tr><th>class</th><th>user's accuracy</th><th>producer's accuracy</th>"
+             f"<th>mapped area ({unit})</th><th>estimated area ({unit})</th></tr>"]
+    for info, row in zip(classes, adjusted["classes"]):
+        parts.append(f"<tr><td class='name'>{esc(info['name'])}</td>"
+                     f"<td>{plus_minus(row['users_accuracy'], row['users_accuracy_ci'])}</td>"
+                     f"<td>{plus_minus(row['producers_accuracy'], row['producers_accuracy_ci'])}"
+                     f"</td><td>{row['map_area']:,.1f}</td>"
+                     f"<td>{plus_minus(row['area'], row['area_ci'], percent=False)}</td></tr>")
+    parts.append("</table>")
+    return parts
 
 
 def write_html_report(metrics: dict, path, *, title: str = "HyperAdapt accuracy report",

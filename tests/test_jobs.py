@@ -149,6 +149,14 @@ def test_evaluate_against_polygons_and_a_reference_raster(geotiff_run, tmp_path)
     assert any("no data" in note for note in by_layer["notes"])
     assert (tmp_path / "e.html").read_text().count("data:image/png;base64,") == 1
     assert (tmp_path / "e.json").exists()
+    # Area-weighted estimates beside the pixel counts: the map's classes weigh by their area.
+    adjusted = by_raster["area_adjusted"]
+    map_counts = np.bincount(values[valid], minlength=4)[1:]
+    assert adjusted["area_unit"] == "ha"
+    assert [c["map_area"] for c in adjusted["classes"]] == pytest.approx(map_counts * 0.09)
+    assert sum(c["area"] for c in adjusted["classes"]) == pytest.approx(valid.sum() * 0.09)
+    assert 0.0 <= adjusted["overall_accuracy"] <= 1.0
+    assert "Area-adjusted accuracy and class areas" in (tmp_path / "e.html").read_text()
     # A reference raster with category names is matched by name: itself agrees everywhere.
     itself = evaluate(result.classification_path, result.classification_path)
     assert itself["overall_accuracy"] == 1.0 and itself["num_samples"] == int(valid.sum())

@@ -92,3 +92,30 @@ def test_reports_are_json_and_html_with_an_embedded_confusion_picture(tmp_path):
     assert picture.shape[0] > 100 and picture.shape[1] > 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.html", "m.json"]
     assert confusion_matrix_png(MATRIX, [c.name for c in CLASSES]).startswith(b"\x89PNG")
+
+
+def test_area_adjusted_estimates_match_olofssons_worked_example():
+    """Olofsson et al. (2014), section 5: four classes, a 10,000,000-pixel map of 30 m pixels
+    (0.09 ha), stratified sample by map class."""
+    from hyperadapt.models.metrics import area_adjusted_accuracy
+
+    # Rows: map classes deforestation, forest gain, stable forest, stable non-forest.
+    by_map = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
+    map_pixels = np.array([200_000, 150_000, 3_200_000, 6_450_000])
+    result = area_adjusted_accuracy(by_map.T, map_pixels, pixel_area=0.09)
+    deforestation = result["classes"][0]
+    assert round(deforestation["area"]) == 21_158          # ha
+    assert round(deforestation["area_ci"]) == 6_158
+    assert round(result["overall_accuracy"], 3) == 0.947
+    assert round(deforestation["users_accuracy"], 3) == 0.880
+    assert round(deforestation["producers_accuracy"], 3) == 0.749
+    # The published 95 % intervals: OA 0.95 +- 0.02, deforestation UA 0.88 +- 0.07, PA 0.75 +- 0.21.
+    assert round(result["overall_accuracy_ci"], 2) == 0.02
+    assert round(deforestation["users_accuracy_ci"], 2) == 0.07
+    assert round(deforestation["producers_accuracy_ci"], 2) == 0.21
+    assert deforestation["map_area"] == pytest.approx(18_000.0)
+    assert round(result["classes"][1]["users_accuracy"], 3) == 0.733
+    # The proportions sum to one; every class's area is the whole map's share of it.
+    proportions = np.array(result["error_matrix_proportions"])
+    assert proportions.sum() == pytest.approx(1.0)
+    assert sum(c["area"] for c in result["classes"]) == pytest.approx(900_000.0)

@@ -228,6 +228,12 @@ def test_classify_then_evaluate_against_polygons_and_a_raster(trained, scene, pr
     assert 0.0 <= metrics["overall_accuracy"] <= 1.0 and -1.0 <= metrics["kappa"] <= 1.0
     assert result["results"]["OVERALL_ACCURACY"] == pytest.approx(metrics["overall_accuracy"])
     assert "confusion matrix" in html.read_text().lower()
+    adjusted = metrics["area_adjusted"]
+    assert result["results"]["ADJUSTED_OVERALL_ACCURACY"] == pytest.approx(
+        adjusted["overall_accuracy"])
+    assert result["results"]["ADJUSTED_OVERALL_ACCURACY_CI"] == pytest.approx(
+        adjusted["overall_accuracy_ci"])
+    assert result["results"]["UNMATCHED_SHARE"] == 0.0
 
     code, result, text = qgis_process(profile, "evaluate", INPUT=classes_b,
                                       REFERENCE=scene["reference_raster"],

@@ -24,6 +24,8 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
     KAPPA = "KAPPA"
     NUM_SAMPLES = "NUM_SAMPLES"
     UNMATCHED_SHARE = "UNMATCHED_SHARE"
+    ADJUSTED_OVERALL_ACCURACY = "ADJUSTED_OVERALL_ACCURACY"
+    ADJUSTED_OVERALL_ACCURACY_CI = "ADJUSTED_OVERALL_ACCURACY_CI"
 
     def name(self):
         return "evaluate"
@@ -36,7 +38,9 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
             "Compares a HyperAdapt classification with reference data: polygons or points with a "
             "class field (names or values), or a class raster on the same grid (0 = no reference). "
             "Writes overall accuracy, average accuracy, kappa, per-class accuracies and the "
-            "confusion matrix as an HTML report and as JSON. When more than the accepted share "
+            "confusion matrix as an HTML report and as JSON, and beside them the estimates that "
+            "weigh each class by its mapped area (Olofsson et al. 2014): overall, user's and "
+            "producer's accuracy and each class's area, with 95 % confidence intervals. When more than the accepted share "
             "of the reference pixels belong to classes the classification does not have, it "
             "refuses and names them, because the accuracy of the rest would mislead.")
 
@@ -63,7 +67,11 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
         for key, label in ((self.OVERALL_ACCURACY, "Overall accuracy"),
                            (self.AVERAGE_ACCURACY, "Average accuracy"), (self.KAPPA, "Kappa"),
                            (self.NUM_SAMPLES, "Reference pixels compared"),
-                           (self.UNMATCHED_SHARE, "Share of reference pixels of unknown classes")):
+                           (self.UNMATCHED_SHARE, "Share of reference pixels of unknown classes"),
+                           (self.ADJUSTED_OVERALL_ACCURACY,
+                            "Area-adjusted overall accuracy (Olofsson et al. 2014)"),
+                           (self.ADJUSTED_OVERALL_ACCURACY_CI,
+                            "Its 95 % confidence half-width")):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
@@ -111,10 +119,13 @@ class EvaluateAlgorithm(HyperAdaptAlgorithm):
                                      progress=engine_feedback.progress, cancel=engine_feedback.cancel)
         overall, average, kappa = (metrics.get(key) for key in
                                    ("overall_accuracy", "average_accuracy", "kappa"))
+        adjusted = metrics.get("area_adjusted") or {}
         feedback.pushInfo(f"Overall accuracy {format_ratio(overall)}, average accuracy "
                           f"{format_ratio(average)}, kappa {format_number(kappa)} over "
                           f"{metrics.get('num_samples')} reference pixels.")
         return {self.OUTPUT_HTML: html, self.OUTPUT_JSON: json_path, self.OVERALL_ACCURACY: overall,
                 self.AVERAGE_ACCURACY: average, self.KAPPA: kappa,
                 self.NUM_SAMPLES: metrics.get("num_samples"),
-                self.UNMATCHED_SHARE: metrics.get("unmatched_reference_share")}
+                self.UNMATCHED_SHARE: metrics.get("unmatched_reference_share"),
+                self.ADJUSTED_OVERALL_ACCURACY: adjusted.get("overall_accuracy"),
+                self.ADJUSTED_OVERALL_ACCURACY_CI: adjusted.get("overall_accuracy_ci")}
