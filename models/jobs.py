@@ -814,3 +814,27 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
                                    "reference": str(reference_path)})
     _report(progress, 1.0, "Done")
     return metrics
+
+
+# -- post-processing ------------------------------------------------------------------------------
+def postprocess(classification_path: str, output_path: str, *, sieve_pixels: int = 0,
+                majority_size: int = 0, segment_size: int = 0, raster_path: str | None = None,
+                progress=None, cancel=None) -> dict:
+    """Clean a class raster: segment vote, majority filter, sieve (models.postprocess).
+
+    Returns {"pixels_per_class", "changed_pixels", "steps", "classes"}.
+    """
+    from .postprocess import postprocess_classification
+
+    if not output_path:
+        raise HyperAdaptError("No output file name was given.")
+    _check_outputs(classification_path, {"cleaned classification": output_path})
+    if raster_path and _same_file(raster_path, output_path):
+        raise HyperAdaptError("The cleaned classification would overwrite the scene's raster; "
+                              "choose another file name.")
+    classes = read_class_raster_classes(classification_path)
+    result = postprocess_classification(
+        classification_path, output_path, classes=classes, sieve_pixels=int(sieve_pixels),
+        majority_size=int(majority_size), segment_size=int(segment_size),
+        raster_path=raster_path, progress=progress, cancel=cancel)
+    return {**result, "classes": classes}

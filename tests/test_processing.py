@@ -241,6 +241,15 @@ def test_classify_then_evaluate_against_polygons_and_a_raster(trained, scene, pr
     assert code == 0, text
     assert result["results"]["NUM_SAMPLES"] == 2 * SIZE
 
+    cleaned = tmp_path / "cleaned.tif"
+    code, result, text = qgis_process(profile, "postprocess", INPUT=classes_b,
+                                      RASTER=scene["raster_b"], SEGMENT_SIZE=4, MAJORITY_SIZE=3,
+                                      SIEVE_PIXELS=2, OUTPUT=cleaned)
+    assert code == 0, text
+    assert result["results"]["OUTPUT"] == str(cleaned) and cleaned.with_suffix(".qml").exists()
+    assert result["results"]["CHANGED_PIXELS"] == int(
+        (_class_raster(str(cleaned))[0] != _class_raster(str(classes_b))[0]).sum())
+
 
 @pytest.mark.qgis_process
 @pytest.mark.parametrize("case", ["missing class field", "missing raster", "missing adapter",
@@ -436,7 +445,8 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
     assert parameter("WINDOW_SIZE").maximum() == options.MAX_WINDOW_SIZE
     assert list(options.PRESETS)[parameter("PRESET").defaultValue()] == defaults.preset
     assert list(options.BACKBONES)[parameter("BACKBONE").defaultValue()] == defaults.backbone
-    assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune", "pretrain"]
+    assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune",
+                                                         "postprocess", "pretrain"]
 
 
 def test_class_colors_and_names_come_from_a_categorized_style_only(scene, qgis_new_project):

@@ -5,6 +5,8 @@ def all_algorithms():
     from .classify import ClassifyAlgorithm
     from .evaluate import EvaluateAlgorithm
     from .finetune import FineTuneAlgorithm
+    from .postprocess import PostprocessAlgorithm
     from .pretrain import PretrainAlgorithm
 
-    return [FineTuneAlgorithm(), ClassifyAlgorithm(), EvaluateAlgorithm(), PretrainAlgorithm()]
+    return [FineTuneAlgorithm(), ClassifyAlgorithm(), EvaluateAlgorithm(), PretrainAlgorithm(),
+            PostprocessAlgorithm()]
