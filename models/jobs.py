@@ -33,8 +33,8 @@ from .predict import classify_raster, predict_probabilities, predict_windows, st
 from .pseudo import candidate_pixels, select_pseudo_labels
 from .raster import RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info
 from .report import write_html_report, write_metrics_json
-from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, read_labelled_pixels,
-                      split_by_feature)
+from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, grouped_folds,
+                      read_labelled_pixels, split_by_feature)
 from .seeding import seeded
 from .settings import FineTuneSettings
 from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
@@ -258,6 +258,94 @@ def _cap_per_class(indices: np.ndarray, class_index: np.ndarray, cap: int,
     return np.sort(np.concatenate(kept)) if kept else indices
 
 
+@dataclass
+class _Samples:
+    """The labelled pixels of a training layer on its raster, and their windows."""
+
+    info: RasterInfo
+    source: dict
+    adaptation: BandAdaptation
+    window_size: int
+    input_size: int
+    pixels: object               # samples.LabelledPixels, capped per class
+    windows: torch.Tensor        # (N, 12, w, w), one per pixel
+    notes: list[str]
+
+
+def _training_samples(raster_path, vector_path, class_field: str, settings: FineTuneSettings, *,
+                      layer_name=None, class_colors=None, class_names=None, progress=None,
+                      cancel=None) -> _Samples:
+    """The backbone source, band adaptation and windows of the labelled pixels (capped per class)."""
+    _report(progress, 0.0, "Reading the raster and the training layer")
+    info = read_raster_info(raster_path)
+    source = _backbone_source(settings)
+    window_size, input_size = settings.window_size, settings.input_size
+    backbone_adaptation = None
+    notes: list[str] = []
+    if source["kind"] == BACKBONE_FILE_KIND:
+        from .pretrain import read_backbone_file
+        backbone_info = read_backbone_file(source["path"])
+        backbone_adaptation = BandAdaptation.from_state(backbone_info["band_adaptation"])
+        _check_backbone_adaptation(backbone_adaptation, info, backbone_info)
+        window_size = int(backbone_info.get("window_size", window_size))
+        input_size = int(backbone_info.get("input_size", input_size))
+        notes.append(f"The backbone file sets the window size ({window_size}), the input size "
+                     f"({input_size}) and the band adaptation.")
+    pixels = read_labelled_pixels(info, vector_path, class_field, layer_name=layer_name,
+                                  class_colors=class_colors, class_names=class_names,
+                                  cancel=cancel)
+    notes += pixels.notes
+    with RasterReader(info) as reader:
+        _report(progress, 0.03, "Fitting the band adaptation")
+        adaptation = backbone_adaptation or fit_band_adaptation(
+            [info], settings.band_adaptation, max_pixels=settings.fit_pixels,
+            seed=settings.seed, cancel=cancel)
+        notes += adaptation.notes
+        valid = reader.valid_at(pixels.rows, pixels.cols, adaptation.band_indices, cancel=cancel)
+        dropped = int((~valid).sum())
+        if dropped:
+            notes.append(f"{dropped} labelled pixel(s) on nodata were left out.")
+        pixels = pixels.subset(valid)
+        check_class_pixels(pixels, settings.min_pixels_per_class)
+        # A seeded subsample per class bounds the windows held in memory for large polygons.
+        rng = np.random.default_rng([settings.seed, 1])
+        kept = _cap_per_class(np.arange(len(pixels)), pixels.class_index,
+                              settings.max_pixels_per_class, rng)
+        pixels = pixels.subset(kept)
+        windows, _ = collect_windows(reader, adaptation, pixels.rows, pixels.cols, window_size,
+                                     progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
+    return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
+                    input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
+                    notes=notes)
+
+
+def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
+    return adapters.AdapterConfig(method=settings.method, targets=settings.targets,
+                                  rank=settings.rank, factor_shape=settings.factor_shape,
+                                  lr_ratio=settings.lr_ratio)
+
+
+def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, input_size: int,
+                 train_x, train_y, val_x, val_y, *, device, progress=None, cancel=None,
+                 on_epoch=None):
+    """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time,
+    trained on the windows and holding its best state."""
+    from .training import train_classifier
+
+    adapter_config = _adapter_config(settings)
+    model, identity = _build_backbone_for_training(source, settings, num_classes, input_size)
+    seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
+    outcome = train_classifier(
+        model, train_x, train_y, val_x, val_y, epochs=settings.epochs_for(len(train_x)),
+        learning_rate=settings.learning_rate, lr_ratio=settings.lr_ratio,
+        weight_decay=settings.weight_decay, batch_size=settings.batch_size,
+        warmup_fraction=settings.warmup_fraction, patience=settings.patience, seed=settings.seed,
+        device=device, augment=settings.augment, context_dropout=settings.context_dropout,
+        progress=progress, cancel=cancel, on_epoch=on_epoch)
+    adapters.load_trainable_state_dict(model, outcome.best_state)
+    return model, identity, outcome
+
+
 def _pseudo_labels(model, info: RasterInfo, adaptation: BandAdaptation, pixels, train_y,
                    window_size: int, settings: FineTuneSettings, device, round_number: int,
                    cancel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,94 +390,43 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                  "confidence raster": confidence_path, "report": report_path})
     if not adapter_path:
         raise HyperAdaptError("No adapter file name was given.")
-    adapter_config = adapters.AdapterConfig(
-        method=settings.method, targets=settings.targets, rank=settings.rank,
-        factor_shape=settings.factor_shape, lr_ratio=settings.lr_ratio)
+    adapter_config = _adapter_config(settings)
     written: list = []
     try:
-        _report(progress, 0.0, "Reading the raster and the training layer")
-        info = read_raster_info(raster_path)
-        source = _backbone_source(settings)
-        window_size, input_size = settings.window_size, settings.input_size
-        backbone_adaptation = backbone_info = None
-        notes: list[str] = []
-        if source["kind"] == BACKBONE_FILE_KIND:
-            from .pretrain import read_backbone_file
-            backbone_info = read_backbone_file(source["path"])
-            backbone_adaptation = BandAdaptation.from_state(backbone_info["band_adaptation"])
-            _check_backbone_adaptation(backbone_adaptation, info, backbone_info)
-            window_size = int(backbone_info.get("window_size", window_size))
-            input_size = int(backbone_info.get("input_size", input_size))
-            notes.append(f"The backbone file sets the window size ({window_size}), the input size "
-                         f"({input_size}) and the band adaptation.")
-        pixels = read_labelled_pixels(info, vector_path, class_field, layer_name=layer_name,
-                                      class_colors=class_colors, class_names=class_names,
-                                      cancel=cancel)
-        notes += pixels.notes
-        with RasterReader(info) as reader:
-            _report(progress, 0.03, "Fitting the band adaptation")
-            adaptation = backbone_adaptation or fit_band_adaptation(
-                [info], settings.band_adaptation, max_pixels=settings.fit_pixels,
-                seed=settings.seed, cancel=cancel)
-            notes += adaptation.notes
-            valid = reader.valid_at(pixels.rows, pixels.cols, adaptation.band_indices,
-                                    cancel=cancel)
-            dropped = int((~valid).sum())
-            if dropped:
-                notes.append(f"{dropped} labelled pixel(s) on nodata were left out.")
-            pixels = pixels.subset(valid)
-            check_class_pixels(pixels, settings.min_pixels_per_class)
-            classes = pixels.classes
-            split = split_by_feature(pixels.feature_index, pixels.class_index,
-                                     val_fraction=settings.val_fraction, seed=settings.seed,
-                                     min_class_pixels=settings.min_validation_pixels)
-            # With no validation share asked for, the per-class reasons below would mislead.
-            if settings.val_fraction > 0 and split.training_only_classes:
-                names = ", ".join(f"'{classes[cls].name}'" for cls in split.training_only_classes)
-                notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer, or fewer "
-                             f"than {settings.min_validation_pixels} pixels, keep them all for "
-                             f"training and have no validation pixels: {names}.")
-            # A seeded subsample per class bounds the windows held in memory for large polygons.
-            rng = np.random.default_rng([settings.seed, 1])
-            train_idx = _cap_per_class(split.train, pixels.class_index,
-                                       settings.max_pixels_per_class, rng)
-            val_idx = _cap_per_class(split.validation, pixels.class_index,
-                                     settings.max_pixels_per_class, rng)
-            kept = np.concatenate([train_idx, val_idx])
-            windows, _ = collect_windows(reader, adaptation, pixels.rows[kept],
-                                         pixels.cols[kept], window_size,
-                                         progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
-        train_x = torch.from_numpy(windows[:len(train_idx)])
+        samples = _training_samples(raster_path, vector_path, class_field, settings,
+                                    layer_name=layer_name, class_colors=class_colors,
+                                    class_names=class_names, progress=progress, cancel=cancel)
+        info, source, adaptation, pixels = (samples.info, samples.source, samples.adaptation,
+                                             samples.pixels)
+        window_size, input_size, classes = samples.window_size, samples.input_size, pixels.classes
+        notes = list(samples.notes)
+        split = split_by_feature(pixels.feature_index, pixels.class_index,
+                                 val_fraction=settings.val_fraction, seed=settings.seed,
+                                 min_class_pixels=settings.min_validation_pixels)
+        # With no validation share asked for, the per-class reasons below would mislead.
+        if settings.val_fraction > 0 and split.training_only_classes:
+            names = ", ".join(f"'{classes[cls].name}'" for cls in split.training_only_classes)
+            notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer, or fewer "
+                         f"than {settings.min_validation_pixels} pixels, keep them all for "
+                         f"training and have no validation pixels: {names}.")
+        train_idx, val_idx = split.train, split.validation
+        train_x = samples.windows[torch.from_numpy(train_idx)]
         train_y = torch.from_numpy(pixels.class_index[train_idx])
-        val_x = torch.from_numpy(windows[len(train_idx):]) if len(val_idx) else None
+        val_x = samples.windows[torch.from_numpy(val_idx)] if len(val_idx) else None
         val_y = torch.from_numpy(pixels.class_index[val_idx]) if len(val_idx) else None
-        del windows
 
         _report(progress, 0.1, "Building the model")
         device = choose_device(settings.device)
-        from .training import train_classifier
         end_of_training = 0.85 if classification_path else 0.97
         rounds = 1 + settings.self_training_rounds
         share = (end_of_training - 0.12) / rounds
 
         def train_model(windows_x, labels_y, round_number):
-            """A fresh model (the same seeded start every round) trained on the windows."""
-            model, identity = _build_backbone_for_training(source, settings, len(classes),
-                                                           input_size)
-            seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
             start = 0.12 + round_number * share
-            outcome = train_classifier(
-                model, windows_x, labels_y, val_x, val_y,
-                epochs=settings.epochs_for(len(windows_x)),
-                learning_rate=settings.learning_rate, lr_ratio=settings.lr_ratio,
-                weight_decay=settings.weight_decay, batch_size=settings.batch_size,
-                warmup_fraction=settings.warmup_fraction, patience=settings.patience,
-                seed=settings.seed, device=device, augment=settings.augment,
-                context_dropout=settings.context_dropout,
-                progress=_scaled(progress, start, start + share), cancel=cancel,
-                on_epoch=on_epoch)
-            adapters.load_trainable_state_dict(model, outcome.best_state)
-            return model, identity, outcome
+            return _train_model(source, settings, len(classes), input_size, windows_x, labels_y,
+                                val_x, val_y, device=device,
+                                progress=_scaled(progress, start, start + share), cancel=cancel,
+                                on_epoch=on_epoch)
 
         model, identity, outcome = train_model(train_x, train_y, 0)
         if identity.get("kind") == "random":
@@ -838,3 +875,75 @@ def postprocess(classification_path: str, output_path: str, *, sieve_pixels: int
         majority_size=int(majority_size), segment_size=int(segment_size),
         raster_path=raster_path, progress=progress, cancel=cancel)
     return {**result, "classes": classes}
+
+
+# -- cross-validation -----------------------------------------------------------------------------
+def cross_validate(raster_path: str, vector_path: str, class_field: str, *, folds: int = 5,
+                   settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
+                   class_colors: dict | None = None, class_names: dict | None = None,
+                   html_path: str | None = None, json_path: str | None = None, progress=None,
+                   cancel=None) -> dict:
+    """Polygon-grouped k-fold cross-validation of fine-tuning with ``settings``.
+
+    The training layer's features are dealt to ``folds`` folds by whole feature, stratified by
+    class (models.samples.grouped_folds); each fold is classified by a model fine-tuned on the
+    others, pixel by pixel (without the segment vote, which needs a whole map). Returns the
+    pooled metrics (models.metrics) with "folds" (each fold's OA, AA, kappa and pixels), also
+    written as JSON and/or HTML.
+    """
+    settings = (settings or FineTuneSettings()).resolved()
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 20:
+        raise HyperAdaptError(f"Cross-validation needs from 2 to 20 folds (got {folds!r}).")
+    _check_outputs(raster_path, {"report": html_path, "figures (JSON)": json_path})
+    samples = _training_samples(raster_path, vector_path, class_field, settings,
+                                layer_name=layer_name, class_colors=class_colors,
+                                class_names=class_names, progress=_scaled(progress, 0.0, 0.1),
+                                cancel=cancel)
+    pixels, classes = samples.pixels, samples.pixels.classes
+    fold_of = grouped_folds(pixels.feature_index, pixels.class_index, folds, settings.seed)
+    if len(np.unique(fold_of)) < 2:
+        raise HyperAdaptError("Cross-validation needs at least two features (polygons or points) "
+                              "to hold out one at a time.")
+    labels = torch.from_numpy(pixels.class_index)
+    device = choose_device(settings.device)
+    pooled = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    per_fold = []
+    for fold in range(folds):
+        held = fold_of == fold
+        if not held.any():
+            continue
+        start = 0.1 + 0.9 * fold / folds
+        model, _, _ = _train_model(
+            samples.source, settings, len(classes), samples.input_size,
+            samples.windows[torch.from_numpy(~held)], labels[torch.from_numpy(~held)], None, None,
+            device=device, progress=_scaled(progress, start, start + 0.85 / folds),
+            cancel=cancel)
+        predicted, _ = predict_windows(model, samples.windows[torch.from_numpy(held)],
+                                       device=device, batch_size=max(64, settings.batch_size),
+                                       cancel=cancel)
+        matrix = confusion_matrix(pixels.class_index[held], predicted, len(classes))
+        pooled += matrix
+        found = classification_metrics(matrix, classes)
+        per_fold.append({"fold": fold + 1, "pixels": int(held.sum()),
+                         "features": int(len(np.unique(pixels.feature_index[held]))),
+                         **{key: found[key] for key in ("overall_accuracy", "average_accuracy",
+                                                        "kappa")}})
+    metrics = classification_metrics(pooled, classes)
+    spread = [f["overall_accuracy"] for f in per_fold if f["overall_accuracy"] is not None]
+    notes = list(samples.notes) + [
+        f"{len(per_fold)} folds by whole polygon, stratified by class; each fold classified by a "
+        f"model fine-tuned on the others, pixel by pixel (no segment vote). OA per fold from "
+        f"{100 * min(spread):.1f} to {100 * max(spread):.1f} %."]
+    metrics.update({"kind": "cross-validation", "folds": per_fold, "notes": notes,
+                    "settings": settings.to_dict()})
+    if json_path:
+        write_metrics_json(metrics, json_path)
+    if html_path:
+        write_html_report(metrics, html_path, title="HyperAdapt cross-validation (pooled over "
+                                                    "the folds)",
+                          details={f"fold {f['fold']}": (
+                              f"OA {100 * f['overall_accuracy']:.1f} %, {f['pixels']} pixels of "
+                              f"{f['features']} features") for f in per_fold
+                              if f["overall_accuracy"] is not None})
+    _report(progress, 1.0, "Done")
+    return metrics

@@ -647,3 +647,21 @@ def test_evaluate_refuses_decimal_references_and_rasters_that_are_not_classifica
     assert str(caught.value) == ("scene.tif is not a classification: a classification has one "
                                  "band of whole class values from 1 to 255, as HyperAdapt writes "
                                  "them (it has 20 bands).")
+
+
+def test_cross_validation_by_polygon_pools_every_labelled_pixel(tmp_path):
+    from hyperadapt.models.jobs import cross_validate
+
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "training.gpkg", raster)
+    html, figures = tmp_path / "cv.html", tmp_path / "cv.json"
+    metrics = cross_validate(str(raster.path), str(layer), "class", folds=3,
+                             settings=tiny_settings(epochs=2), html_path=str(html),
+                             json_path=str(figures))
+    folds = metrics["folds"]
+    assert [f["fold"] for f in folds] == [1, 2, 3]
+    assert sum(f["pixels"] for f in folds) == metrics["num_samples"] == 450 - 9   # 9 on nodata
+    assert all(0.0 <= f["overall_accuracy"] <= 1.0 for f in folds)
+    assert html.exists() and "fold 1" in html.read_text() and figures.exists()
+    with pytest.raises(HyperAdaptError, match=r"from 2 to 20 folds \(got 1\)"):
+        cross_validate(str(raster.path), str(layer), "class", folds=1, settings=tiny_settings())

@@ -165,7 +165,8 @@ def trained(scene, profile, tmp_path_factory):
     # The scene's polygons are small; holding some out anyway keeps the validation figures here.
     code, result, text = qgis_process(profile, "finetune", INPUT=scene["raster_a"],
                                       TRAINING=scene["training"], CLASS_FIELD="class_name", PRESET=1,
-                                      MIN_VALIDATION_PIXELS=0, **QUICK_FINETUNE, **outputs)
+                                      MIN_VALIDATION_PIXELS=0, CROSS_VALIDATION=2,
+                                      **QUICK_FINETUNE, **outputs)
     assert code == 0, text
     return {"result": result, **{key: str(path) for key, path in outputs.items()}}
 
@@ -202,9 +203,12 @@ def test_finetune_writes_adapter_styled_classification_and_report(trained):
     assert -1.0 <= outputs["KAPPA"] <= 1.0
     assert "random start" in outputs["BACKBONE_USED"]
     assert any("RANDOM START" in line for line in result["log"]["warning"])
-    # One log line per epoch, not one per batch.
+    # One log line per epoch, not one per batch (the two cross-validation folds train first).
     epochs = [line for line in result["log"]["info"] if line.startswith("Epoch")]
-    assert len(epochs) == 2 and all("validation accuracy" in line for line in epochs)
+    assert len(epochs) == 3 * 2 and all("validation accuracy" in line for line in epochs[-2:])
+    folds = [line for line in result["log"]["info"] if line.startswith("Fold ")]
+    assert len(folds) == 2 and 0.0 <= outputs["CV_OVERALL_ACCURACY"] <= 1.0
+    assert any(line.startswith("Cross-validated (pooled): OA") for line in result["log"]["info"])
 
 
 @pytest.mark.qgis_process

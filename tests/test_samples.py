@@ -193,3 +193,20 @@ def test_bad_vectors_get_one_sentence(tmp_path, raster):
         read_labelled_pixels(info, one, "class")
     with pytest.raises(HyperAdaptError, match="does not exist"):
         read_labelled_pixels(info, tmp_path / "missing.gpkg", "class")
+
+
+def test_grouped_folds_never_split_a_polygon_and_spread_every_class():
+    from hyperadapt.models.samples import grouped_folds
+
+    rng = np.random.default_rng(1)
+    feature_class = np.repeat([0, 1, 2], [10, 6, 3])
+    feature_index = np.repeat(np.arange(19), rng.integers(1, 12, size=19))
+    class_index = feature_class[feature_index]
+    fold = grouped_folds(feature_index, class_index, 3, seed=0)
+    for feature in range(19):
+        assert len(set(fold[feature_index == feature].tolist())) == 1     # never split
+    for cls, count in ((0, 10), (1, 6), (2, 3)):
+        per_fold = [len(set(feature_index[(fold == k) & (class_index == cls)].tolist()))
+                    for k in range(3)]
+        assert sum(per_fold) == count and max(per_fold) - min(per_fold) <= 1
+    np.testing.assert_array_equal(fold, grouped_folds(feature_index, class_index, 3, seed=0))

@@ -54,6 +54,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
     SELF_TRAINING = "SELF_TRAINING"
+    CROSS_VALIDATION = "CROSS_VALIDATION"
     OUTPUT_ADAPTER = "OUTPUT_ADAPTER"
     OUTPUT_CLASSIFICATION = "OUTPUT_CLASSIFICATION"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
@@ -62,6 +63,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     AVERAGE_ACCURACY = "AVERAGE_ACCURACY"
     KAPPA = "KAPPA"
     BACKBONE_USED = "BACKBONE_USED"
+    CV_OVERALL_ACCURACY = "CV_OVERALL_ACCURACY"
 
     def name(self):
         return "finetune"
@@ -168,6 +170,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Integer,
                                          options.DEFAULT_SELF_TRAINING_ROUNDS, minValue=0,
                                          maxValue=options.MAX_SELF_TRAINING_ROUNDS),
+            QgsProcessingParameterNumber(self.CROSS_VALIDATION,
+                                         self.tr("Cross-validation folds by polygon before "
+                                                 "training (0 = none)"),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0,
+                                         maxValue=20),
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(options.DEVICES),
@@ -206,6 +213,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                            (self.KAPPA, "Validation kappa")):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
         self.addOutput(QgsProcessingOutputString(self.BACKBONE_USED, self.tr("Backbone used")))
+        self.addOutput(QgsProcessingOutputNumber(self.CV_OVERALL_ACCURACY,
+                                                 self.tr("Cross-validated overall accuracy")))
 
     # -- checks ---------------------------------------------------------------------------------
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
@@ -308,6 +317,26 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         sensor = self.parameterAsString(parameters, self.SENSOR, context).strip() or None
 
         settings = run_engine_job(self.settings_from_parameters, parameters, context)
+        folds = self.parameterAsInt(parameters, self.CROSS_VALIDATION, context)
+        cross_validated = None
+        if folds:
+            from ...models.jobs import cross_validate
+
+            feedback.pushInfo(f"Cross-validating with {folds} folds by polygon first.")
+            with EngineFeedback(feedback=feedback) as engine_feedback:
+                cross_validated = run_engine_job(
+                    cross_validate, raster, vector_path, class_field, folds=folds,
+                    settings=settings, layer_name=layer_name, class_colors=colors or None,
+                    class_names=names or None, progress=engine_feedback.progress,
+                    cancel=engine_feedback.cancel)
+            for fold in cross_validated["folds"]:
+                feedback.pushInfo(f"Fold {fold['fold']}: OA "
+                                  f"{format_ratio(fold['overall_accuracy'])} on {fold['pixels']} "
+                                  f"pixels of {fold['features']} features.")
+            feedback.pushInfo(f"Cross-validated (pooled): OA "
+                              f"{format_ratio(cross_validated['overall_accuracy'])}, AA "
+                              f"{format_ratio(cross_validated['average_accuracy'])}, kappa "
+                              f"{format_number(cross_validated['kappa'])}.")
         with EngineFeedback(feedback=feedback) as engine_feedback:
             result = run_engine_job(
                 fine_tune, raster, vector_path, class_field, adapter_path, settings=settings,
@@ -340,6 +369,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             self.AVERAGE_ACCURACY: metrics.get("average_accuracy"),
             self.KAPPA: metrics.get("kappa"),
             self.BACKBONE_USED: backbone,
+            self.CV_OVERALL_ACCURACY: (cross_validated or {}).get("overall_accuracy"),
         }
 
 
