@@ -5,9 +5,8 @@ import importlib
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsMessageLog, Qgis
-from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QMessageBox
+from qgis.PyQt.QtWidgets import QAction
 
 from . import dependencies
 
@@ -101,12 +100,11 @@ class HyperAdaptPlugin:
             return True
         message = dependencies.missing_message(missing)
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning)
-        box = QMessageBox(QMessageBox.Warning, "HyperAdapt: missing Python packages", message,
-                          QMessageBox.Close, self.iface.mainWindow())
-        box.setObjectName("hyperadapt_dependency_dialog")
-        box.setTextInteractionFlags(Qt.TextSelectableByMouse)  # the command can be copied
-        box.show()  # not exec_(): QGIS stays usable and tests can inspect the dialog
-        self.dependency_dialog = box
+        from .installer import InstallDialog
+
+        dialog = InstallDialog(missing, self.iface.mainWindow())
+        dialog.show()  # not exec_(): QGIS stays usable and tests can inspect the dialog
+        self.dependency_dialog = dialog
         return False
 
     def _show_window(self, key: str, module: str, class_name: str):

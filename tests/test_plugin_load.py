@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from qgis.PyQt import sip
-from qgis.PyQt.QtWidgets import QApplication, QMessageBox, QToolBar
+from qgis.PyQt.QtWidgets import QApplication, QToolBar
 from qgis.core import QgsApplication
 
 import hyperadapt
@@ -62,11 +62,14 @@ def test_missing_torch_shows_install_dialog_instead_of_failing(iface, monkeypatc
         action = next(a for a in plugin.actions if a.objectName() == "hyperadapt_fine_tune")
         action.trigger()
         QApplication.processEvents()
+        from hyperadapt.plugin.installer import InstallDialog
+
         box = plugin.dependency_dialog
-        assert isinstance(box, QMessageBox) and box.isVisible()
-        text = box.text()
+        assert isinstance(box, InstallDialog) and box.isVisible()
+        text = box.message_label.text()
         assert "torch" in text and "einops" not in text
-        assert "-m pip install --target" in text and "runtime.txt" in text
+        assert "-m pip install --upgrade --target" in text and "runtime.txt" in text
+        assert box.install_button.isEnabled()       # nothing runs before the user asks
         assert "fine_tune" not in plugin.windows
     finally:
         plugin.unload()
