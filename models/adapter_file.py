@@ -10,8 +10,9 @@ and numbers, so ``torch.load(..., weights_only=True)`` reads it without running 
 - ``backbone``: the backbone's ``config`` and which ``weights`` it started from (an official
   file's name and sha256, a backbone file's id, or a seeded random start);
 - ``metrics`` (validation), ``created`` (ISO time), ``software`` versions;
-- ``postprocess``: what classifying does after the model (``segment_size`` of the segment vote;
-  absent in older files, which classify without it).
+- ``postprocess``: what classifying does after the model (``segment_size`` of the segment vote,
+  ``majority_size`` and ``sieve_pixels`` of the clean-up; absent in older files, which classify
+  without them).
 
 Files are written to a temporary name in the same folder and renamed, so a reader never sees half
 a file.
@@ -100,6 +101,14 @@ class AdapterRecord:
     @property
     def segment_size(self) -> int:
         return int(self.postprocess.get("segment_size") or 0)
+
+    @property
+    def majority_size(self) -> int:
+        return int(self.postprocess.get("majority_size") or 0)
+
+    @property
+    def sieve_pixels(self) -> int:
+        return int(self.postprocess.get("sieve_pixels") or 0)
 
     @property
     def band_count(self) -> int:

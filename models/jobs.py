@@ -29,7 +29,8 @@ from .checkpoint import load_pretrained
 from .device import choose_device
 from .errors import HyperAdaptError, raise_if_cancelled
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
-from .predict import classify_raster, predict_probabilities, predict_windows, style_path_for
+from .postprocess import classify_and_clean
+from .predict import predict_probabilities, predict_windows, style_path_for
 from .pseudo import candidate_pixels, select_pseudo_labels
 from .raster import RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info
 from .report import write_html_report, write_metrics_json
@@ -89,6 +90,15 @@ def _remove_outputs(paths) -> None:
                 candidate.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _describe_cleanup(settings: FineTuneSettings) -> str:
+    steps = []
+    if settings.majority_size:
+        steps.append(f"majority filter of {settings.majority_size} x {settings.majority_size}")
+    if settings.sieve_pixels:
+        steps.append(f"sieve of patches under {settings.sieve_pixels} pixels")
+    return ", then ".join(steps) or "none"
 
 
 def _same_file(a, b) -> bool:
@@ -486,19 +496,24 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                       "training_raster": str(raster_path), "class_field": class_field},
             metrics=metrics,
             software={"torch": torch.__version__, "python": platform.python_version()},
-            postprocess={"segment_size": int(settings.segment_size)})
+            postprocess={"segment_size": int(settings.segment_size),
+                         "majority_size": int(settings.majority_size),
+                         "sieve_pixels": int(settings.sieve_pixels)})
 
         if classification_path:
             _report(progress, end_of_training, "Classifying the raster")
             adapters.merge_adapters(model)
             with RasterReader(info) as reader:
-                classify_raster(reader=reader, model=model, adaptation=adaptation,
-                                classes=classes, output_path=classification_path,
-                                window_size=window_size, device=device,
-                                segment_size=record.segment_size,
-                                batch_size=max(64, settings.batch_size),
-                                confidence_path=confidence_path,
-                                progress=_scaled(progress, end_of_training, 0.97), cancel=cancel)
+                classify_and_clean(reader=reader, model=model, adaptation=adaptation,
+                                   classes=classes, output_path=classification_path,
+                                   window_size=window_size, device=device,
+                                   segment_size=record.segment_size,
+                                   majority_size=record.majority_size,
+                                   sieve_pixels=record.sieve_pixels,
+                                   batch_size=max(64, settings.batch_size),
+                                   confidence_path=confidence_path,
+                                   progress=_scaled(progress, end_of_training, 0.97),
+                                   cancel=cancel)
             written += [classification_path, style_path_for(classification_path),
                         confidence_path]
         raise_if_cancelled(cancel)
@@ -516,7 +531,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                 f"context dropout {settings.context_dropout:g}"
                                 if settings.pixel_dim else "pooled tokens"),
                        "segment vote": (f"superpixels of {settings.segment_size} pixels"
-                                        if settings.segment_size else "off")}
+                                        if settings.segment_size else "off"),
+                       "clean-up": _describe_cleanup(settings)}
             json_path = Path(report_path).with_suffix(".json")
             if _same_file(json_path, report_path):
                 json_path = json_path.with_name(f"{json_path.stem}_metrics.json")
@@ -567,13 +583,15 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
     adapters.merge_adapters(model)
     adaptation = BandAdaptation.from_state(record.band_adaptation)
     with RasterReader(info) as reader:
-        stats = classify_raster(reader=reader, model=model, adaptation=adaptation,
-                                classes=record.classes, output_path=output_path,
-                                window_size=record.window_size,
-                                segment_size=record.segment_size,
-                                device=torch_device, batch_size=max(1, int(batch_size)),
-                                confidence_path=confidence_path,
-                                progress=_scaled(progress, 0.05, 1.0), cancel=cancel)
+        stats = classify_and_clean(reader=reader, model=model, adaptation=adaptation,
+                                   classes=record.classes, output_path=output_path,
+                                   window_size=record.window_size,
+                                   segment_size=record.segment_size,
+                                   majority_size=record.majority_size,
+                                   sieve_pixels=record.sieve_pixels,
+                                   device=torch_device, batch_size=max(1, int(batch_size)),
+                                   confidence_path=confidence_path,
+                                   progress=_scaled(progress, 0.05, 1.0), cancel=cancel)
     return ClassifyResult(output_path=str(output_path),
                           confidence_path=str(confidence_path) if confidence_path else None,
                           classes=record.classes, seconds=time.perf_counter() - started,

@@ -130,6 +130,13 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.
 DEFAULT_SEGMENT_SIZE = 5
 MAX_SEGMENT_SIZE = 50
+# Majority filter side and sieve threshold applied after the vote (models.postprocess); 0 = off.
+# Off by default: the segment vote already removes most single-pixel noise, and both change the
+# map's outlines, which map makers choose for their own minimum mapping unit.
+DEFAULT_MAJORITY_SIZE = 0
+MAX_MAJORITY_SIZE = 51
+DEFAULT_SIEVE_PIXELS = 0
+MAX_SIEVE_PIXELS = 10**6
 
 # -- self-training --------------------------------------------------------------------------------
 # Rounds of training again with confident pseudo-labels of the scene's other pixels

@@ -24,7 +24,7 @@ from osgeo import gdal
 
 from .errors import HyperAdaptError, raise_if_cancelled
 from .predict import (GTIFF_OPTIONS, _companions, _remove_quietly, _temporary_name,
-                      paletted_style_qml, style_path_for)
+                      classify_raster, paletted_style_qml, style_path_for)
 from .raster import iter_tiles
 from .samples import ClassInfo
 from .segments import segment_feature_scale, segment_features, segment_vote, slic_segments
@@ -224,3 +224,35 @@ def _compare(before_path, after_path, values: list[int]) -> tuple[dict, int]:
 def _report(progress, fraction: float, message: str) -> None:
     if progress is not None:
         progress(fraction, message)
+
+
+def classify_and_clean(*, output_path, classes: list[ClassInfo], majority_size: int = 0,
+                       sieve_pixels: int = 0, progress=None, cancel=None, **classify) -> dict:
+    """models.predict.classify_raster, then the majority filter and the sieve an adapter asks for.
+
+    ``classify`` holds classify_raster's other arguments (reader, model, adaptation, ...). The
+    classification goes to a temporary file that only the cleaned map replaces, so a failure in
+    either step leaves nothing.
+    """
+    if not (majority_size or sieve_pixels):
+        return classify_raster(output_path=output_path, classes=classes, progress=progress,
+                               cancel=cancel, **classify)
+    output_path = Path(output_path)
+    raw = output_path.with_name(f".{output_path.stem}.{os.getpid()}.unclean.tif")
+    try:
+        stats = classify_raster(output_path=raw, classes=classes,
+                                progress=_part(progress, 0.0, 0.9), cancel=cancel, **classify)
+        cleaned = postprocess_classification(raw, output_path, classes=classes,
+                                             majority_size=majority_size,
+                                             sieve_pixels=sieve_pixels,
+                                             progress=_part(progress, 0.9, 1.0), cancel=cancel)
+    finally:
+        _remove_quietly(raw, style_path_for(raw), *_companions(raw))
+    stats["pixels_per_class"] = cleaned["pixels_per_class"]
+    return stats
+
+
+def _part(progress, start: float, end: float):
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)

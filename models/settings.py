@@ -65,6 +65,8 @@ class FineTuneSettings:
             0: a linear head on the pooled tokens alone.
         context_dropout: share of training windows whose pooled tokens the head does not see.
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
+        majority_size: side of the majority filter after the vote (odd; 0: none).
+        sieve_pixels: patches smaller than this many pixels are merged into a neighbour (0: none).
         self_training_rounds: rounds of training again with confident pseudo-labels of the
             scene's other pixels (models.pseudo); 0: none.
         pseudo_threshold: the least top probability of a pseudo-labelled pixel.
@@ -101,6 +103,8 @@ class FineTuneSettings:
     pixel_dim: int = options.DEFAULT_PIXEL_DIM
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
+    majority_size: int = options.DEFAULT_MAJORITY_SIZE
+    sieve_pixels: int = options.DEFAULT_SIEVE_PIXELS
     self_training_rounds: int = options.DEFAULT_SELF_TRAINING_ROUNDS
     pseudo_threshold: float = options.DEFAULT_PSEUDO_THRESHOLD
 
@@ -130,6 +134,11 @@ class FineTuneSettings:
         _check_whole(settings.min_validation_pixels, "least pixels of a validated class", 0,
                      10**9)
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
+        _check_whole(settings.majority_size, "majority filter size", 0, options.MAX_MAJORITY_SIZE)
+        if settings.majority_size and (settings.majority_size < 3 or settings.majority_size % 2 == 0):
+            raise HyperAdaptError(f"The majority filter needs an odd window of at least 3 pixels "
+                                  f"(got {settings.majority_size}).")
+        _check_whole(settings.sieve_pixels, "sieve threshold", 0, options.MAX_SIEVE_PIXELS)
         _check_whole(settings.self_training_rounds, "number of self-training rounds", 0,
                      options.MAX_SELF_TRAINING_ROUNDS)
         if not 0.0 < settings.pseudo_threshold <= 1.0:

@@ -43,6 +43,8 @@ SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "lr_spin": options.DEFAULT
                  "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
                  "context_dropout_spin": options.DEFAULT_CONTEXT_DROPOUT,
                  "segment_size_spin": options.DEFAULT_SEGMENT_SIZE,
+                 "majority_spin": max(1, options.DEFAULT_MAJORITY_SIZE),
+                 "sieve_spin": options.DEFAULT_SIEVE_PIXELS,
                  "self_training_spin": options.DEFAULT_SELF_TRAINING_ROUNDS,
                  "pretrain_epochs_spin": options.DEFAULT_PRETRAIN_EPOCHS}
 
@@ -202,6 +204,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.steps_spin.setMaximum(options.MAX_STEPS)
         self.batch_spin.setMaximum(options.MAX_BATCH_SIZE)
         self.segment_size_spin.setMaximum(options.MAX_SEGMENT_SIZE)
+        self.majority_spin.setMaximum(options.MAX_MAJORITY_SIZE)
+        self.sieve_spin.setMaximum(options.MAX_SIEVE_PIXELS)
         self.self_training_spin.setMaximum(options.MAX_SELF_TRAINING_ROUNDS)
         for name, value in SPIN_DEFAULTS.items():
             getattr(self, name).setValue(value)
@@ -284,6 +288,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "pixel_dim": self.pixel_dim_spin.value(),
             "context_dropout": self.context_dropout_spin.value(),
             "segment_size": self.segment_size_spin.value(),
+            # The majority box shows "off" at 1, its minimum, so that its steps stay odd.
+            "majority_size": self.majority_spin.value() if self.majority_spin.value() > 1 else 0,
+            "sieve_pixels": self.sieve_spin.value(),
             "self_training_rounds": self.self_training_spin.value(),
             "backbone_overrides": dict(self.backbone_overrides) if self.backbone_overrides else None,
         }

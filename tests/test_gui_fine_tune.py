@@ -417,10 +417,21 @@ def test_an_untouched_dialog_asks_for_the_engines_default_run(open_dialog):
     defaults = FineTuneSettings()
     for name in ("method", "steps", "learning_rate", "lr_ratio", "batch_size", "window_size",
                  "input_size", "band_adaptation", "targets", "rank", "preset", "backbone",
-                 "pixel_dim", "context_dropout", "segment_size", "self_training_rounds"):
+                 "pixel_dim", "context_dropout", "segment_size", "self_training_rounds",
+                 "majority_size", "sieve_pixels"):
         assert asked[name] == getattr(defaults, name), name
     assert [dialog.method_combo.itemData(i) for i in range(dialog.method_combo.count())] == \
         list(options.METHODS)
     assert [dialog.band_combo.itemData(i) for i in range(dialog.band_combo.count())] == \
         list(options.BAND_ADAPTATIONS)
     assert dialog.pretrain_epochs_spin.value() == options.DEFAULT_PRETRAIN_EPOCHS
+
+
+def test_clean_up_boxes_step_through_odd_windows_and_show_off(open_dialog):
+    dialog = open_dialog()
+    assert dialog.majority_spin.text() == "off" and dialog.sieve_spin.text() == "off"
+    dialog.majority_spin.stepUp()
+    dialog.sieve_spin.setValue(6)
+    assert dialog.majority_spin.value() == 3
+    asked = dialog.settings_dict()
+    assert (asked["majority_size"], asked["sieve_pixels"]) == (3, 6)

@@ -7,7 +7,8 @@ from osgeo import gdal
 
 from engine_data import make_polygons, make_test_raster, tiny_settings
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
-from hyperadapt.models.jobs import fine_tune, postprocess, read_class_raster_classes
+from hyperadapt.models.adapter_file import load_adapter_file
+from hyperadapt.models.jobs import classify, fine_tune, postprocess, read_class_raster_classes
 from hyperadapt.models.postprocess import majority_vote
 
 
@@ -87,3 +88,22 @@ def test_bad_clean_ups_are_one_sentence_and_leave_nothing(speckled, tmp_path):
         postprocess(result.classification_path, str(output), majority_size=3,
                     cancel=lambda: True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fine_tune_and_classify_apply_the_clean_up_the_adapter_records(speckled, tmp_path):
+    raster, plain = speckled
+    settings = tiny_settings(epochs=3, segment_size=0, majority_size=3, sieve_pixels=4)
+    cleaned = fine_tune(str(raster.path), str(make_polygons(tmp_path / "training.gpkg", raster)),
+                        "class", str(tmp_path / "adapter.pt"), settings=settings,
+                        classification_path=str(tmp_path / "classes.tif"))
+    assert load_adapter_file(cleaned.adapter_path).postprocess == {
+        "segment_size": 0, "majority_size": 3, "sieve_pixels": 4}
+    # The same seed trains the same model, so the cleaned map is the speckled one cleaned.
+    expected = tmp_path / "expected.tif"
+    postprocess(plain.classification_path, str(expected), majority_size=3, sieve_pixels=4)
+    assert (_read(cleaned.classification_path) == _read(expected)).all()
+    again = classify(str(raster.path), cleaned.adapter_path, str(tmp_path / "again.tif"))
+    assert (_read(again.output_path) == _read(expected)).all()
+    assert again.pixels_per_class == {c.value: int((_read(expected) == c.value).sum())
+                                      for c in plain.classes}
+    assert not [p.name for p in tmp_path.iterdir() if "unclean" in p.name]

@@ -443,6 +443,7 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
                         ("VAL_FRACTION", "val_fraction"), ("PIXEL_DIM", "pixel_dim"),
                         ("MIN_VALIDATION_PIXELS", "min_validation_pixels"),
                         ("CONTEXT_DROPOUT", "context_dropout"), ("SEGMENT_SIZE", "segment_size"),
+                        ("MAJORITY_SIZE", "majority_size"), ("SIEVE_PIXELS", "sieve_pixels"),
                         ("SELF_TRAINING", "self_training_rounds"), ("RANK", "rank")):
         assert parameter(name).defaultValue() == getattr(defaults, field), name
     assert parameter("EPOCHS").defaultValue() == 0 and defaults.epochs is None

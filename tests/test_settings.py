@@ -40,6 +40,8 @@ def test_the_fast_preset_caps_steps_and_input():
     ({"batch_size": 100_000}, "The batch size must be a whole number from 1 to 4096 (got 100000)."),
     ({"steps": 0}, "The number of steps must be a whole number from 1 to 100000 (got 0)."),
     ({"segment_size": -1}, "The superpixel size must be a whole number from 0 to 50 (got -1)."),
+    ({"majority_size": 4}, "The majority filter needs an odd window of at least 3 pixels (got 4)."),
+    ({"sieve_pixels": -2}, "The sieve threshold must be a whole number from 0 to 1000000 (got -2)."),
     ({"learning_rate": float("nan")}, "The learning rate must be a positive number."),
     ({"context_dropout": 1.0}, "The context dropout must be at least 0 and below 1."),
     ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "

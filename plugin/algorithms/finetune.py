@@ -53,6 +53,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     PIXEL_DIM = "PIXEL_DIM"
     CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
+    MAJORITY_SIZE = "MAJORITY_SIZE"
+    SIEVE_PIXELS = "SIEVE_PIXELS"
     SELF_TRAINING = "SELF_TRAINING"
     CROSS_VALIDATION = "CROSS_VALIDATION"
     OUTPUT_ADAPTER = "OUTPUT_ADAPTER"
@@ -164,6 +166,18 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Integer,
                                          options.DEFAULT_SEGMENT_SIZE, minValue=0,
                                          maxValue=options.MAX_SEGMENT_SIZE),
+            QgsProcessingParameterNumber(self.MAJORITY_SIZE,
+                                         self.tr("Majority filter after the vote: odd window "
+                                                 "side in pixels (0 = off)"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_MAJORITY_SIZE, minValue=0,
+                                         maxValue=options.MAX_MAJORITY_SIZE),
+            QgsProcessingParameterNumber(self.SIEVE_PIXELS,
+                                         self.tr("Sieve last: smallest patch kept, in pixels "
+                                                 "(0 = off)"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_SIEVE_PIXELS, minValue=0,
+                                         maxValue=options.MAX_SIEVE_PIXELS),
             QgsProcessingParameterNumber(self.SELF_TRAINING,
                                          self.tr("Self-training rounds with confident pixels of "
                                                  "the scene (0 = none)"),
@@ -284,6 +298,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
+            majority_size=self.parameterAsInt(parameters, self.MAJORITY_SIZE, context),
+            sieve_pixels=self.parameterAsInt(parameters, self.SIEVE_PIXELS, context),
             self_training_rounds=self.parameterAsInt(parameters, self.SELF_TRAINING, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=choice(self.DEVICE, options.DEVICES),
