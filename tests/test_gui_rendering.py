@@ -4,12 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsMultiBandColorRenderer, QgsRasterLayer
+from qgis.core import (QgsMapRendererParallelJob, QgsMapSettings, QgsMultiBandColorRenderer,
+                       QgsRasterLayer)
 from qgis.gui import QgsMessageBar
 from qgis.PyQt import sip
-from qgis.PyQt.QtWidgets import QPushButton
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QImage, QPainter
+from qgis.PyQt.QtWidgets import QPushButton, QTextBrowser
 
-from engine_data import make_test_raster
+from engine_data import make_test_raster, write_raster
+from gui_data import screenshot_paths
+from hyperadapt.bench.indian_pines import load_indian_pines, write_image
+from hyperadapt.models.jobs import evaluate
 from hyperadapt.plugin.rendering import (COLOUR_INFRARED_NM, TRUE_COLOUR_NM, bands_for,
                                          show_in_true_colour)
 
@@ -72,3 +78,57 @@ def test_a_raster_without_wavelengths_keeps_its_rendering(tmp_path, iface, qgis_
     assert not show_in_true_colour(layer, iface)
     assert _bands(layer) == (1, 2, 3)
     assert bands_for([400.0, 410.0, 420.0], TRUE_COLOUR_NM) is None   # no band near 640 nm
+
+
+def test_screenshots_of_a_true_colour_raster_and_an_accuracy_report(tmp_path, qgis_new_project):
+    """Pictures for the README: Indian Pines as QGIS opens it and in true colour, and the
+    accuracy report of an evaluation as a browser shows it."""
+    def render(raster_layer) -> QImage:
+        settings = QgsMapSettings()
+        settings.setLayers([raster_layer])
+        settings.setDestinationCrs(raster_layer.crs())
+        settings.setExtent(raster_layer.extent())
+        settings.setOutputSize(QSize(300, 300))
+        job = QgsMapRendererParallelJob(settings)
+        job.start()
+        job.waitForFinished()
+        return job.renderedImage()
+
+    image, labels, wavelengths = load_indian_pines()
+    path = tmp_path / "indian_pines.tif"
+    write_image(path, image, wavelengths)
+    layer = QgsRasterLayer(str(path), "Indian Pines", "gdal")
+    first = render(layer)
+    assert show_in_true_colour(layer)
+    assert _bands(layer) == tuple(bands_for(wavelengths, TRUE_COLOUR_NM))
+    coloured = render(layer)
+    side_by_side = QImage(first.width() + coloured.width() + 10, first.height(),
+                          QImage.Format_ARGB32)
+    side_by_side.fill(0xFFFFFFFF)
+    painter = QPainter(side_by_side)
+    painter.drawImage(0, 0, first)
+    painter.drawImage(first.width() + 10, 0, coloured)
+    painter.end()
+    for shot in screenshot_paths(tmp_path, "true_colour_rendering.png"):
+        assert side_by_side.save(str(shot))
+
+    # A report: a map that is the ground truth with a fifth of its pixels in a neighbouring
+    # class, evaluated against the ground truth (areas in hectares on a 20 m UTM grid).
+    rng = np.random.default_rng(0)
+    mapped = labels.astype(np.uint8).copy()
+    wrong = (mapped > 0) & (rng.random(mapped.shape) < 0.2)
+    mapped[wrong] = mapped[wrong] % 16 + 1
+    grid = dict(geotransform=(500_000.0, 20.0, 0.0, 4_480_000.0, 0.0, -20.0), epsg=32616,
+                nodata=0, data_type=gdal.GDT_Byte)
+    truth = write_raster(tmp_path / "truth.tif", labels[None].astype(np.uint8), **grid)
+    classified = write_raster(tmp_path / "mapped.tif", mapped[None], **grid)
+    html = tmp_path / "report.html"
+    evaluate(str(classified), str(truth), html_path=str(html))
+    document = QTextBrowser()
+    document.setHtml(html.read_text())
+    document.resize(900, 1700)
+    shot = document.grab()
+    assert "Area-adjusted accuracy and class areas" in document.toPlainText()
+    for target in screenshot_paths(tmp_path, "accuracy_report.png"):
+        assert shot.save(str(target))
+    document.deleteLater()
