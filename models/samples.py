@@ -22,6 +22,7 @@ gdal.UseExceptions()
 osr.UseExceptions()
 
 _FEATURE_FIELD = "hyperadapt_feature"
+_CLASS_FIELD = "hyperadapt_class"
 _RASTERIZE_TILE = 2048
 
 # Distinct, print-friendly colours for classes the caller gives no colour for.
@@ -66,6 +67,8 @@ class LabelledPixels:
     classes: list[ClassInfo]
     feature_class: np.ndarray      # class index of each feature
     notes: list[str] = field(default_factory=list)
+    # Pixels of each class left out because features of another class cover them too.
+    contested: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -74,7 +77,8 @@ class LabelledPixels:
         return LabelledPixels(rows=self.rows[keep], cols=self.cols[keep],
                               class_index=self.class_index[keep],
                               feature_index=self.feature_index[keep], classes=self.classes,
-                              feature_class=self.feature_class, notes=list(self.notes))
+                              feature_class=self.feature_class, notes=list(self.notes),
+                              contested=dict(self.contested))
 
     def pixels_per_class(self) -> np.ndarray:
         return np.bincount(self.class_index, minlength=len(self.classes))
@@ -223,6 +227,20 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
         role: what the layer is called in error messages ("training layer", "reference layer").
     """
     source, layer = open_vector_layer(vector_path, layer_name, role=role)
+    try:
+        return _burn_features(info, layer, class_field, class_colors=class_colors,
+                              class_names=class_names, cancel=cancel, min_classes=min_classes,
+                              role=role)
+    except HyperAdaptError as error:
+        # Without the frames that hold the layer: GDAL objects kept alive by a traceback are
+        # collected after GDAL has shut down, which crashes Python on exit.
+        raise error.with_traceback(None)
+    finally:
+        del layer, source
+
+
+def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, class_names,
+                   cancel, min_classes: int, role: str) -> LabelledPixels:
     field_index, kind = _field_kind(layer, class_field)
     layer_srs = layer.GetSpatialRef()
     # GeoPackages store "no CRS" as an undefined geographic or Cartesian SRS.
@@ -241,6 +259,7 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
     memory = ogr.GetDriverByName("Memory").CreateDataSource("")
     burn_layer = memory.CreateLayer("samples", srs=raster_srs, geom_type=ogr.wkbUnknown)
     burn_layer.CreateField(ogr.FieldDefn(_FEATURE_FIELD, ogr.OFTInteger))
+    burn_layer.CreateField(ogr.FieldDefn(_CLASS_FIELD, ogr.OFTInteger))
     keys, geometries = [], []
     skipped_no_class = skipped_no_geometry = with_class = 0
     layer.ResetReading()
@@ -282,6 +301,7 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
     for number, geometry in enumerate(geometries):
         out = ogr.Feature(burn_layer.GetLayerDefn())
         out.SetField(_FEATURE_FIELD, number + 1)
+        out.SetField(_CLASS_FIELD, int(feature_class[number]))
         out.SetGeometry(geometry)
         burn_layer.CreateFeature(out)
         min_x, max_x, min_y, max_y = geometry.GetEnvelope()
@@ -301,16 +321,30 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
     row_stop = min(info.height, int(math.ceil(rows_span[1])) + 1)
 
     found_rows, found_cols, found_ids = [], [], []
+    contested_sets: dict[tuple[int, ...], int] = {}
+    contested_cells: set[int] = set()
     mem_driver = gdal.GetDriverByName("MEM")
     for ty in range(row_start, row_stop, _RASTERIZE_TILE):
         for tx in range(col_start, col_stop, _RASTERIZE_TILE):
             raise_if_cancelled(cancel)
             tw, th = min(_RASTERIZE_TILE, col_stop - tx), min(_RASTERIZE_TILE, row_stop - ty)
-            target = mem_driver.Create("", tw, th, 1, gdal.GDT_Int32)
+            target = mem_driver.Create("", tw, th, 2, gdal.GDT_Int32)
             target.SetGeoTransform((x0 + tx * dx, dx, 0.0, y0 + ty * dy, 0.0, dy))
             target.SetProjection(info.crs_wkt)
             gdal.RasterizeLayer(target, [1], burn_layer, options=[f"ATTRIBUTE={_FEATURE_FIELD}"])
+            gdal.RasterizeLayer(target, [2], burn_layer, burn_values=[1],
+                                options=["MERGE_ALG=ADD"])
             burnt = target.GetRasterBand(1).ReadAsArray()
+            covers = target.GetRasterBand(2).ReadAsArray()
+            if (covers > 1).any():
+                # The last feature drawn would win such a pixel; where the features covering it
+                # are of different classes, nobody can say which is meant, so it is left out.
+                mixed, sets = _contested_pixels(target, burn_layer, covers > 1, len(classes))
+                burnt[mixed] = 0
+                mr, mc = np.nonzero(mixed)
+                contested_cells.update(((mr + ty) * info.width + mc + tx).tolist())
+                for key, count in sets.items():
+                    contested_sets[key] = contested_sets.get(key, 0) + count
             r, c = np.nonzero(burnt)
             found_rows.append(r + ty)
             found_cols.append(c + tx)
@@ -333,18 +367,30 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
             continue
         col = int(math.floor((point.GetX() - x0) / dx))
         row = int(math.floor((point.GetY() - y0) / dy))
-        if 0 <= row < info.height and 0 <= col < info.width and row * info.width + col not in taken:
-            taken.add(row * info.width + col)
+        cell = row * info.width + col
+        if (0 <= row < info.height and 0 <= col < info.width and cell not in taken
+                and cell not in contested_cells):
+            taken.add(cell)
             extra.append((row, col, number))
     if extra:
         extra_arr = np.array(extra, dtype=np.int64)
         rows = np.concatenate([rows, extra_arr[:, 0]])
         cols = np.concatenate([cols, extra_arr[:, 1]])
         ids = np.concatenate([ids, extra_arr[:, 2]])
-    if len(rows) == 0:
+    contested: dict[int, int] = {}
+    for key, count in contested_sets.items():
+        for index in key:
+            contested[index] = contested.get(index, 0) + count
+    if len(rows) == 0 and not contested:
         raise no_overlap
 
     notes = []
+    if contested_sets:
+        listed = "; ".join(f"{' and '.join(classes[i].name for i in key)}: {count}"
+                           for key, count in sorted(contested_sets.items(),
+                                                    key=lambda item: -item[1]))
+        notes.append(f"{sum(contested_sets.values())} pixel(s) lie under features of more than "
+                     f"one class and were left out ({listed}).")
     if skipped_no_class:
         notes.append(f"{skipped_no_class} feature(s) without a value in '{class_field}' were "
                      f"left out.")
@@ -356,15 +402,44 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
         notes.append(f"Class names from the labels of the layer's style: {', '.join(renamed)}.")
     return LabelledPixels(rows=rows.astype(np.int64), cols=cols.astype(np.int64),
                           class_index=feature_class[ids], feature_index=ids, classes=classes,
-                          feature_class=feature_class, notes=notes)
+                          feature_class=feature_class, notes=notes, contested=contested)
+
+
+def _contested_pixels(target, burn_layer, overlapped: np.ndarray, num_classes: int):
+    """(mask of pixels covered by features of two or more classes, {class index tuple: pixels}).
+
+    Only called where features overlap at all; each class is burnt on its own into the tile's
+    second band to see which classes cover each overlapped pixel.
+    """
+    band = target.GetRasterBand(2)
+    present = np.zeros((num_classes, int(overlapped.sum())), dtype=bool)
+    for index in range(num_classes):
+        band.Fill(0)
+        burn_layer.SetAttributeFilter(f"{_CLASS_FIELD} = {index}")
+        gdal.RasterizeLayer(target, [2], burn_layer, burn_values=[1])
+        present[index] = band.ReadAsArray()[overlapped] > 0
+    burn_layer.SetAttributeFilter(None)
+    several = present.sum(axis=0) > 1
+    mixed = np.zeros_like(overlapped)
+    mixed[overlapped] = several
+    sets: dict[tuple[int, ...], int] = {}
+    for column in present[:, several].T:
+        key = tuple(int(i) for i in np.flatnonzero(column))
+        sets[key] = sets.get(key, 0) + 1
+    return mixed, sets
 
 
 def check_class_pixels(pixels: LabelledPixels, min_pixels: int = 1) -> None:
     """A HyperAdaptError naming the first class with fewer than ``min_pixels`` usable pixels."""
     counts = pixels.pixels_per_class()
     needed = max(1, int(min_pixels))
-    for info, count in zip(pixels.classes, counts):
+    for index, (info, count) in enumerate(zip(pixels.classes, counts)):
         if count < needed:
+            lost = pixels.contested.get(index, 0)
+            if count == 0 and lost:
+                raise HyperAdaptError(f"The class '{info.name}' has no usable pixels: its {lost} "
+                                      f"pixel(s) all lie under features of another class too; "
+                                      f"fix the overlapping polygons and run again.")
             if count == 0:
                 raise HyperAdaptError(f"The class '{info.name}' has no usable pixels on the raster "
                                       f"(its features lie outside it or on nodata); at least "

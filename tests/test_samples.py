@@ -210,3 +210,30 @@ def test_grouped_folds_never_split_a_polygon_and_spread_every_class():
                     for k in range(3)]
         assert sum(per_fold) == count and max(per_fold) - min(per_fold) <= 1
     np.testing.assert_array_equal(fold, grouped_folds(feature_index, class_index, 3, seed=0))
+
+
+def test_pixels_under_features_of_two_classes_are_left_out_and_said(tmp_path, raster):
+    info = read_raster_info(raster.path)
+    g = raster.geotransform
+    # a: rows 0-3 x cols 0-3 (16 px); b overlaps a on rows 2-3 x cols 2-3 (4 px); a second polygon
+    # of a overlaps the first (same class: nothing contested); c lies entirely inside b.
+    layer = write_layer(tmp_path / "o.gpkg", [
+        (pixel_box_polygon(g, 0, 0, 4, 4), "a"), (pixel_box_polygon(g, 2, 2, 6, 6), "b"),
+        (pixel_box_polygon(g, 0, 0, 2, 2), "a"), (pixel_box_polygon(g, 10, 10, 12, 12), "d")])
+    pixels = read_labelled_pixels(info, layer, "class")
+    counts = dict(zip([c.name for c in pixels.classes], pixels.pixels_per_class().tolist()))
+    assert counts == {"a": 12, "b": 12, "d": 4}
+    assert not {(r, c) for r, c in zip(pixels.rows, pixels.cols)} & {(2, 2), (2, 3), (3, 2), (3, 3)}
+    assert pixels.notes == ["4 pixel(s) lie under features of more than one class and were left "
+                            "out (a and b: 4)."]
+    check_class_pixels(pixels)
+
+    covered = write_layer(tmp_path / "c.gpkg", [
+        (pixel_box_polygon(g, 0, 0, 6, 6), "a"), (pixel_box_polygon(g, 1, 1, 3, 3), "c"),
+        (pixel_box_polygon(g, 10, 10, 12, 12), "d")])
+    pixels = read_labelled_pixels(info, covered, "class")
+    with pytest.raises(HyperAdaptError) as caught:
+        check_class_pixels(pixels)
+    assert str(caught.value) == ("The class 'c' has no usable pixels: its 4 pixel(s) all lie under "
+                                 "features of another class too; fix the overlapping polygons and "
+                                 "run again.")
