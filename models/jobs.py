@@ -28,6 +28,7 @@ from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import load_pretrained
 from .device import choose_device
 from .errors import HyperAdaptError, raise_if_cancelled
+from .guard import check_job_files, layer_files, raster_files, report_files
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
 from .postprocess import classify_and_clean
 from .predict import predict_probabilities, predict_windows, style_path_for
@@ -92,6 +93,17 @@ def _remove_outputs(paths) -> None:
                 pass
 
 
+def _map_bytes(raster_path, classification_path, confidence_path=None) -> int:
+    """About what a class map (one byte a pixel) and a confidence raster (four) take on disk."""
+    if not classification_path:
+        return 0
+    try:
+        info = read_raster_info(raster_path)
+    except HyperAdaptError:
+        return 0          # the job says what is wrong with the raster when it reads it
+    return info.width * info.height * (1 + (4 if confidence_path else 0))
+
+
 def _describe_cleanup(settings: FineTuneSettings) -> str:
     steps = []
     if settings.majority_size:
@@ -99,24 +111,6 @@ def _describe_cleanup(settings: FineTuneSettings) -> str:
     if settings.sieve_pixels:
         steps.append(f"sieve of patches under {settings.sieve_pixels} pixels")
     return ", then ".join(steps) or "none"
-
-
-def _same_file(a, b) -> bool:
-    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
-
-
-def _check_outputs(raster_path, outputs: dict) -> None:
-    """Refuse outputs that would overwrite the input or each other."""
-    named = {label: path for label, path in outputs.items() if path}
-    for label, path in named.items():
-        if _same_file(path, raster_path):
-            raise HyperAdaptError(f"The {label} would overwrite the input raster; choose another "
-                                  f"file name.")
-    labels = list(named)
-    for i, first in enumerate(labels):
-        for second in labels[i + 1:]:
-            if _same_file(named[first], named[second]):
-                raise HyperAdaptError(f"The {first} and the {second} need different file names.")
 
 
 # -- backbones ------------------------------------------------------------------------------------
@@ -395,9 +389,13 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
     """
     started = time.perf_counter()
     settings = (settings or FineTuneSettings()).resolved()
-    _check_outputs(raster_path, {"adapter file": adapter_path,
-                                 "classification": classification_path,
-                                 "confidence raster": confidence_path, "report": report_path})
+    check_job_files({"adapter file": adapter_path,
+                     "classification": raster_files(classification_path),
+                     "confidence raster": raster_files(confidence_path)[::2],
+                     "report": report_files(report_path)},
+                    {"input raster": raster_path, "training layer": layer_files(vector_path),
+                     "weights file": settings.weights},
+                    needed_bytes=_map_bytes(raster_path, classification_path, confidence_path))
     if not adapter_path:
         raise HyperAdaptError("No adapter file name was given.")
     adapter_config = _adapter_config(settings)
@@ -533,9 +531,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                        "segment vote": (f"superpixels of {settings.segment_size} pixels"
                                         if settings.segment_size else "off"),
                        "clean-up": _describe_cleanup(settings)}
-            json_path = Path(report_path).with_suffix(".json")
-            if _same_file(json_path, report_path):
-                json_path = json_path.with_name(f"{json_path.stem}_metrics.json")
+            json_path = report_files(report_path)[1]
             written += [report_path, json_path]
             write_metrics_json(metrics, json_path)
             write_html_report(metrics, report_path, title="HyperAdapt validation accuracy",
@@ -568,8 +564,11 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
     started = time.perf_counter()
     if not output_path:
         raise HyperAdaptError("No output file name was given.")
-    _check_outputs(raster_path, {"classification": output_path,
-                                 "confidence raster": confidence_path})
+    check_job_files({"classification": raster_files(output_path),
+                     "confidence raster": raster_files(confidence_path)[::2]},
+                    {"input raster": raster_path, "adapter file": adapter_path,
+                     "weights file": weights},
+                    needed_bytes=_map_bytes(raster_path, output_path, confidence_path))
     _report(progress, 0.0, "Reading the adapter")
     record = load_adapter_file(adapter_path)
     info = read_raster_info(raster_path)
@@ -800,6 +799,10 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
     """
     if not 0.0 <= max_unmatched_share <= 1.0:
         raise HyperAdaptError("The accepted unmatched share must be between 0 and 1.")
+    check_job_files({"report": html_path, "figures (JSON)": json_path},
+                    {"classification": raster_files(classification_path),
+                     "reference": layer_files(reference_path) if class_field
+                     else raster_files(reference_path)})
     _report(progress, 0.0, "Reading the classification")
     info = read_raster_info(classification_path)
     classes = read_class_raster_classes(classification_path)
@@ -883,10 +886,10 @@ def postprocess(classification_path: str, output_path: str, *, sieve_pixels: int
 
     if not output_path:
         raise HyperAdaptError("No output file name was given.")
-    _check_outputs(classification_path, {"cleaned classification": output_path})
-    if raster_path and _same_file(raster_path, output_path):
-        raise HyperAdaptError("The cleaned classification would overwrite the scene's raster; "
-                              "choose another file name.")
+    check_job_files({"cleaned classification": raster_files(output_path)},
+                    {"input raster": raster_files(classification_path),
+                     "scene's raster": raster_path},
+                    needed_bytes=_map_bytes(classification_path, output_path))
     classes = read_class_raster_classes(classification_path)
     result = postprocess_classification(
         classification_path, output_path, classes=classes, sieve_pixels=int(sieve_pixels),
@@ -912,7 +915,8 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
     settings = (settings or FineTuneSettings()).resolved()
     if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 20:
         raise HyperAdaptError(f"Cross-validation needs from 2 to 20 folds (got {folds!r}).")
-    _check_outputs(raster_path, {"report": html_path, "figures (JSON)": json_path})
+    check_job_files({"report": html_path, "figures (JSON)": json_path},
+                    {"input raster": raster_path, "training layer": layer_files(vector_path)})
     samples = _training_samples(raster_path, vector_path, class_field, settings,
                                 layer_name=layer_name, class_colors=class_colors,
                                 class_names=class_names, progress=_scaled(progress, 0.0, 0.1),

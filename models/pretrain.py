@@ -31,6 +31,7 @@ from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
 from .device import autocast_dtype, choose_device
 from .errors import HyperAdaptError, JobCancelled, raise_if_cancelled
+from .guard import check_job_files, raster_files
 from .library import library_root, safe_name
 from .mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
 from .raster import RasterReader, iter_tiles, read_raster_info
@@ -502,6 +503,9 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
     check_window_size(settings.window_size)
     backbone_path = Path(backbone_path)
     resume_path = resume_path_for(backbone_path)
+    check_job_files({"backbone file": [backbone_path, resume_path]},
+                    {f"input raster {Path(path).name}": raster_files(path)
+                     for path in raster_paths})
     say = progress or (lambda fraction, message: None)
     started = time.monotonic()
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from qgis.PyQt.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
-from ..models.errors import HyperAdaptError, JobCancelled
+from ..models.errors import HyperAdaptError, JobCancelled, os_error_sentence
 
 Job = Callable[[Callable[..., None], Callable[[], bool]], Any]
 
@@ -108,6 +108,11 @@ class JobWorker(QObject):
                 self.cancelled.emit()
             else:
                 self.failed.emit(str(error), "")
+        except OSError as error:    # a full disk or a folder taken away while the job ran
+            if self.cancel_requested():
+                self.cancelled.emit()
+            else:
+                self.failed.emit(os_error_sentence(error), traceback.format_exc())
         except Exception as error:  # a bug: the dialog shows one line and logs the traceback
             if self.cancel_requested():
                 self.cancelled.emit()

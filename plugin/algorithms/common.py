@@ -90,13 +90,16 @@ class EngineFeedback:
 
 
 def run_engine_job(job, *args, **kwargs):
-    """Runs one models.jobs function; a HyperAdaptError becomes a QgsProcessingException, same words."""
-    from ...models.errors import HyperAdaptError
+    """Runs one models.jobs function; a HyperAdaptError becomes a QgsProcessingException, same
+    words, and a failed file operation one sentence."""
+    from ...models.errors import HyperAdaptError, os_error_sentence
 
     try:
         return job(*args, **kwargs)
     except HyperAdaptError as error:
         raise QgsProcessingException(str(error)) from None
+    except OSError as error:       # a full disk or a folder taken away while the job ran
+        raise QgsProcessingException(os_error_sentence(error)) from None
     except MemoryError:
         raise QgsProcessingException("The computer ran out of memory; use a smaller batch size or "
                                      "a smaller raster.") from None
