@@ -31,7 +31,8 @@ from .errors import HyperAdaptError, raise_if_cancelled
 from .guard import check_job_files, layer_files, raster_files, report_files
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
 from .postprocess import classify_and_clean
-from .predict import predict_probabilities, predict_windows, style_path_for
+from .predict import (category_names, embedded_classes, predict_probabilities, predict_windows,
+                      style_path_for)
 from .pseudo import candidate_pixels, select_pseudo_labels
 from .raster import RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info
 from .report import write_html_report, write_metrics_json
@@ -624,6 +625,10 @@ def read_class_raster_classes(path) -> list[ClassInfo]:
             table = band.GetColorTable()
             table = None if table is None else [tuple(table.GetColorEntry(i)[:3])
                                                 for i in range(table.GetCount())]
+            if not any(names):               # a copy without its .aux.xml
+                embedded = embedded_classes(dataset)
+                if embedded:
+                    names = category_names(embedded)
             values = [v for v, name in enumerate(names) if name and v != 0 and v != nodata]
             if not values:
                 found = set()

@@ -24,7 +24,7 @@ from osgeo import gdal
 
 from .errors import HyperAdaptError, raise_if_cancelled
 from .predict import (GTIFF_OPTIONS, _companions, _remove_quietly, _temporary_name,
-                      classify_raster, paletted_style_qml, style_path_for)
+                      classify_raster, embed_classes, paletted_style_qml, style_path_for)
 from .raster import iter_tiles
 from .samples import ClassInfo
 from .segments import segment_feature_scale, segment_features, segment_vote, slic_segments
@@ -171,6 +171,7 @@ def postprocess_classification(classification_path, output_path, *, classes: lis
             steps.append("majority")
             _report(progress, 0.7, "Majority filter done")
         out = driver.CreateCopy(str(final), gdal.Open(str(current)), options=GTIFF_OPTIONS)
+        embed_classes(out, classes)
         if sieve_pixels:
             band = out.GetRasterBand(1)
             gdal.SieveFilter(band, band.GetMaskBand(), band, int(sieve_pixels), 8,

@@ -14,6 +14,7 @@ none of them.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -113,6 +114,25 @@ def category_names(classes: list[ClassInfo]) -> list[str]:
     for info in classes:
         names[info.value] = info.name
     return names
+
+
+# GeoTIFF keeps category names only in the .aux.xml beside it, which a copy often leaves behind;
+# the classes also travel in the file's own GDAL metadata tag, read where the names are missing.
+CLASSES_METADATA = "HYPERADAPT_CLASSES"
+
+
+def embed_classes(dataset, classes: list[ClassInfo]) -> None:
+    """Write the classes (value, name, colour) into the GeoTIFF itself."""
+    dataset.SetMetadataItem(CLASSES_METADATA, json.dumps([c.to_dict() for c in classes]))
+
+
+def embedded_classes(dataset) -> list[ClassInfo]:
+    """The classes embed_classes wrote, or [] (other rasters, unreadable metadata)."""
+    text = dataset.GetMetadataItem(CLASSES_METADATA)
+    try:
+        return [ClassInfo.from_dict(item) for item in json.loads(text)] if text else []
+    except (ValueError, KeyError, TypeError):
+        return []
 
 
 def paletted_style_qml(classes: list[ClassInfo]) -> str:
@@ -296,6 +316,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         out_band.SetNoDataValue(NODATA_CLASS)
         out_band.SetColorTable(class_color_table(classes))
         out_band.SetCategoryNames(category_names(classes))
+        embed_classes(out_ds, classes)
         out_band.SetColorInterpretation(gdal.GCI_PaletteIndex)
         conf_ds = conf_band = None
         if temp_conf is not None:

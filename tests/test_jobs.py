@@ -18,7 +18,7 @@ from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_v
                          potsdam_class_colors, tiny_settings, write_label_raster, write_layer)
 from hyperadapt.models.adapter_file import load_adapter_file
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
-from hyperadapt.models.jobs import classify, evaluate, fine_tune
+from hyperadapt.models.jobs import classify, evaluate, fine_tune, read_class_raster_classes
 from hyperadapt.models.raster import RasterReader, read_raster_info
 from hyperadapt.models.spectralgpt import spectralgpt_tiny
 
@@ -160,6 +160,19 @@ def test_evaluate_against_polygons_and_a_reference_raster(geotiff_run, tmp_path)
     # A reference raster with category names is matched by name: itself agrees everywhere.
     itself = evaluate(result.classification_path, result.classification_path)
     assert itself["overall_accuracy"] == 1.0 and itself["num_samples"] == int(valid.sum())
+
+
+def test_a_classification_copied_without_its_aux_xml_keeps_its_class_names(geotiff_run,
+                                                                           tmp_path):
+    import shutil
+
+    _, layer, result, _ = geotiff_run
+    copy = tmp_path / "copied.tif"
+    shutil.copyfile(result.classification_path, copy)        # the .tif alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copied.tif"]
+    assert read_class_raster_classes(copy) == result.classes
+    assert evaluate(str(copy), str(layer), class_field="class")["overall_accuracy"] == \
+        evaluate(result.classification_path, str(layer), class_field="class")["overall_accuracy"]
 
 
 def test_envi_copy_with_integer_classes_and_sentinel2_resampling(tmp_path):
