@@ -192,6 +192,19 @@ def _remove_quietly(*paths: Path) -> None:
             pass
 
 
+def _time_left(elapsed: float, share: float) -> str:
+    """' (about 2 h 10 min left)' from the time taken for a share of the work; '' when too early
+    to say (under 2 % done and under 10 s) or nothing is left."""
+    if share >= 1.0 or share <= 0.0 or (share < 0.02 and elapsed < 10.0):
+        return ""
+    left = elapsed * (1.0 - share) / share
+    if left < 60:
+        return " (under a minute left)"
+    minutes = int(round(left / 60))
+    text = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    return f" (about {text} left)"
+
+
 def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Dataset:
     info = reader.info
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,11 +245,11 @@ def fit_segment_vote(reader: RasterReader, adaptation: BandAdaptation, size: int
 def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                        box: tuple[int, int, int, int], *, window_size: int, num_classes: int,
                        device: torch.device, batch_size: int, vote: SegmentVote | None = None,
-                       cancel=None) -> tuple[np.ndarray, np.ndarray]:
+                       cancel=None, on_chunk=None) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (K, h, w) float32 and validity (h, w) of the tile ``box`` (x, y, w, h).
 
     With a ``vote``, the tile and a margin around it are classified, and each pixel gets the mean
-    probabilities of its superpixel.
+    probabilities of its superpixel. ``on_chunk(fraction)`` hears how much of the tile is done.
     """
     x, y, w, h = box
     margin = vote.margin if vote is not None else 0
@@ -255,6 +268,8 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                                       halo)
             probs[:, rows[start:stop], cols[start:stop]] = predict_probabilities(
                 model, windows, device=device, batch_size=batch_size, cancel=cancel).T
+            if on_chunk is not None:
+                on_chunk(stop / len(rows))
         if vote is not None:
             core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
             segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
@@ -327,12 +342,22 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
 
         model.eval()
         vote = fit_segment_vote(reader, adaptation, segment_size)
+        started = time.perf_counter()
         for done, (x, y, w, h) in enumerate(tiles):
             raise_if_cancelled(cancel)
+
+            def on_chunk(fraction, done=done):
+                # Progress within the tile, and from the time so far an estimate of what is left,
+                # so that a large raster does not sit at 0 % for minutes.
+                if progress is not None:
+                    share = (done + fraction) / len(tiles)
+                    progress(share, "Classifying the raster" + _time_left(
+                        time.perf_counter() - started, share))
+
             probs, valid = tile_probabilities(
                 reader, model, adaptation, (x, y, w, h), window_size=window_size,
                 num_classes=len(classes), device=device, batch_size=batch_size, vote=vote,
-                cancel=cancel)
+                cancel=cancel, on_chunk=on_chunk)
             class_tile = np.zeros((h, w), dtype=np.uint8)
             conf_tile = np.full((h, w), NODATA_CONFIDENCE, dtype=np.float32)
             rows, cols = np.nonzero(valid)
@@ -351,7 +376,9 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             if conf_ds is not None:
                 conf_ds.FlushCache()
             if progress is not None:
-                progress((done + 1) / len(tiles), "Classifying the raster")
+                share = (done + 1) / len(tiles)
+                progress(share, "Classifying the raster" + _time_left(
+                    time.perf_counter() - started, share))
         raise_if_cancelled(cancel)
         if counts.sum() == 0:
             raise HyperAdaptError(f"The raster {Path(reader.info.path).name} has no valid pixel "

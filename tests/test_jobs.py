@@ -534,6 +534,22 @@ def test_out_of_memory_halves_the_prediction_batch_with_the_same_result():
     assert sizes[:4] == [50, 25, 12, 6] and sum(sizes[3:]) == 50
 
 
+def test_classifying_reports_progress_within_a_tile_and_the_time_left(geotiff_run, tmp_path):
+    from hyperadapt.models.predict import _time_left
+
+    raster, _, result, _ = geotiff_run
+    heard = []
+    # batch 4: one tile of 36 x 30 pixels is classified in chunks of 64 windows
+    classify(str(raster.path), result.adapter_path, str(tmp_path / "c.tif"), batch_size=4,
+             progress=lambda fraction, message: heard.append((fraction, message)))
+    within = [f for f, m in heard if m.startswith("Classifying the raster") and 0 < f < 0.99]
+    assert len(within) >= 10 and within == sorted(within)
+    assert _time_left(5.0, 0.01) == ""                       # too early to say
+    assert _time_left(30.0, 0.5) == " (under a minute left)"
+    assert _time_left(600.0, 0.1) == " (about 1 h 30 min left)"
+    assert _time_left(120.0, 0.5) == " (about 2 min left)"
+
+
 def test_device_choice():
     from hyperadapt.models.device import choose_device, describe_devices
 
