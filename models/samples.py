@@ -56,6 +56,13 @@ class ClassInfo:
                    color=tuple(int(c) for c in data["color"]))
 
 
+def describe_class_pixels(classes: list[ClassInfo], pixels_per_class: dict) -> str:
+    """'Corn: 1,204 px, Soybean: none, ...' for a summary: a class the map never took stands out."""
+    return ", ".join(f"{c.name}: {pixels_per_class.get(c.value, 0):,} px"
+                     if pixels_per_class.get(c.value, 0) else f"{c.name}: none"
+                     for c in classes)
+
+
 @dataclass
 class LabelledPixels:
     """Labelled pixels of the raster grid, each with its class index and source feature."""

@@ -17,6 +17,7 @@ from qgis.PyQt.QtWidgets import QTreeWidgetItem
 
 from ..models import library
 from ..models.errors import HyperAdaptError
+from ..models.samples import describe_class_pixels
 from .fine_tune_dialog import detect_devices, safe_file_stem, unique_stem
 from .library_dialog import accuracy_text, is_random_start, method_label
 from .rendering import show_in_true_colour
@@ -255,7 +256,8 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         note = " Random-start adapter: for testing only." if is_random_start(entry) else ""
         self.last_summary = (f"Classified with '{entry.name}' into {len(result.classes)} classes "
                              f"in {format_duration(result.seconds)}.{note}")
-        self.show_outcome(self.last_summary)
+        self.show_outcome(f"{self.last_summary}\nPixels per class: "
+                          f"{describe_class_pixels(result.classes, result.pixels_per_class)}.")
         push_message(self.iface, "HyperAdapt", self.last_summary,
                      Qgis.Warning if note else Qgis.Success, duration=10)
 

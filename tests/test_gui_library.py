@@ -111,6 +111,11 @@ def test_classify_with_library_adapter_reproduces_the_classes(iface, trained, li
         assert ours.shape == (24, 24) and set(np.unique(ours)) <= {1, 2, 3}
         assert (ours == reference).mean() >= 0.99
         assert "scene model" in dialog.last_summary
+        counts = {c.value: int((ours == c.value).sum()) for c in trained["classes"]}
+        assert dialog.status_label.text().endswith(
+            "Pixels per class: " + ", ".join(f"{c.name}: {counts[c.value]:,} px"
+                                             if counts[c.value] else f"{c.name}: none"
+                                             for c in trained["classes"]) + ".")
     finally:
         plugin.unload()
 

@@ -237,3 +237,10 @@ def test_pixels_under_features_of_two_classes_are_left_out_and_said(tmp_path, ra
     assert str(caught.value) == ("The class 'c' has no usable pixels: its 4 pixel(s) all lie under "
                                  "features of another class too; fix the overlapping polygons and "
                                  "run again.")
+
+
+def test_a_summary_names_each_class_with_its_pixels_and_a_class_never_mapped():
+    from hyperadapt.models.samples import describe_class_pixels
+
+    classes = [ClassInfo(1, "Corn", (1, 2, 3)), ClassInfo(4, "Wheat", (4, 5, 6))]
+    assert describe_class_pixels(classes, {1: 1204}) == "Corn: 1,204 px, Wheat: none"

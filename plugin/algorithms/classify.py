@@ -80,6 +80,7 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)
         require_engine()
         from ...models.jobs import classify
+        from ...models.samples import describe_class_pixels
 
         raster = raster_file(self.parameterAsRasterLayer(parameters, self.INPUT, context),
                              "hyperspectral raster")
@@ -99,6 +100,8 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
             feedback.pushInfo(note)
         feedback.pushInfo(f"Classified {len(result.classes)} classes in {result.seconds:.0f} s: "
                           f"{result.output_path}")
+        feedback.pushInfo("Pixels per class: " + describe_class_pixels(result.classes,
+                                                                       result.pixels_per_class))
         style_when_loaded(context, result.output_path, classification=True)
         style_when_loaded(context, result.confidence_path, classification=False)
         return {self.OUTPUT: result.output_path, self.OUTPUT_CONFIDENCE: result.confidence_path,
