@@ -25,3 +25,45 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
             os.remove(temp)
         raise
     return path
+
+
+class StagedFiles:
+    """A job's outputs written under temporary names beside their targets, renamed together at
+    the end.
+
+    Until ``commit()`` every earlier result under the final names stays exactly as it was, so a
+    failure late in a job (a full disk while writing the report, a cancel) loses nothing;
+    ``discard()`` removes the temporary files. Each output comes with its companion files (a
+    raster's ``.qml`` and ``.aux.xml``): a companion the new output lacks is removed with the old
+    output it described.
+    """
+
+    def __init__(self):
+        self._groups: list[list[tuple[Path, Path]]] = []
+
+    def stage(self, path, files_of=lambda main: [Path(main)]) -> Path:
+        """The temporary name to write ``path`` under; ``files_of(main)`` lists a main file and
+        its companions (e.g. models.guard.raster_files)."""
+        path = Path(path)
+        temp = path.with_name(f".{path.stem}.{os.getpid()}.staged{path.suffix}")
+        self._groups.append(list(zip(files_of(temp), files_of(path))))
+        return temp
+
+    def commit(self) -> None:
+        for group in self._groups:
+            # Companions first: a file under its final name always has the right ones beside it.
+            for temp, final in reversed(group):
+                if temp.exists():
+                    os.replace(temp, final)
+                elif final.exists() and (temp, final) != group[0]:
+                    final.unlink()
+        self._groups = []
+
+    def discard(self) -> None:
+        for group in self._groups:
+            for temp, _ in group:
+                try:
+                    temp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        self._groups = []

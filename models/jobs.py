@@ -28,11 +28,11 @@ from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import load_pretrained
 from .device import choose_device
 from .errors import HyperAdaptError, raise_if_cancelled
+from .files import StagedFiles
 from .guard import check_job_files, layer_files, raster_files, report_files
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
 from .postprocess import classify_and_clean
-from .predict import (category_names, embedded_classes, predict_probabilities, predict_windows,
-                      style_path_for)
+from .predict import category_names, embedded_classes, predict_probabilities, predict_windows
 from .pseudo import candidate_pixels, select_pseudo_labels
 from .raster import RasterInfo, RasterReader, iter_tiles, open_raster, read_raster_info
 from .report import write_html_report, write_metrics_json
@@ -81,17 +81,6 @@ def _scaled(progress, start: float, end: float):
 def _report(progress, fraction: float, message: str) -> None:
     if progress is not None:
         progress(fraction, message)
-
-
-def _remove_outputs(paths) -> None:
-    for path in paths:
-        if path is None:
-            continue
-        for candidate in (Path(path), Path(f"{path}.aux.xml")):
-            try:
-                candidate.unlink(missing_ok=True)
-            except OSError:
-                pass
 
 
 def _map_bytes(raster_path, classification_path, confidence_path=None) -> int:
@@ -385,8 +374,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
     with the metrics as JSON beside it). ``on_epoch(record)`` receives each epoch's loss and
     validation accuracy. ``class_colors`` (class value as text -> RGB) and ``class_names`` (integer
     class code as text -> name) usually come from the training layer's categorized QGIS style.
-    Files are only written once everything before them succeeded, and a failure or cancel removes
-    those already written.
+    Every output is written under a temporary name and all are renamed together at the end
+    (models.files.StagedFiles): a failure or cancel leaves the previous results as they were.
     """
     started = time.perf_counter()
     settings = (settings or FineTuneSettings()).resolved()
@@ -400,7 +389,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
     if not adapter_path:
         raise HyperAdaptError("No adapter file name was given.")
     adapter_config = _adapter_config(settings)
-    written: list = []
+    staged = StagedFiles()
     try:
         samples = _training_samples(raster_path, vector_path, class_field, settings,
                                     layer_name=layer_name, class_colors=class_colors,
@@ -504,17 +493,17 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             adapters.merge_adapters(model)
             with RasterReader(info) as reader:
                 classify_and_clean(reader=reader, model=model, adaptation=adaptation,
-                                   classes=classes, output_path=classification_path,
+                                   classes=classes,
+                                   output_path=staged.stage(classification_path, raster_files),
                                    window_size=window_size, device=device,
                                    segment_size=record.segment_size,
                                    majority_size=record.majority_size,
                                    sieve_pixels=record.sieve_pixels,
                                    batch_size=max(64, settings.batch_size),
-                                   confidence_path=confidence_path,
+                                   confidence_path=(staged.stage(confidence_path, raster_files)
+                                                    if confidence_path else None),
                                    progress=_scaled(progress, end_of_training, 0.97),
                                    cancel=cancel)
-            written += [classification_path, style_path_for(classification_path),
-                        confidence_path]
         raise_if_cancelled(cancel)
         if report_path:
             details = {"raster": str(raster_path), "training layer": str(vector_path),
@@ -532,17 +521,16 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                        "segment vote": (f"superpixels of {settings.segment_size} pixels"
                                         if settings.segment_size else "off"),
                        "clean-up": _describe_cleanup(settings)}
-            json_path = report_files(report_path)[1]
-            written += [report_path, json_path]
-            write_metrics_json(metrics, json_path)
-            write_html_report(metrics, report_path, title="HyperAdapt validation accuracy",
-                              details=details)
+            write_metrics_json(metrics, staged.stage(report_files(report_path)[1]))
+            write_html_report(metrics, staged.stage(report_path),
+                              title="HyperAdapt validation accuracy", details=details)
         raise_if_cancelled(cancel)
-        written.append(adapter_path)
-        adapter_bytes = save_adapter_file(record, adapter_path)
+        adapter_bytes = save_adapter_file(record, staged.stage(adapter_path))
+        raise_if_cancelled(cancel)
+        staged.commit()
         _report(progress, 1.0, "Done")
     except BaseException:
-        _remove_outputs(written)
+        staged.discard()
         raise
     return FineTuneResult(
         adapter_path=str(adapter_path),

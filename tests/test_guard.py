@@ -198,25 +198,54 @@ def test_file_errors_read_as_sentences(error, sentence):
     assert os_error_sentence(error) == sentence
 
 
-def test_a_full_disk_while_writing_the_report_keeps_the_previous_adapter(folder, tmp_path,
-                                                                         monkeypatch):
-    """A write that fails late: the sentence is about the disk, the earlier adapter survives and
-    nothing of the failed run is left."""
+@pytest.mark.parametrize("failure", ["full disk", "cancel"])
+def test_a_late_failure_leaves_the_previous_results_as_they_were(folder, tmp_path, monkeypatch,
+                                                                 failure):
+    """A write that fails after training and classifying (a full disk while writing the report),
+    or a cancel at that point: the previous run's adapter, map, style, report and figures are
+    byte for byte what they were, and nothing of the failed run is left."""
     import hyperadapt.models.jobs as jobs
 
-    adapter = tmp_path / "adapter.pt"
-    adapter.write_bytes((folder / "adapter.pt").read_bytes())
+    outputs = dict(classification_path=str(tmp_path / "c.tif"),
+                   confidence_path=str(tmp_path / "conf.tif"),
+                   report_path=str(tmp_path / "report.html"))
+    fine_tune(str(folder / "scene.tif"), str(folder / "fields.gpkg"), "class",
+              str(tmp_path / "adapter.pt"), settings=tiny_settings(epochs=1), **outputs)
     before = _state(tmp_path)
+    assert sorted(before) == ["adapter.pt", "c.qml", "c.tif", "c.tif.aux.xml", "conf.tif",
+                              "report.html", "report.json"]
+    cancelled = []
 
-    def full_disk(metrics, path, **_):
+    def failing_report(metrics, path, **_):
         Path(path).write_text("half a rep")
+        if failure == "cancel":
+            cancelled.append(True)
+            return
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(jobs, "write_html_report", full_disk)
-    with pytest.raises(OSError) as caught:
-        fine_tune(str(folder / "scene.tif"), str(folder / "fields.gpkg"), "class", str(adapter),
-                  settings=tiny_settings(epochs=1), classification_path=str(tmp_path / "c.tif"),
-                  report_path=str(tmp_path / "report.html"))
-    assert os_error_sentence(caught.value).startswith("The disk is full: HyperAdapt could not "
-                                                      "finish writing")
-    assert _state(tmp_path) == before       # the adapter's bytes are those of the earlier run
+    monkeypatch.setattr(jobs, "write_html_report", failing_report)
+    with pytest.raises((OSError, HyperAdaptError)) as caught:
+        fine_tune(str(folder / "scene.tif"), str(folder / "fields.gpkg"), "class",
+                  str(tmp_path / "adapter.pt"), settings=tiny_settings(epochs=2, seed=5),
+                  cancel=lambda: bool(cancelled), **outputs)
+    if failure == "full disk":
+        assert os_error_sentence(caught.value).startswith("The disk is full: HyperAdapt could "
+                                                          "not finish writing")
+    else:
+        assert str(caught.value) == "The job was cancelled."
+    assert _state(tmp_path) == before
+
+
+def test_a_second_run_replaces_every_output_and_leaves_no_temporary_file(folder, tmp_path):
+    outputs = dict(classification_path=str(tmp_path / "c.tif"),
+                   report_path=str(tmp_path / "report.html"))
+    for seed in (0, 5):
+        fine_tune(str(folder / "scene.tif"), str(folder / "fields.gpkg"), "class",
+                  str(tmp_path / "adapter.pt"), settings=tiny_settings(epochs=1, seed=seed),
+                  **outputs)
+        if seed == 0:
+            first = _state(tmp_path)
+    second = _state(tmp_path)
+    assert sorted(second) == sorted(first) == ["adapter.pt", "c.qml", "c.tif", "c.tif.aux.xml",
+                                               "report.html", "report.json"]
+    assert second["adapter.pt"] != first["adapter.pt"]
