@@ -288,6 +288,60 @@ def test_invalid_parameters_fail_with_one_sentence_and_leave_no_output(case, sce
     assert list(tmp_path.iterdir()) == []
 
 
+def _checksums(*folders) -> dict:
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.qgis_process
+@pytest.mark.parametrize("case", ["adapter over the training layer", "map over the raster",
+                                  "classify over its raster", "report over the reference",
+                                  "clean-up over its input", "backbone over its raster"])
+def test_an_output_over_an_input_is_refused_and_no_file_changes(case, scene, trained, profile,
+                                                                tmp_path):
+    quick = dict(INPUT=scene["raster_a"], TRAINING=scene["training"], CLASS_FIELD="class_name",
+                 OUTPUT_ADAPTER=tmp_path / "adapter.pt", **QUICK_FINETUNE)
+    cases = {
+        "adapter over the training layer": (
+            "finetune", {**quick, "OUTPUT_ADAPTER": scene["training"]},
+            "The adapter file would overwrite the training layer; choose another file name."),
+        "map over the raster": (
+            "finetune", {**quick, "OUTPUT_CLASSIFICATION": scene["raster_a"]},
+            "The classification would overwrite the input raster; choose another file name."),
+        "classify over its raster": (
+            "classify", dict(INPUT=scene["raster_b"], ADAPTER=trained["OUTPUT_ADAPTER"],
+                             OUTPUT=scene["raster_b"]),
+            "The classification would overwrite the input raster; choose another file name."),
+        "report over the reference": (
+            "evaluate", dict(INPUT=trained["OUTPUT_CLASSIFICATION"], REFERENCE=scene["reference"],
+                             REFERENCE_FIELD="class_name", OUTPUT_HTML=scene["reference"]),
+            "The report would overwrite the reference; choose another file name."),
+        "clean-up over its input": (
+            "postprocess", dict(INPUT=trained["OUTPUT_CLASSIFICATION"], SIEVE_PIXELS=3,
+                                OUTPUT=trained["OUTPUT_CLASSIFICATION"]),
+            "The cleaned classification would overwrite the input raster; choose another file "
+            "name."),
+        "backbone over its raster": (
+            "pretrain", dict(RASTERS=scene["raster_a"], EPOCHS=1, OUTPUT=scene["raster_a"]),
+            "The backbone file would overwrite the input raster scene_a.tif; choose another file "
+            "name."),
+    }
+    algorithm, parameters, sentence = cases[case]
+    folders = [Path(scene["raster_a"]).parent, Path(trained["OUTPUT_ADAPTER"]).parent]
+    before = _checksums(*folders)
+    code, _, text = qgis_process(profile, algorithm, **parameters)
+    assert code != 0
+    assert sentence in text
+    assert "Traceback" not in text
+    after = _checksums(*folders)
+    assert {path: after.get(path) for path in before} == before
+    # QGIS itself keeps what it learnt of a raster it opened in a .aux.xml beside it.
+    assert all(path.endswith(".tif.aux.xml") for path in set(after) - set(before))
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- in QGIS: processing.run and batches ----------------------------------------------------------
 @pytest.fixture()
 def provider(iface, qgis_processing):
