@@ -539,3 +539,32 @@ def test_classification_without_its_qml_is_styled_from_the_named_colour_table(tr
     shutil.copy(trained["OUTPUT_CLASSIFICATION"] + ".aux.xml", str(copy) + ".aux.xml")
     assert not copy.with_suffix(".qml").exists()
     _assert_styled_with_classes(add_classification_layer(str(copy)))
+
+
+def test_a_job_that_fails_reads_as_one_sentence_and_a_bug_keeps_its_traceback_in_the_log(
+        qgis_app):
+    import errno
+
+    from qgis.core import QgsApplication, QgsProcessingException
+
+    from hyperadapt.plugin.algorithms.common import run_engine_job
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/map.tif")
+
+    def bug():
+        raise ValueError("boom")
+
+    with pytest.raises(QgsProcessingException) as caught:
+        run_engine_job(full_disk)
+    assert str(caught.value) == ("The disk is full: HyperAdapt could not finish writing "
+                                 "/data/map.tif; free some space and run again.")
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(
+        lambda message, tag, level: logged.append((tag, message)))
+    with pytest.raises(QgsProcessingException) as caught:
+        run_engine_job(bug)
+    assert str(caught.value) == ("Unexpected error (ValueError: boom); the details are in the "
+                                 "HyperAdapt log.")
+    assert any(tag == "HyperAdapt" and "Traceback" in message and "in bug" in message
+               for tag, message in logged)

@@ -103,6 +103,15 @@ def run_engine_job(job, *args, **kwargs):
     except MemoryError:
         raise QgsProcessingException("The computer ran out of memory; use a smaller batch size or "
                                      "a smaller raster.") from None
+    except Exception as error:     # a bug: one line for the user, the traceback in the log
+        import traceback
+
+        from qgis.core import Qgis, QgsMessageLog
+
+        QgsMessageLog.logMessage(traceback.format_exc(), "HyperAdapt", Qgis.Critical)
+        raise QgsProcessingException(
+            f"Unexpected error ({type(error).__name__}: {error}); the details are in the "
+            f"HyperAdapt log.") from None
 
 
 def raster_file(layer, what: str) -> str:
