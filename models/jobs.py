@@ -586,6 +586,75 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
                           pixels_per_class=stats["pixels_per_class"], notes=notes)
 
 
+# -- where to draw next ---------------------------------------------------------------------------
+def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int = 20,
+            min_spacing: int = 10, step: int | None = None, training_path: str | None = None,
+            class_field: str | None = None, layer_name: str | None = None,
+            weights: str | None = None, device: str = "auto", batch_size: int = 64,
+            progress=None, cancel=None) -> dict:
+    """Propose ``count`` pixels to label next (models.suggest) as a GeoPackage point layer.
+
+    The most uncertain pixels (smallest margin between the two best classes), at least
+    ``min_spacing`` pixels apart and from the training layer's pixels, taken in turn from each
+    best-guess class. The scene is scored every ``step`` pixels (default: half the spacing).
+    Returns {"suggestions": [Suggestion], "classes", "scored_pixels", "seconds"}.
+    """
+    from .suggest import (CANDIDATES_PER_SUGGESTION, choose_suggestions, scene_candidates,
+                          write_suggestions_layer)
+
+    started = time.perf_counter()
+    if not output_path:
+        raise HyperAdaptError("No output file name was given.")
+    for value, what, least in ((count, "number of suggestions", 1),
+                               (min_spacing, "spacing between suggestions", 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10**6:
+            raise HyperAdaptError(f"The {what} must be a whole number from {least} to 1000000 "
+                                  f"(got {value!r}).")
+    if training_path and not class_field:
+        raise HyperAdaptError("Name the training layer's class field, or leave the layer out.")
+    check_job_files({"suggestions layer": output_path},
+                    {"input raster": raster_path, "adapter file": adapter_path,
+                     "training layer": layer_files(training_path), "weights file": weights})
+    record = load_adapter_file(adapter_path)
+    info = read_raster_info(raster_path)
+    problem = compatibility_problem(record, info)
+    if problem:
+        raise HyperAdaptError(problem)
+    avoid = None
+    if training_path:
+        avoid = read_labelled_pixels(info, training_path, class_field, layer_name=layer_name,
+                                     cancel=cancel, min_classes=1)
+    model, _ = rebuild_model(record, weights=weights)
+    torch_device = choose_device(device)
+    model.to(torch_device)
+    adapters.merge_adapters(model)
+    adaptation = BandAdaptation.from_state(record.band_adaptation)
+    step = max(1, int(step) if step else min_spacing // 2)
+    with RasterReader(info) as reader:
+        found = scene_candidates(reader, model, adaptation, window_size=record.window_size,
+                                 device=torch_device, step=step, batch_size=max(1, batch_size),
+                                 keep_per_tile=count * CANDIDATES_PER_SUGGESTION,
+                                 progress=_scaled(progress, 0.05, 0.95), cancel=cancel)
+    chosen = choose_suggestions(found["rows"], found["cols"], found["scores"],
+                                found["probabilities"], count=count, min_spacing=min_spacing,
+                                avoid_rows=None if avoid is None else avoid.rows,
+                                avoid_cols=None if avoid is None else avoid.cols)
+    if not chosen:
+        raise HyperAdaptError(f"No pixel lies {min_spacing} pixels or more from the training "
+                              f"layer; choose a smaller spacing.")
+    staged = StagedFiles()
+    try:
+        write_suggestions_layer(staged.stage(output_path), chosen, info=info,
+                                classes=record.classes)
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    _report(progress, 1.0, "Done")
+    return {"suggestions": chosen, "classes": record.classes,
+            "scored_pixels": int(len(found["rows"])), "seconds": time.perf_counter() - started}
+
+
 # -- evaluation -----------------------------------------------------------------------------------
 def read_class_raster_classes(path) -> list[ClassInfo]:
     """Classes of a classification raster: values with a category name, and their colours.

@@ -379,6 +379,30 @@ def test_classify_in_process_by_id_then_add_styled_layer(provider, trained, scen
     _assert_styled_with_classes(layer)
 
 
+def test_suggest_in_process_writes_points_away_from_the_training_polygons(provider, trained,
+                                                                          scene, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException, QgsVectorLayer
+
+    output = tmp_path / "next.gpkg"
+    result = processing.run("hyperadapt:suggest", {
+        "INPUT": scene["raster_a"], "ADAPTER": trained["OUTPUT_ADAPTER"],
+        "TRAINING": scene["training"], "CLASS_FIELD": "class_name", "COUNT": 5,
+        "MIN_SPACING": 2, "DEVICE": 2, "OUTPUT": str(output)})
+    assert result["NUM_SUGGESTIONS"] == 5
+    layer = QgsVectorLayer(result["OUTPUT"], "suggestions", "ogr")
+    assert layer.isValid() and layer.featureCount() == 5
+    assert {f["guess"] for f in layer.getFeatures()} <= set(CLASSES)
+    training = QgsVectorLayer(scene["training"], "training", "ogr")
+    for point in layer.getFeatures():
+        assert not any(polygon.geometry().contains(point.geometry())
+                       for polygon in training.getFeatures())
+    with pytest.raises(QgsProcessingException, match="give the output a .gpkg name"):
+        processing.run("hyperadapt:suggest", {
+            "INPUT": scene["raster_a"], "ADAPTER": trained["OUTPUT_ADAPTER"], "COUNT": 5,
+            "OUTPUT": str(tmp_path / "next.shp")})
+
+
 def test_batch_classify_two_rasters_loads_both_styled(provider, trained, scene, tmp_path):
     import processing
     from qgis.core import QgsProject, QgsRasterLayer
@@ -505,7 +529,7 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
     assert list(options.PRESETS)[parameter("PRESET").defaultValue()] == defaults.preset
     assert list(options.BACKBONES)[parameter("BACKBONE").defaultValue()] == defaults.backbone
     assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune",
-                                                         "postprocess", "pretrain"]
+                                                         "postprocess", "pretrain", "suggest"]
 
 
 def test_class_colors_and_names_come_from_a_categorized_style_only(scene, qgis_new_project):

@@ -7,6 +7,7 @@ def all_algorithms():
     from .finetune import FineTuneAlgorithm
     from .postprocess import PostprocessAlgorithm
     from .pretrain import PretrainAlgorithm
+    from .suggest import SuggestAlgorithm
 
     return [FineTuneAlgorithm(), ClassifyAlgorithm(), EvaluateAlgorithm(), PretrainAlgorithm(),
-            PostprocessAlgorithm()]
+            PostprocessAlgorithm(), SuggestAlgorithm()]

@@ -1,0 +1,98 @@
+"""Where to draw next: uncertain pixels, spread out, away from nodata and the training polygons."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import ogr
+
+from engine_data import make_polygons, make_test_raster, tiny_settings
+from hyperadapt.models.errors import HyperAdaptError
+from hyperadapt.models.jobs import fine_tune, suggest
+from hyperadapt.models.raster import read_raster_info
+from hyperadapt.models.samples import read_labelled_pixels
+from hyperadapt.models.suggest import choose_suggestions, score_candidates
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("suggest")
+    raster = make_test_raster(folder / "scene.tif", width=40, height=36, noise=0.2,
+                              nodata_box=(20, 0, 10, 12))
+    layer = make_polygons(folder / "training.gpkg", raster)
+    result = fine_tune(str(raster.path), str(layer), "class", str(folder / "adapter.pt"),
+                       settings=tiny_settings(epochs=2))
+    return raster, layer, result
+
+
+def test_the_margin_scores_undecided_pixels_highest():
+    probabilities = np.array([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.4, 0.35, 0.25]])
+    assert score_candidates(probabilities).tolist() == pytest.approx([1.0, 0.15, 0.95])
+
+
+def test_classes_take_turns_and_suggestions_keep_their_spacing():
+    rows = np.array([0, 0, 0, 10, 20])
+    cols = np.array([0, 1, 2, 10, 20])
+    scores = np.array([0.99, 0.98, 0.97, 0.5, 0.4])
+    # The three most uncertain are one class side by side; the other class gets a turn.
+    probabilities = np.array([[0.6, 0.4], [0.6, 0.4], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    chosen = choose_suggestions(rows, cols, scores, probabilities, count=3, min_spacing=5)
+    assert [(s.row, s.col, s.guess) for s in chosen] == [(0, 0, 0), (10, 10, 1), (20, 20, 1)]
+    near = choose_suggestions(rows, cols, scores, probabilities, count=3, min_spacing=5,
+                              avoid_rows=np.array([9]), avoid_cols=np.array([9]))
+    assert (10, 10) not in [(s.row, s.col) for s in near]
+
+
+def test_suggestions_avoid_nodata_and_training_pixels_and_keep_apart(trained, tmp_path):
+    raster, layer, result = trained
+    output = tmp_path / "next.gpkg"
+    found = suggest(str(raster.path), result.adapter_path, str(output), count=8, min_spacing=3,
+                    step=1, training_path=str(layer), class_field="class")
+    chosen = found["suggestions"]
+    assert 1 <= len(chosen) <= 8
+    info = read_raster_info(raster.path)
+    training = read_labelled_pixels(info, layer, "class")
+    for item in chosen:
+        assert 0 <= item.row < 36 and 0 <= item.col < 40
+        assert not (20 <= item.row < 30 and 0 <= item.col < 12)           # the nodata box
+        assert ((training.rows - item.row) ** 2 + (training.cols - item.col) ** 2 >= 9).all()
+        assert 0.0 <= item.score <= 1.0
+    assert all((a.row - b.row) ** 2 + (a.col - b.col) ** 2 >= 9
+               for i, a in enumerate(chosen) for b in chosen[i + 1:])
+    assert [s.score for s in chosen] == sorted((s.score for s in chosen), reverse=True)
+
+    source = ogr.Open(str(output))
+    layer_out = source.GetLayerByName("suggestions")
+    x0, dx, _, y0, _, dy = info.geotransform
+    features = [(f["rank"], f["guess"], f["score"], f.GetGeometryRef().GetX(),
+                 f.GetGeometryRef().GetY()) for f in layer_out]
+    assert [f[0] for f in features] == list(range(1, len(chosen) + 1))
+    assert [f[1] for f in features] == [result.classes[s.guess].name for s in chosen]
+    assert [(f[3], f[4]) for f in features] == pytest.approx(
+        [(x0 + (s.col + 0.5) * dx, y0 + (s.row + 0.5) * dy) for s in chosen])
+    assert layer_out.GetSpatialRef().GetAuthorityCode(None) == str(raster.epsg)
+    source = None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["next.gpkg"]
+
+
+def test_bad_requests_are_one_sentence_and_write_nothing(trained, tmp_path):
+    raster, layer, result = trained
+    cases = [
+        (dict(count=0), "The number of suggestions must be a whole number from 1 to 1000000 "
+                        "(got 0)."),
+        (dict(training_path=str(layer)), "Name the training layer's class field, or leave the "
+                                         "layer out."),
+        (dict(output=str(raster.path)), "The suggestions layer would overwrite the input raster; "
+                                        "choose another file name."),
+        (dict(output=str(layer)), "The suggestions layer would overwrite the training layer; "
+                                  "choose another file name.", ),
+        (dict(min_spacing=100, training_path=str(layer), class_field="class"),
+         "No pixel lies 100 pixels or more from the training layer; choose a smaller spacing."),
+    ]
+    for values, sentence in cases:
+        output = values.pop("output", str(tmp_path / "next.gpkg"))
+        if output == str(layer):
+            values.update(training_path=str(layer), class_field="class")
+        with pytest.raises(HyperAdaptError) as caught:
+            suggest(str(raster.path), result.adapter_path, output, **values)
+        assert str(caught.value) == sentence
+    assert list(tmp_path.iterdir()) == []
