@@ -321,14 +321,16 @@ def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
 
 def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, input_size: int,
                  train_x, train_y, val_x, val_y, *, device, progress=None, cancel=None,
-                 on_epoch=None):
-    """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time,
-    trained on the windows and holding its best state."""
+                 on_epoch=None, warm: AdapterRecord | None = None, classes=None):
+    """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time
+    (or the ``warm`` adapter's state), trained on the windows and holding its best state."""
     from .training import train_classifier
 
     adapter_config = _adapter_config(settings)
     model, identity = _build_backbone_for_training(source, settings, num_classes, input_size)
     seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
+    if warm is not None:
+        _continue_from(model, warm, identity, classes)
     outcome = train_classifier(
         model, train_x, train_y, val_x, val_y, epochs=settings.epochs_for(len(train_x)),
         learning_rate=settings.learning_rate, lr_ratio=settings.lr_ratio,
@@ -338,6 +340,35 @@ def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, inp
         progress=progress, cancel=cancel, on_epoch=on_epoch)
     adapters.load_trainable_state_dict(model, outcome.best_state)
     return model, identity, outcome
+
+
+def _warm_start_record(settings: FineTuneSettings, window_size: int) -> AdapterRecord:
+    """The adapter file to continue from, checked against this run's method and window."""
+    record = load_adapter_file(settings.warm_start)
+    made = record.adapter_config
+    wanted = _adapter_config(settings).to_dict()
+    if any(made.get(key) != wanted.get(key) for key in ("method", "targets", "rank")):
+        raise HyperAdaptError(f"The adapter to continue from was made with other fine-tuning "
+                              f"settings ({made.get('method')}, rank {made.get('rank')}); choose "
+                              f"the same method, layers and rank, or start afresh.")
+    if record.window_size != window_size:
+        raise HyperAdaptError(f"The adapter to continue from uses {record.window_size}-pixel "
+                              f"windows, this run {window_size}; start afresh.")
+    return record
+
+
+def _continue_from(model, record: AdapterRecord, identity: dict, classes) -> None:
+    """Load an earlier adapter into ``model``; its head too where the classes are the same."""
+    problem = backbone_problem(record.weights_identity, identity)
+    if problem:
+        raise HyperAdaptError(f"The adapter to continue from was made on another backbone: "
+                              f"{problem} Continue from an adapter of this backbone, or start "
+                              f"afresh.")
+    same_classes = [c.name for c in record.classes] == [c.name for c in classes]
+    state = dict(adapters.trainable_state_dict(model))
+    state.update({name: tensor for name, tensor in record.trainable_state.items()
+                  if same_classes or not name.startswith("head.")})
+    adapters.load_trainable_state_dict(model, state)
 
 
 def _pseudo_labels(model, info: RasterInfo, adaptation: BandAdaptation, pixels, train_y,
@@ -398,6 +429,14 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                              samples.pixels)
         window_size, input_size, classes = samples.window_size, samples.input_size, pixels.classes
         notes = list(samples.notes)
+        # Continuing from an adapter and saving over it is allowed: the new one replaces it
+        # only at the end (StagedFiles), after the old one has been read.
+        warm = _warm_start_record(settings, window_size) if settings.warm_start else None
+        if warm is not None:
+            same = [c.name for c in warm.classes] == [c.name for c in classes]
+            head = "with its head" if same else "with a new head for the new classes"
+            notes.append(f"Continued from the adapter '{warm.name}' ({head}), training "
+                         f"{options.WARM_START_STEP_SHARE:.0%} of the steps.")
         split = split_by_feature(pixels.feature_index, pixels.class_index,
                                  val_fraction=settings.val_fraction, seed=settings.seed,
                                  min_class_pixels=settings.min_validation_pixels)
@@ -424,7 +463,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             return _train_model(source, settings, len(classes), input_size, windows_x, labels_y,
                                 val_x, val_y, device=device,
                                 progress=_scaled(progress, start, start + share), cancel=cancel,
-                                on_epoch=on_epoch)
+                                on_epoch=on_epoch, warm=warm, classes=classes)
 
         model, identity, outcome = train_model(train_x, train_y, 0)
         if identity.get("kind") == "random":

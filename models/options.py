@@ -138,6 +138,11 @@ MAX_MAJORITY_SIZE = 51
 DEFAULT_SIEVE_PIXELS = 0
 MAX_SIEVE_PIXELS = 10**6
 
+# -- continuing from an earlier adapter ----------------------------------------------------------
+# Share of the steps a warm start (FineTuneSettings.warm_start) trains: the adapter already fits
+# the earlier labels, so a round of active learning costs about half a training.
+WARM_START_STEP_SHARE = 0.5
+
 # -- self-training --------------------------------------------------------------------------------
 # Rounds of training again with confident pseudo-labels of the scene's other pixels
 # (models.pseudo). Off: on the bench it moved OA by -2 to +1 points (bench/results/accuracy.md)

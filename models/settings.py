@@ -70,6 +70,9 @@ class FineTuneSettings:
         self_training_rounds: rounds of training again with confident pseudo-labels of the
             scene's other pixels (models.pseudo); 0: none.
         pseudo_threshold: the least top probability of a pseudo-labelled pixel.
+        warm_start: an adapter file made earlier on the same backbone with the same method: its
+            adapter (and its head, where the classes are the same) is the start, and training
+            runs options.WARM_START_STEP_SHARE of the steps; None: a fresh adapter.
     """
 
     method: str = options.DEFAULT_METHOD
@@ -107,6 +110,7 @@ class FineTuneSettings:
     sieve_pixels: int = options.DEFAULT_SIEVE_PIXELS
     self_training_rounds: int = options.DEFAULT_SELF_TRAINING_ROUNDS
     pseudo_threshold: float = options.DEFAULT_PSEUDO_THRESHOLD
+    warm_start: str | None = None
 
     def resolved(self) -> FineTuneSettings:
         """A checked copy with the preset applied."""
@@ -162,11 +166,13 @@ class FineTuneSettings:
         return bool(self.pixel_dim) and self.context_dropout > 0
 
     def epochs_for(self, num_train: int) -> int:
-        """Passes over ``num_train`` training windows: the fixed epochs, or enough for the steps."""
+        """Passes over ``num_train`` training windows: the fixed epochs, or enough for the steps
+        (a share of them for a warm start)."""
+        share = options.WARM_START_STEP_SHARE if self.warm_start else 1.0
         if self.epochs is not None:
-            return int(self.epochs)
+            return max(1, math.ceil(int(self.epochs) * share))
         steps_per_epoch = max(1, math.ceil(num_train / max(1, int(self.batch_size))))
-        return max(1, math.ceil(int(self.steps) / steps_per_epoch))
+        return max(1, math.ceil(int(self.steps) * share / steps_per_epoch))
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -96,3 +96,35 @@ def test_bad_requests_are_one_sentence_and_write_nothing(trained, tmp_path):
             suggest(str(raster.path), result.adapter_path, output, **values)
         assert str(caught.value) == sentence
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tmp_path):
+    import torch
+
+    from hyperadapt.models import options
+    from hyperadapt.models.adapter_file import load_adapter_file
+    from hyperadapt.models.settings import FineTuneSettings
+
+    raster, layer, result = trained
+    earlier = load_adapter_file(result.adapter_path)
+    # Training with no step at all would keep the start: a learning rate of ~0 shows what the
+    # start was, the earlier adapter and its head.
+    settings = tiny_settings(epochs=2, learning_rate=1e-12, warm_start=result.adapter_path)
+    again = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "again.pt"),
+                      settings=settings)
+    continued = load_adapter_file(again.adapter_path)
+    assert continued.trainable_state.keys() == earlier.trainable_state.keys()
+    for name, tensor in earlier.trainable_state.items():
+        assert torch.allclose(continued.trainable_state[name], tensor, atol=1e-6), name
+    assert any(note.startswith("Continued from the adapter 'adapter' (with its head), training "
+                               "50% of the steps.") for note in again.notes)
+    assert again.metrics["epochs_run"] <= 1 == round(2 * options.WARM_START_STEP_SHARE)
+    assert FineTuneSettings(steps=300, batch_size=30, warm_start="a.pt").epochs_for(30) == 150
+
+    with pytest.raises(HyperAdaptError) as caught:
+        fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "other.pt"),
+                  settings=tiny_settings(epochs=1, method="lora",
+                                         warm_start=result.adapter_path))
+    assert str(caught.value).startswith("The adapter to continue from was made with other "
+                                        "fine-tuning settings (krona_plus, rank")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.pt"]

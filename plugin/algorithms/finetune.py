@@ -48,6 +48,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     PRESET = "PRESET"
     BACKBONE = "BACKBONE"
     WEIGHTS = "WEIGHTS"
+    CONTINUE_FROM = "CONTINUE_FROM"
     RANDOM_START = "RANDOM_START"
     SENSOR = "SENSOR"
     PIXEL_DIM = "PIXEL_DIM"
@@ -203,6 +204,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                        self.tr("Weights (official checkpoint or HyperAdapt backbone file)"),
                                        behavior=QgsProcessingParameterFile.File,
                                        fileFilter=WEIGHTS_FILE_FILTER, optional=True),
+            QgsProcessingParameterFile(self.CONTINUE_FROM,
+                                       self.tr("Continue from an adapter (a later round on the "
+                                               "same backbone: half the steps)"),
+                                       behavior=QgsProcessingParameterFile.File,
+                                       fileFilter=ADAPTER_FILE_FILTER, optional=True),
             QgsProcessingParameterBoolean(self.RANDOM_START,
                                           self.tr("Random start (no pretrained weights)"),
                                           defaultValue=False),
@@ -267,6 +273,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context)
         if weights and not os.path.isfile(weights):
             return False, self.tr("The weights file {} does not exist.").format(weights)
+        earlier = self.parameterAsFile(parameters, self.CONTINUE_FROM, context)
+        if earlier and not os.path.isfile(earlier):
+            return False, self.tr("The adapter file {} does not exist.").format(earlier)
         return True, ""
 
     # -- run ------------------------------------------------------------------------------------
@@ -305,6 +314,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             device=choice(self.DEVICE, options.DEVICES),
             backbone=choice(self.BACKBONE, BACKBONES),
             weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
+            warm_start=self.parameterAsFile(parameters, self.CONTINUE_FROM, context) or None,
             random_start=self.parameterAsBoolean(parameters, self.RANDOM_START, context),
             preset=choice(self.PRESET, PRESETS),
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputLayerDefinition,
+                       QgsProcessingOutputNumber,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
@@ -12,6 +13,9 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 
 from .common import (ADAPTER_FILE_FILTER, DEVICE_OPTIONS, EngineFeedback, HyperAdaptAlgorithm,
                      raster_file, require_engine, run_engine_job, vector_file)
+
+
+GPKG_ONLY = "The suggestions are written as a GeoPackage; give the output a .gpkg name."
 
 
 class SuggestAlgorithm(HyperAdaptAlgorithm):
@@ -74,6 +78,13 @@ class SuggestAlgorithm(HyperAdaptAlgorithm):
         adapter = self.parameterAsFile(parameters, self.ADAPTER, context)
         if not os.path.isfile(adapter):
             return False, self.tr("The adapter file {} does not exist.").format(adapter)
+        output = parameters.get(self.OUTPUT)
+        if isinstance(output, QgsProcessingOutputLayerDefinition):
+            output = output.sink.staticValue()
+        output = str(output or "")
+        if output and output != QgsProcessing.TEMPORARY_OUTPUT and \
+                Path(output).suffix.lower() != ".gpkg":
+            return False, self.tr(GPKG_ONLY)
         return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)
@@ -84,8 +95,7 @@ class SuggestAlgorithm(HyperAdaptAlgorithm):
                              "hyperspectral raster")
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if Path(output).suffix.lower() != ".gpkg":
-            raise QgsProcessingException("The suggestions are written as a GeoPackage; give the "
-                                         "output a .gpkg name.")
+            raise QgsProcessingException(GPKG_ONLY)
         training = layer_name = field = None
         if parameters.get(self.TRAINING):
             training, layer_name = vector_file(
