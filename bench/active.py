@@ -8,7 +8,9 @@ labels:
 
 - "suggest": ``models.jobs.suggest`` (margin sampling, spacing, classes in turn; Tuia et al. 2011);
 - "uncertainty": the most uncertain pixels alone, without spacing or class turns;
-- "random": labelled pixels drawn at random (what drawing where it is easy amounts to).
+- "random": labelled pixels drawn at random (what drawing where it is easy amounts to);
+- "suggest_warm": "suggest", each round continuing from the last adapter with half the steps
+  (FineTuneSettings.warm_start) instead of training afresh.
 
 After each round the model is fine-tuned again from the backbone and scored on every labelled
 pixel not used for training. OA is plotted against the number of training pixels.
@@ -30,7 +32,7 @@ from .common import (RESULTS, log, machine_info, markdown_table, mean_std, publi
 
 import numpy as np  # noqa: E402
 
-STRATEGIES = ("suggest", "uncertainty", "random")
+STRATEGIES = ("suggest", "suggest_warm", "uncertainty", "random")
 PER_CLASS_PER_ROUND = 2
 SQUARE = 3
 SPACING = 5
@@ -111,10 +113,13 @@ def run_user(scene, backbone: str, seed: int, strategy: str, args, work: Path) -
         rows, cols = np.nonzero(chosen)
         layer = write_point_layer(work / f"active_{scene.name}_{strategy}_{seed}.gpkg",
                                   scene.raster, rows, cols, scene.labels[rows, cols])
-        adapter, classification = work / "active.pt", work / "active.tif"
+        previous = work / f"active_{(number + 1) % 2}.pt"
+        adapter, classification = work / f"active_{number % 2}.pt", work / "active.tif"
+        warm = str(previous) if strategy.endswith("_warm") and number > 0 else None
         started = time.perf_counter()
         fine_tune(scene.raster, str(layer), "class_id", str(adapter),
-                  settings=FineTuneSettings(weights=backbone, seed=seed, device=args.device),
+                  settings=FineTuneSettings(weights=backbone, seed=seed, device=args.device,
+                                            warm_start=warm),
                   layer_name="training", sensor=scene.sensor,
                   classification_path=str(classification))
         seconds = time.perf_counter() - started
@@ -128,7 +133,7 @@ def run_user(scene, backbone: str, seed: int, strategy: str, args, work: Path) -
         if number == args.rounds:
             break
         started = time.perf_counter()
-        spots = next_spots(strategy, scene, str(adapter), layer, chosen,
+        spots = next_spots(strategy.removesuffix("_warm"), scene, str(adapter), layer, chosen,
                            PER_CLASS_PER_ROUND * classes, rng, work, args)
         rounds[-1]["suggest_seconds"] = time.perf_counter() - started
         rounds[-1]["wasted_spots"] = label_squares(scene.labels, chosen, spots)
