@@ -59,6 +59,7 @@ class FineTuneResult:
     backbone: dict
     notes: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
+    cross_validation: dict | None = None      # cross_validate's pooled metrics, when asked
 
 
 @dataclass
@@ -1014,8 +1015,10 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
     written as JSON and/or HTML.
     """
     settings = (settings or FineTuneSettings()).resolved()
-    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= 20:
-        raise HyperAdaptError(f"Cross-validation needs from 2 to 20 folds (got {folds!r}).")
+    if (isinstance(folds, bool) or not isinstance(folds, int)
+            or not 2 <= folds <= options.MAX_FOLDS):
+        raise HyperAdaptError(f"Cross-validation needs from 2 to {options.MAX_FOLDS} folds "
+                              f"(got {folds!r}).")
     check_job_files({"report": html_path, "figures (JSON)": json_path},
                     {"input raster": raster_path, "training layer": layer_files(vector_path)})
     samples = _training_samples(raster_path, vector_path, class_field, settings,

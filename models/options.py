@@ -138,6 +138,10 @@ MAX_MAJORITY_SIZE = 51
 DEFAULT_SIEVE_PIXELS = 0
 MAX_SIEVE_PIXELS = 10**6
 
+# -- cross-validation -----------------------------------------------------------------------------
+# Most folds of the polygon-grouped cross-validation (jobs.cross_validate); each costs a training.
+MAX_FOLDS = 20
+
 # -- continuing from an earlier adapter ----------------------------------------------------------
 # Share of the steps a warm start (FineTuneSettings.warm_start) trains: the adapter already fits
 # the earlier labels, so a round of active learning costs about half a training.

@@ -116,6 +116,8 @@ class FineTuneRequest:
     settings: dict
     training_layer_label: str = ""
     snapshot_dir: str | None = None
+    folds: int = 0                          # cross-validation before training; 0: none
+    cross_validation_path: str | None = None
 
 
 def run_fine_tune(request: FineTuneRequest, progress, cancel):
@@ -126,14 +128,28 @@ def run_fine_tune(request: FineTuneRequest, progress, cancel):
         # A negative fraction leaves the progress bar where it is: this report carries numbers.
         progress(-1.0, "", epoch_record=dict(record))
 
-    return jobs.fine_tune(
+    settings = jobs.FineTuneSettings(**request.settings)
+    cross_validation, share = None, 0.0
+    if request.folds:
+        # k trainings for the folds and one for the adapter: the progress bar shares them out.
+        share = request.folds / (request.folds + 1)
+        cross_validation = jobs.cross_validate(
+            request.raster_path, request.vector_path, request.class_field, folds=request.folds,
+            settings=settings, layer_name=request.layer_name, class_colors=request.class_colors,
+            class_names=request.class_names, html_path=request.cross_validation_path,
+            progress=lambda fraction, message="", *a, **k: progress(
+                fraction * share, f"Cross-validation: {message}"), cancel=cancel)
+    result = jobs.fine_tune(
         request.raster_path, request.vector_path, request.class_field, request.adapter_path,
         layer_name=request.layer_name, class_colors=request.class_colors,
         class_names=request.class_names, sensor=request.sensor, adapter_name=request.adapter_name,
         classification_path=request.classification_path,
         confidence_path=request.confidence_path, report_path=request.report_path,
-        settings=jobs.FineTuneSettings(**request.settings), progress=progress, cancel=cancel,
-        on_epoch=report_epoch)
+        settings=settings, progress=lambda fraction, message="", *a, **k: progress(
+            fraction if fraction < 0 else share + (1 - share) * fraction, message, *a, **k),
+        cancel=cancel, on_epoch=report_epoch)
+    result.cross_validation = cross_validation
+    return result
 
 
 def run_download(progress, cancel):
@@ -207,6 +223,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.majority_spin.setMaximum(options.MAX_MAJORITY_SIZE)
         self.sieve_spin.setMaximum(options.MAX_SIEVE_PIXELS)
         self.self_training_spin.setMaximum(options.MAX_SELF_TRAINING_ROUNDS)
+        self.cross_validation_spin.setMaximum(options.MAX_FOLDS)
         for name, value in SPIN_DEFAULTS.items():
             getattr(self, name).setValue(value)
         for target, name in TARGET_CHECKS.items():
@@ -532,7 +549,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         output = self.output_dir()
         output.mkdir(parents=True, exist_ok=True)
         name = self.adapter_name_edit.text().strip()
-        suffixes = ("_classification.tif", "_confidence.tif", "_report.html")
+        suffixes = ("_classification.tif", "_confidence.tif", "_report.html",
+                    "_cross_validation.html")
         stem = unique_stem(output, safe_file_stem(name), suffixes)
         confidence = self.confidence_check.isChecked()
         class_colors, class_names = class_style_from_layer(training, field_name)
@@ -544,7 +562,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             classification_path=str(output / f"{stem}_classification.tif"),
             confidence_path=str(output / f"{stem}_confidence.tif") if confidence else None,
             report_path=str(output / f"{stem}_report.html"), settings=self.settings_dict(),
-            training_layer_label=training.name(), snapshot_dir=snapshot_dir)
+            training_layer_label=training.name(), snapshot_dir=snapshot_dir,
+            folds=self.cross_validation_spin.value(),
+            cross_validation_path=str(output / f"{stem}_cross_validation.html"))
 
     @pyqtSlot()
     def start(self) -> None:
@@ -667,6 +687,12 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         kappa = metrics.get("kappa")
         if kappa is not None:
             parts.append(f"kappa {float(kappa):.3f}")
+        if result.cross_validation:
+            folds = [f"{100 * fold['overall_accuracy']:.0f}"
+                     for fold in result.cross_validation["folds"]]
+            parts.append(f"cross-validated accuracy "
+                         f"{100 * result.cross_validation['overall_accuracy']:.1f} % "
+                         f"({len(folds)} folds by polygon: {', '.join(folds)} %)")
         parts.append(f"{format_duration(result.seconds)}")
         parts.append(f"adapter {format_bytes(result.adapter_bytes)}")
         random_start = bool((result.backbone or {}).get("random_start")) or \

@@ -435,3 +435,25 @@ def test_clean_up_boxes_step_through_odd_windows_and_show_off(open_dialog):
     assert dialog.majority_spin.value() == 3
     asked = dialog.settings_dict()
     assert (asked["majority_size"], asked["sieve_pixels"]) == (3, 6)
+
+
+def test_cross_validation_before_training_is_in_the_summary_and_its_report(
+        iface, open_dialog, scene, library_dir, tmp_path):
+    raster, polygons = scene
+    output = tmp_path / "out"
+    dialog = open_dialog()
+    fill_form(dialog, raster, polygons, output, steps=20)
+    dialog.cross_validation_spin.setValue(2)
+    fractions = []
+    dialog.start()
+    assert wait_until(lambda: (fractions.append(dialog.progress_bar.value()) or
+                               not dialog.is_running()), 300), dialog.message_label.text()
+    assert dialog.last_result is not None, dialog.status_label.text()
+    pooled = dialog.last_result.cross_validation
+    assert [f["fold"] for f in pooled["folds"]] == [1, 2]
+    summary = dialog.last_summary
+    assert f"cross-validated accuracy {100 * pooled['overall_accuracy']:.1f} % (2 folds by " \
+           f"polygon: " in summary
+    assert (output / "gui_test_cross_validation.html").is_file()
+    seen = [f for f in fractions if f >= 0]
+    assert seen == sorted(seen)        # one bar for the folds and the training, never back

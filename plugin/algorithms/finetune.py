@@ -189,7 +189,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          self.tr("Cross-validation folds by polygon before "
                                                  "training (0 = none)"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0,
-                                         maxValue=20),
+                                         maxValue=options.MAX_FOLDS),
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(options.DEVICES),
