@@ -637,7 +637,7 @@ def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int
     The most uncertain pixels (smallest margin between the two best classes), at least
     ``min_spacing`` pixels apart and from the training layer's pixels, taken in turn from each
     best-guess class. The scene is scored every ``step`` pixels (default: half the spacing).
-    Returns {"suggestions": [Suggestion], "classes", "scored_pixels", "seconds"}.
+    Returns {"suggestions": [Suggestion], "classes", "output_path", "scored_pixels", "seconds"}.
     """
     from .suggest import (CANDIDATES_PER_SUGGESTION, choose_suggestions, scene_candidates,
                           write_suggestions_layer)
@@ -691,7 +691,7 @@ def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int
         staged.discard()
         raise
     _report(progress, 1.0, "Done")
-    return {"suggestions": chosen, "classes": record.classes,
+    return {"suggestions": chosen, "classes": record.classes, "output_path": str(output_path),
             "scored_pixels": int(len(found["rows"])), "seconds": time.perf_counter() - started}
 
 

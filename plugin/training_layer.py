@@ -143,6 +143,11 @@ class TrainingLayerPanel(QDockWidget):
         self.class_table.itemSelectionChanged.connect(self._selection_changed)
         self.class_table.itemChanged.connect(self._item_edited)
         self.color_button.colorChanged.connect(self._color_picked)
+        from .suggestions import SuggestionsBox
+
+        self.class_table.setMinimumHeight(120)
+        self.suggestions = SuggestionsBox(self)
+        self.form.layout().addWidget(self.suggestions)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self)
         self._update_labels()
 
@@ -528,6 +533,7 @@ class TrainingLayerPanel(QDockWidget):
             self._disconnect_layer(self.layer)
             self.layer = None
         self._count_timer.stop()
+        self.suggestions.shutdown()
         main_window = self.iface.mainWindow()
         if main_window is not None and hasattr(main_window, "removeDockWidget"):
             main_window.removeDockWidget(self)

@@ -159,3 +159,93 @@ def test_toolbar_action_creates_a_layer_for_the_raster(iface, tmp_path, monkeypa
         layer.rollBack()
     finally:
         plugin.unload()
+
+
+def test_suggestions_are_walked_through_and_accepted_ones_become_training_squares(
+        iface, tmp_path, library_dir, monkeypatch):
+    """Suggest where to draw next from a library adapter, then add one as its guess, one as the
+    selected class, and skip one: the training layer gains two pixel-aligned squares."""
+    import time
+
+    from engine_data import TINY_BACKBONE
+    from gui_data import write_training_polygons
+    from hyperadapt.models import library
+    from hyperadapt.models.jobs import FineTuneSettings, fine_tune
+
+    monkeypatch.setenv("HYPERADAPT_OUTPUT", str(tmp_path / "outputs"))
+    raster = _add_raster(tmp_path)
+    polygons = write_training_polygons(tmp_path / "fields.gpkg")
+    adapter = library.library_adapter_path("GUITESTSENSOR", "scene model")
+    fine_tune(raster.source(), str(polygons), "landcover", str(adapter), sensor="GUITESTSENSOR",
+              adapter_name="scene model",
+              settings=FineTuneSettings(backbone="tiny", random_start=True, epochs=3,
+                                        input_size=16, window_size=5,
+                                        backbone_overrides=dict(TINY_BACKBONE)))
+    training = QgsVectorLayer(f"{polygons}|layername=training", "fields", "ogr")
+    QgsProject.instance().addMapLayer(training)
+    panel = TrainingLayerPanel(iface, None)
+    try:
+        panel.raster_combo.setLayer(raster)
+        panel.set_training_layer(training, "landcover")
+        box = panel.suggestions
+        assert [box.adapter_combo.itemText(i) for i in range(box.adapter_combo.count())] == \
+            ["scene model"]
+        box.count_spin.setValue(3)
+        box.spacing_spin.setValue(2)
+        box.square_spin.setValue(3)
+        before = {f.id() for f in training.getFeatures()}
+        box.suggest_button.click()
+        deadline = time.monotonic() + 60
+        while (box.runner is not None or box.layer is None) and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.02)
+        assert box.layer is not None, box.info_label.text()
+        assert len(box.features) == 3 and box.info_label.text().startswith("Suggestion 1 of 3")
+        guesses = [f["guess"] for f in box.features]
+        _screenshot_of_suggestions(panel, [box.layer, training, raster], raster, tmp_path)
+
+        box.accept_guess_button.click()
+        panel.set_current_class("soil")
+        box.accept_class_button.click()
+        box.skip_button.click()
+        assert box.info_label.text().startswith("Done: 2 of 3 suggestions added")
+        assert not box.accept_guess_button.isEnabled()
+
+        added = [f for f in training.getFeatures() if f.id() not in before]
+        assert len(added) == 2
+        for suggestion, label in zip(box.features, [guesses[0], "soil"]):
+            square = [f for f in added if f.geometry().contains(suggestion.geometry())]
+            assert len(square) == 1 and square[0]["landcover"] == label
+            extent = square[0].geometry().boundingBox()
+            assert round(extent.width()) == round(extent.height()) == 90          # 3 pixels
+            assert (extent.xMinimum() - ORIGIN_X) % PIXEL_SIZE == 0              # on the grid
+    finally:
+        panel.shutdown()
+
+
+def _screenshot_of_suggestions(panel, layers, raster, tmp_path) -> None:
+    """For the README: the map with the suggestions beside the panel walking through them."""
+    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QImage, QPainter
+
+    panel.resize(360, 620)
+    shown = panel.grab().toImage()
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(raster.crs())
+    settings.setExtent(raster.extent())
+    settings.setOutputSize(QSize(420, 420))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    drawn = job.renderedImage()
+    image = QImage(drawn.width() + shown.width() + 10, max(drawn.height(), shown.height()),
+                   QImage.Format_ARGB32)
+    image.fill(0xFFFFFFFF)
+    painter = QPainter(image)
+    painter.drawImage(0, 0, drawn)
+    painter.drawImage(drawn.width() + 10, 0, shown)
+    painter.end()
+    for path in screenshot_paths(tmp_path, "suggestions.png"):
+        assert image.save(str(path))
