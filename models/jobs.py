@@ -590,40 +590,84 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
 
     An adapter made for another band layout or another backbone is refused with one sentence.
     """
-    started = time.perf_counter()
     if not output_path:
         raise HyperAdaptError("No output file name was given.")
-    check_job_files({"classification": raster_files(output_path),
-                     "confidence raster": raster_files(confidence_path)[::2]},
-                    {"input raster": raster_path, "adapter file": adapter_path,
-                     "weights file": weights},
-                    needed_bytes=_map_bytes(raster_path, output_path, confidence_path))
+    _check_classify_files(raster_path, output_path, confidence_path,
+                          {"adapter file": adapter_path, "weights file": weights})
     _report(progress, 0.0, "Reading the adapter")
     record = load_adapter_file(adapter_path)
-    info = read_raster_info(raster_path)
-    problem = compatibility_problem(record, info)
+    # The sensor is checked before the backbone is rebuilt (seconds, for the official weights).
+    problem = compatibility_problem(record, read_raster_info(raster_path))
     if problem:
         raise HyperAdaptError(problem)
+    loaded = load_adapter(adapter_path, weights=weights, device=device, record=record)
     raise_if_cancelled(cancel)
+    return classify_with(loaded, raster_path, output_path, confidence_path=confidence_path,
+                         batch_size=batch_size, progress=_scaled(progress, 0.05, 1.0),
+                         cancel=cancel)
+
+
+@dataclass
+class LoadedAdapter:
+    """An adapter file's model, rebuilt and merged on its device, ready for many rasters."""
+
+    record: AdapterRecord
+    model: torch.nn.Module
+    adaptation: BandAdaptation
+    device: torch.device
+    notes: list[str]
+    path: str = ""
+
+
+def load_adapter(adapter_path, *, weights=None, device: str = "auto",
+                 record: AdapterRecord | None = None) -> LoadedAdapter:
+    """Read an adapter file (unless its ``record`` is given) and rebuild its model once: an
+    archive classifies many rasters with it."""
+    record = record or load_adapter_file(adapter_path)
     model, notes = rebuild_model(record, weights=weights)
     torch_device = choose_device(device)
     model.to(torch_device)
     adapters.merge_adapters(model)
-    adaptation = BandAdaptation.from_state(record.band_adaptation)
+    return LoadedAdapter(record=record, model=model, device=torch_device, notes=notes,
+                         adaptation=BandAdaptation.from_state(record.band_adaptation),
+                         path=str(adapter_path))
+
+
+def classify_with(loaded: LoadedAdapter, raster_path: str, output_path: str, *,
+                  confidence_path: str | None = None, batch_size: int = 64, progress=None,
+                  cancel=None) -> ClassifyResult:
+    """classify() with an adapter loaded before (load_adapter)."""
+    started = time.perf_counter()
+    _check_classify_files(raster_path, output_path, confidence_path,
+                          {"adapter file": loaded.path or None})
+    record = loaded.record
+    info = read_raster_info(raster_path)
+    problem = compatibility_problem(record, info)
+    if problem:
+        raise HyperAdaptError(problem)
     with RasterReader(info) as reader:
-        stats = classify_and_clean(reader=reader, model=model, adaptation=adaptation,
-                                   classes=record.classes, output_path=output_path,
-                                   window_size=record.window_size,
+        stats = classify_and_clean(reader=reader, model=loaded.model,
+                                   adaptation=loaded.adaptation, classes=record.classes,
+                                   output_path=output_path, window_size=record.window_size,
                                    segment_size=record.segment_size,
                                    majority_size=record.majority_size,
-                                   sieve_pixels=record.sieve_pixels,
-                                   device=torch_device, batch_size=max(1, int(batch_size)),
-                                   confidence_path=confidence_path,
-                                   progress=_scaled(progress, 0.05, 1.0), cancel=cancel)
+                                   sieve_pixels=record.sieve_pixels, device=loaded.device,
+                                   batch_size=max(1, int(batch_size)),
+                                   confidence_path=confidence_path, progress=progress,
+                                   cancel=cancel)
     return ClassifyResult(output_path=str(output_path),
                           confidence_path=str(confidence_path) if confidence_path else None,
                           classes=record.classes, seconds=time.perf_counter() - started,
-                          pixels_per_class=stats["pixels_per_class"], notes=notes)
+                          pixels_per_class=stats["pixels_per_class"], notes=list(loaded.notes))
+
+
+def _check_classify_files(raster_path, output_path, confidence_path, inputs: dict) -> None:
+    if not output_path:
+        raise HyperAdaptError("No output file name was given.")
+    check_job_files({"classification": raster_files(output_path),
+                     "confidence raster": raster_files(confidence_path)[::2]},
+                    {"input raster": raster_path, **inputs},
+                    needed_bytes=_map_bytes(raster_path, output_path, confidence_path))
 
 
 # -- where to draw next ---------------------------------------------------------------------------
