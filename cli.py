@@ -11,7 +11,11 @@ Every fine-tuning and pretraining setting is an option named after its field in
 models.settings.FineTuneSettings or models.pretrain.PretrainSettings (``--learning-rate 3e-3``,
 ``--targets attn.q attn.v``); what is not given keeps the engine's default. A problem with the
 input is one sentence on stderr and exit status 2; cancel with Ctrl-C (exit status 130), which
-leaves no output behind. For an installed plugin, put the folder holding ``hyperadapt`` (the
+leaves no output behind. Pretraining runs on several processes under torchrun (DDP: gloo on CPUs,
+NCCL on GPUs), each taking its share of every batch, the same steps as one process:
+
+    torchrun --nproc_per_node 4 -m hyperadapt.cli pretrain backbone.pt scenes/*.tif --epochs 40
+ For an installed plugin, put the folder holding ``hyperadapt`` (the
 profile's ``python/plugins``) on PYTHONPATH; HyperAdapt's dependency folder is added by itself.
 """
 from __future__ import annotations
@@ -190,8 +194,11 @@ def main(argv=None) -> int:
     from .models.errors import HyperAdaptError, os_error_sentence
 
     started = time.perf_counter()
+    rank = _start_processes()
     try:
-        print(run(args))
+        line = run(args)
+        if rank == 0:
+            print(line)
     except KeyboardInterrupt:
         print("Cancelled.", file=sys.stderr)
         return 130
@@ -201,8 +208,34 @@ def main(argv=None) -> int:
     except OSError as error:
         print(os_error_sentence(error), file=sys.stderr)
         return 2
-    print(f"{time.perf_counter() - started:.0f} s in all", file=sys.stderr)
+    finally:
+        _end_processes()
+    if rank == 0:
+        print(f"{time.perf_counter() - started:.0f} s in all", file=sys.stderr)
     return 0
+
+
+def _start_processes() -> int:
+    """Under torchrun (WORLD_SIZE > 1), join the process group: gloo on CPUs, NCCL on GPUs, one
+    GPU per process. Returns this process's rank (0 alone)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
+def _end_processes() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

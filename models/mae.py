@@ -247,10 +247,20 @@ class MaskedAutoencoder(nn.Module):
         return (per_cell * cells).sum() / cells.sum().clamp_min(1.0) / scale
 
     def forward(self, x: torch.Tensor, *, mask_ratio: float,
-                generator: torch.Generator | None = None):
-        """One masked-autoencoder pass: ``(loss, pred (B, N, u*p*p), mask (B, N) True = hidden)``."""
-        ids_keep, mask, ids_restore = random_masking(x.shape[0], self.num_tokens, mask_ratio,
-                                                     generator=generator, device=x.device)
+                generator: torch.Generator | None = None, rows: torch.Tensor | None = None,
+                global_batch: int | None = None):
+        """One masked-autoencoder pass: ``(loss, pred (B, N, u*p*p), mask (B, N) True = hidden)``.
+
+        With ``rows`` (the samples' places in a batch of ``global_batch`` split over processes),
+        the masks are those the whole batch would draw, so that every process masks its share as
+        one process would.
+        """
+        ids_keep, mask, ids_restore = random_masking(global_batch or x.shape[0], self.num_tokens,
+                                                     mask_ratio, generator=generator,
+                                                     device=x.device)
+        if rows is not None:
+            rows = rows.to(ids_keep.device)
+            ids_keep, mask, ids_restore = ids_keep[rows], mask[rows], ids_restore[rows]
         latent = self.forward_encoder(x, ids_keep)
         pred = self.forward_decoder(latent, ids_restore)
         return self.reconstruction_loss(x, pred, mask), pred, mask

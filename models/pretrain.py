@@ -546,6 +546,12 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
         say(0.0, "Loading the official weights")
         continued_from = _load_official_weights(model, settings.weights)
     model.to(device).train()
+    rank, world = distributed_rank()
+    # Under torchrun, each process takes its share of every batch and DDP averages the
+    # gradients: with shares of equal size, the same steps as one process (models.mae masks).
+    forward = (torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model)
+    if rank:
+        say = (lambda fraction, message: None)
     peak_lr = settings.peak_learning_rate()
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=peak_lr,
                                   betas=(0.9, 0.95), foreach=True)
@@ -565,6 +571,8 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                      time_budget_s=settings.time_budget_s)
 
     def save_state() -> None:
+        if rank:
+            return                      # one writer: rank 0
         payload = {"format": RESUME_FORMAT, "version": 1, "fingerprint": fingerprint,
                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                    "optimizer": _to_cpu(optimizer.state_dict()),
@@ -596,6 +604,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                 windows = augment_windows(windows, np.random.default_rng(
                     [settings.seed, epoch, step, 1]))
             inputs = resize_windows(windows.to(device), settings.input_size)
+            rows = torch.arange(rank, len(batch), world)
             spent = budget.fraction(counters["global_step"],
                                     seconds_before + time.monotonic() - loop_start)
             learning_rate = learning_rate_at(spent, peak_lr)
@@ -603,20 +612,23 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                 group["lr"] = learning_rate
             generator.manual_seed(settings.seed * 1_000_003 + counters["global_step"])
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, _, _ = model(inputs, mask_ratio=mask_ratio, generator=generator)
+                loss, _, _ = forward(inputs[rows.to(inputs.device)] if world > 1 else inputs,
+                                     mask_ratio=mask_ratio, generator=generator,
+                                     rows=rows if world > 1 else None, global_batch=len(batch))
             if not torch.isfinite(loss):
                 raise HyperAdaptError("The pretraining loss is no longer a finite number; lower "
                                       "the learning rate.")
             optimizer.zero_grad(set_to_none=True)
             backward_and_step(loss, optimizer, scaler)
-            value = float(loss.detach())
+            value = float(_mean_over_processes(loss.detach(), world))
             running = value if running is None else 0.95 * running + 0.05 * value
             counters["loss_sum"] += value
             counters["loss_count"] += 1
             counters["global_step"] += 1
             counters["step_in_epoch"] = step + 1
             counters["seconds"] = seconds_before + time.monotonic() - loop_start
-            fraction = budget.fraction(counters["global_step"], counters["seconds"])
+            fraction = _same_everywhere(
+                budget.fraction(counters["global_step"], counters["seconds"]), world)
             of_epochs = f"/{settings.epochs}" if settings.epochs else ""
             say(min(fraction, 1.0), f"Epoch {epoch + 1}{of_epochs}: masked loss {running:.4f}")
             if fraction >= 1.0:
@@ -647,18 +659,50 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                    "wavelengths_nm": infos[0].wavelengths_nm,
                    "band_indices": list(adaptation.band_indices)}
     say(1.0, "Writing the backbone file")
-    backbone_id, size = save_backbone_file(
-        backbone_path, model=encoder, band_adaptation=adaptation,
-        window_size=settings.window_size, input_size=settings.input_size, sensor=sensor_info,
-        pretraining=pretraining)
-    if resume_path.exists():
-        resume_path.unlink()
+    if rank == 0:
+        backbone_id, size = save_backbone_file(
+            backbone_path, model=encoder, band_adaptation=adaptation,
+            window_size=settings.window_size, input_size=settings.input_size,
+            sensor=sensor_info, pretraining=pretraining)
+        if resume_path.exists():
+            resume_path.unlink()
+    if world > 1:
+        torch.distributed.barrier()
+        if rank:                        # the file rank 0 wrote, with its id
+            backbone_id, size = read_backbone_file(backbone_path)["id"], \
+                backbone_path.stat().st_size
     log.info("Pretrained %s in %.0f s (%d epochs, loss %.4f).", backbone_path.name,
              time.monotonic() - started, counters["epoch"], losses[-1] if losses else float("nan"))
     return PretrainResult(backbone_path=str(backbone_path), backbone_id=backbone_id, losses=losses,
                           epochs=counters["epoch"], seconds=counters["seconds"],
                           resumed=state is not None, steps=counters["global_step"],
                           mask_ratio=mask_ratio, sensor=sensor_name, backbone_bytes=size)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (torchrun), else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        value = value.float().clone()
+        torch.distributed.all_reduce(value)
+        value /= world
+    return value
+
+
+def _same_everywhere(fraction: float, world: int) -> float:
+    """Rank 0's budget fraction on every process, so that all stop at the same step (clocks and
+    a time budget differ between processes)."""
+    if world > 1:
+        on = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+        shared = torch.tensor([float(fraction)], dtype=torch.float64, device=on)
+        torch.distributed.broadcast(shared, 0)
+        fraction = float(shared[0])
+    return fraction
 
 
 def _to_cpu(value):
