@@ -419,27 +419,13 @@ def sample_valid_pixels(reader: RasterReader, *, max_pixels: int = 20000, seed: 
     Only as many tiles are read as needed to collect about four times ``max_pixels`` pixels, so
     the cost does not grow with the raster's size. A HyperAdaptError when no pixel is valid.
     """
-    bands = list(reader.info.good_bands if bands is None else bands)
     rng = np.random.default_rng(seed)
-    tiles = list(iter_tiles(reader.width, reader.height, tile))
-    order = rng.permutation(len(tiles))
-    collected, seen = [], 0
-    for position in order:
-        raise_if_cancelled(cancel)
-        x, y, w, h = tiles[position]
-        data, valid = reader.read(x, y, w, h, bands)
-        if valid.any():
-            collected.append(data[:, valid].T)
-            seen += int(valid.sum())
-        if seen >= 4 * max_pixels:
-            break
+    collected = _from_random_tiles(reader, bands, rng, tile, max_pixels, cancel,
+                                   lambda data, valid: [data[:, valid].T])
     if not collected:
         raise HyperAdaptError(f"The raster {os.path.basename(reader.info.path)} has no valid "
                               f"pixels: every pixel is nodata or masked.")
-    pixels = np.concatenate(collected, axis=0)
-    if len(pixels) > max_pixels:
-        pixels = pixels[np.sort(rng.choice(len(pixels), size=max_pixels, replace=False))]
-    return pixels
+    return _subsample(np.concatenate(collected, axis=0), max_pixels, rng)
 
 
 def sample_neighbour_differences(reader: RasterReader, *, max_pairs: int = 20000, seed: int = 0,
@@ -450,29 +436,42 @@ def sample_neighbour_differences(reader: RasterReader, *, max_pairs: int = 20000
 
     A HyperAdaptError when no two neighbouring pixels are valid.
     """
-    bands = list(reader.info.good_bands if bands is None else bands)
-    rng = np.random.default_rng([seed, 2])
-    tiles = list(iter_tiles(reader.width, reader.height, tile))
-    order = rng.permutation(len(tiles))
-    collected, seen = [], 0
-    for position in order:
-        raise_if_cancelled(cancel)
-        x, y, w, h = tiles[position]
-        data, valid = reader.read(x, y, w, h, bands)
+    def neighbour_differences(data, valid):
         across = valid[:, 1:] & valid[:, :-1]
         down = valid[1:, :] & valid[:-1, :]
-        for pair, difference in ((across, data[:, :, 1:] - data[:, :, :-1]),
-                                 (down, data[:, 1:, :] - data[:, :-1, :])):
-            if pair.any():
-                collected.append(difference[:, pair].T)
-                seen += int(pair.sum())
-        if seen >= 4 * max_pairs:
-            break
+        return [(data[:, :, 1:] - data[:, :, :-1])[:, across].T,
+                (data[:, 1:, :] - data[:, :-1, :])[:, down].T]
+
+    rng = np.random.default_rng([seed, 2])
+    collected = _from_random_tiles(reader, bands, rng, tile, max_pairs, cancel,
+                                   neighbour_differences)
     if not collected:
         raise HyperAdaptError(f"The raster {os.path.basename(reader.info.path)} has no two "
                               f"neighbouring valid pixels to estimate its noise from.")
-    differences = np.concatenate(collected, axis=0)
-    if len(differences) > max_pairs:
-        differences = differences[np.sort(rng.choice(len(differences), size=max_pairs,
-                                                     replace=False))]
-    return differences
+    return _subsample(np.concatenate(collected, axis=0), max_pairs, rng)
+
+
+def _from_random_tiles(reader: RasterReader, bands, rng, tile: int, wanted: int, cancel,
+                       take) -> list[np.ndarray]:
+    """The non-empty row arrays ``take(data, valid)`` gives for tiles in random order, until
+    about four times ``wanted`` rows: the cost does not grow with the raster."""
+    bands = list(reader.info.good_bands if bands is None else bands)
+    tiles = list(iter_tiles(reader.width, reader.height, tile))
+    collected, seen = [], 0
+    for position in rng.permutation(len(tiles)):
+        raise_if_cancelled(cancel)
+        x, y, w, h = tiles[position]
+        data, valid = reader.read(x, y, w, h, bands)
+        for rows in take(data, valid):
+            if len(rows):
+                collected.append(rows)
+                seen += len(rows)
+        if seen >= 4 * wanted:
+            break
+    return collected
+
+
+def _subsample(rows: np.ndarray, most: int, rng) -> np.ndarray:
+    if len(rows) > most:
+        rows = rows[np.sort(rng.choice(len(rows), size=most, replace=False))]
+    return rows

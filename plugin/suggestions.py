@@ -154,7 +154,7 @@ class SuggestionsBox(QGroupBox):
     # -- suggesting ---------------------------------------------------------------------------
     @pyqtSlot()
     def suggest(self) -> None:
-        from .fine_tune_dialog import export_training_snapshot, vector_source
+        from .fine_tune_dialog import export_training_snapshot, unique_stem, vector_source
 
         raster = self.panel.raster_combo.currentLayer()
         adapter = self.adapter_combo.currentData()
@@ -171,11 +171,8 @@ class SuggestionsBox(QGroupBox):
                                                     Path(self._snapshot.name))
         folder = kept_output_folder()
         folder.mkdir(parents=True, exist_ok=True)
-        output = folder / f"{Path(raster.source()).stem}_suggestions.gpkg"
-        number = 2
-        while output.exists():
-            output = folder / f"{Path(raster.source()).stem}_suggestions_{number}.gpkg"
-            number += 1
+        output = folder / (unique_stem(folder, f"{Path(raster.source()).stem}_suggestions",
+                                       (".gpkg",)) + ".gpkg")
         count = self.count_spin.value()
         spacing = self.spacing_spin.value()
         self.runner = JobRunner(job=lambda progress, cancel: run_suggest(

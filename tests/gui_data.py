@@ -152,22 +152,46 @@ def screenshot_paths(tmp_path: Path, name: str) -> list[Path]:
     return paths
 
 
-def render_map_with_legend(layers, extent, crs, title: str, *, map_size: int = 420):
-    """The layers rendered (first on top) beside a legend of the top layer's paletted classes."""
+def render_layers(layers, extent, crs, size: int = 420):
+    """The layers (first on top) rendered as QGIS draws them, on white."""
     from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
-    from qgis.PyQt.QtCore import QRect, QSize, Qt
-    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter, QPen
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
 
     settings = QgsMapSettings()
     settings.setLayers(layers)
     settings.setDestinationCrs(crs)
     settings.setExtent(extent)
-    settings.setOutputSize(QSize(map_size, map_size))
+    settings.setOutputSize(QSize(size, size))
     settings.setBackgroundColor(QColor(255, 255, 255))
     job = QgsMapRendererParallelJob(settings)
     job.start()
     job.waitForFinished()
-    rendered = job.renderedImage()
+    return job.renderedImage()
+
+
+def side_by_side(*images, gap: int = 10):
+    """One white image holding ``images`` left to right."""
+    from qgis.PyQt.QtGui import QImage, QPainter
+
+    image = QImage(sum(i.width() for i in images) + gap * (len(images) - 1),
+                   max(i.height() for i in images), QImage.Format_ARGB32)
+    image.fill(0xFFFFFFFF)
+    painter = QPainter(image)
+    left = 0
+    for part in images:
+        painter.drawImage(left, 0, part)
+        left += part.width() + gap
+    painter.end()
+    return image
+
+
+def render_map_with_legend(layers, extent, crs, title: str, *, map_size: int = 420):
+    """The layers rendered (first on top) beside a legend of the top layer's paletted classes."""
+    from qgis.PyQt.QtCore import QRect, Qt
+    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter, QPen
+
+    rendered = render_layers(layers, extent, crs, map_size)
 
     classes = layers[0].renderer().classes()
     legend_width, margin, row = 210, 14, 26

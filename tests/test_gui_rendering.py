@@ -4,16 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import (QgsMapRendererParallelJob, QgsMapSettings, QgsMultiBandColorRenderer,
-                       QgsRasterLayer)
+from qgis.core import QgsMultiBandColorRenderer, QgsRasterLayer
 from qgis.gui import QgsMessageBar
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QSize
-from qgis.PyQt.QtGui import QImage, QPainter
 from qgis.PyQt.QtWidgets import QPushButton, QTextBrowser
 
 from engine_data import make_test_raster, write_raster
-from gui_data import screenshot_paths
+from gui_data import render_layers, screenshot_paths, side_by_side
 from hyperadapt.bench.indian_pines import load_indian_pines, write_image
 from hyperadapt.models.jobs import evaluate
 from hyperadapt.plugin.rendering import (COLOUR_INFRARED_NM, TRUE_COLOUR_NM, bands_for,
@@ -83,16 +80,8 @@ def test_a_raster_without_wavelengths_keeps_its_rendering(tmp_path, iface, qgis_
 def test_screenshots_of_a_true_colour_raster_and_an_accuracy_report(tmp_path, qgis_new_project):
     """Pictures for the README: Indian Pines as QGIS opens it and in true colour, and the
     accuracy report of an evaluation as a browser shows it."""
-    def render(raster_layer) -> QImage:
-        settings = QgsMapSettings()
-        settings.setLayers([raster_layer])
-        settings.setDestinationCrs(raster_layer.crs())
-        settings.setExtent(raster_layer.extent())
-        settings.setOutputSize(QSize(300, 300))
-        job = QgsMapRendererParallelJob(settings)
-        job.start()
-        job.waitForFinished()
-        return job.renderedImage()
+    def render(raster_layer):
+        return render_layers([raster_layer], raster_layer.extent(), raster_layer.crs(), 300)
 
     image, labels, wavelengths = load_indian_pines()
     path = tmp_path / "indian_pines.tif"
@@ -101,16 +90,9 @@ def test_screenshots_of_a_true_colour_raster_and_an_accuracy_report(tmp_path, qg
     first = render(layer)
     assert show_in_true_colour(layer)
     assert _bands(layer) == tuple(bands_for(wavelengths, TRUE_COLOUR_NM))
-    coloured = render(layer)
-    side_by_side = QImage(first.width() + coloured.width() + 10, first.height(),
-                          QImage.Format_ARGB32)
-    side_by_side.fill(0xFFFFFFFF)
-    painter = QPainter(side_by_side)
-    painter.drawImage(0, 0, first)
-    painter.drawImage(first.width() + 10, 0, coloured)
-    painter.end()
+    pair = side_by_side(first, render(layer))
     for shot in screenshot_paths(tmp_path, "true_colour_rendering.png"):
-        assert side_by_side.save(str(shot))
+        assert pair.save(str(shot))
 
     # A report: a map that is the ground truth with a fifth of its pixels in a neighbouring
     # class, evaluated against the ground truth (areas in hectares on a 20 m UTM grid).

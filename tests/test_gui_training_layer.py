@@ -225,27 +225,10 @@ def test_suggestions_are_walked_through_and_accepted_ones_become_training_square
 
 def _screenshot_of_suggestions(panel, layers, raster, tmp_path) -> None:
     """For the README: the map with the suggestions beside the panel walking through them."""
-    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
-    from qgis.PyQt.QtCore import QSize
-    from qgis.PyQt.QtGui import QImage, QPainter
+    from gui_data import render_layers, side_by_side
 
     panel.resize(360, 620)
-    shown = panel.grab().toImage()
-    settings = QgsMapSettings()
-    settings.setLayers(layers)
-    settings.setDestinationCrs(raster.crs())
-    settings.setExtent(raster.extent())
-    settings.setOutputSize(QSize(420, 420))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    drawn = job.renderedImage()
-    image = QImage(drawn.width() + shown.width() + 10, max(drawn.height(), shown.height()),
-                   QImage.Format_ARGB32)
-    image.fill(0xFFFFFFFF)
-    painter = QPainter(image)
-    painter.drawImage(0, 0, drawn)
-    painter.drawImage(drawn.width() + 10, 0, shown)
-    painter.end()
+    image = side_by_side(render_layers(layers, raster.extent(), raster.crs()),
+                         panel.grab().toImage())
     for path in screenshot_paths(tmp_path, "suggestions.png"):
         assert image.save(str(path))
