@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     rank = _start_processes()
+    # A scheduler's SIGTERM (Slurm's time limit, a kill) ends the job the way Ctrl-C does: what
+    # it was writing goes, earlier results stay (models.files.StagedFiles).
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         line = run(args)
         if rank == 0:
@@ -202,6 +206,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("Cancelled.", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("Terminated; earlier results are as they were.", file=sys.stderr)
+        return 143
     except HyperAdaptError as error:
         print(str(error), file=sys.stderr)
         return 2
@@ -213,6 +220,14 @@ def main(argv=None) -> int:
     if rank == 0:
         print(f"{time.perf_counter() - started:.0f} s in all", file=sys.stderr)
     return 0
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the job is, so that its clean-up runs."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
 
 
 def _start_processes() -> int:

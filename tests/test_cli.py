@@ -84,3 +84,34 @@ def test_every_fine_tuning_setting_is_an_option():
 
     for item in dataclasses.fields(FineTuneSettings):
         assert "--" + item.name.replace("_", "-") in done.stdout, item.name
+
+
+def test_sigterm_during_fine_tuning_leaves_the_previous_results_as_they_were(tmp_path):
+    import hashlib
+    import signal
+    import time
+
+    raster = make_test_raster(tmp_path / "scene.tif")
+    layer = make_polygons(tmp_path / "fields.gpkg", raster)
+    outputs = ["--classification", tmp_path / "map.tif", "--report", tmp_path / "report.html"]
+    done = cli("finetune", raster.path, layer, "class", tmp_path / "adapter.pt", *outputs, *TINY)
+    assert done.returncode == 0, done.stderr
+
+    def state():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(tmp_path.iterdir()) if p.is_file()}
+
+    before = state()
+    slow = [*TINY[:4], "--epochs", "400", *TINY[6:]]
+    process = subprocess.Popen([sys.executable, "-m", "hyperadapt.cli", "finetune", raster.path,
+                                layer, "class", tmp_path / "adapter.pt", *outputs, *slow],
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:                       # training has begun
+        if "Epoch" in line or "loss" in line.lower():
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 143
+    assert rest.strip().splitlines()[-1] == "Terminated; earlier results are as they were."
+    assert state() == before
