@@ -1010,14 +1010,25 @@ def evaluate(classification_path: str, reference_path: str, *, class_field: str 
                     "notes": notes, "unclassified_reference_pixels": unclassified,
                     "unmatched_reference_pixels": unmatched,
                     "unmatched_reference_share": unmatched / total if total else 0.0})
-    if json_path:
-        write_metrics_json(metrics, json_path)
-    if html_path:
-        write_html_report(metrics, html_path, title="HyperAdapt accuracy assessment",
-                          details={"classification": str(classification_path),
-                                   "reference": str(reference_path)})
+    _write_reports(metrics, html_path, json_path, title="HyperAdapt accuracy assessment",
+                   details={"classification": str(classification_path),
+                            "reference": str(reference_path)})
     _report(progress, 1.0, "Done")
     return metrics
+
+
+def _write_reports(metrics: dict, html_path, json_path, *, title: str, details: dict) -> None:
+    """The HTML report and the JSON figures, renamed into place together (StagedFiles)."""
+    staged = StagedFiles()
+    try:
+        if json_path:
+            write_metrics_json(metrics, staged.stage(json_path))
+        if html_path:
+            write_html_report(metrics, staged.stage(html_path), title=title, details=details)
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
 
 
 # -- post-processing ------------------------------------------------------------------------------
@@ -1106,14 +1117,11 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
         f"{100 * min(spread):.1f} to {100 * max(spread):.1f} %."]
     metrics.update({"kind": "cross-validation", "folds": per_fold, "notes": notes,
                     "settings": settings.to_dict()})
-    if json_path:
-        write_metrics_json(metrics, json_path)
-    if html_path:
-        write_html_report(metrics, html_path, title="HyperAdapt cross-validation (pooled over "
-                                                    "the folds)",
-                          details={f"fold {f['fold']}": (
-                              f"OA {100 * f['overall_accuracy']:.1f} %, {f['pixels']} pixels of "
-                              f"{f['features']} features") for f in per_fold
-                              if f["overall_accuracy"] is not None})
+    _write_reports(metrics, html_path, json_path,
+                   title="HyperAdapt cross-validation (pooled over the folds)",
+                   details={f"fold {f['fold']}": (
+                       f"OA {100 * f['overall_accuracy']:.1f} %, {f['pixels']} pixels of "
+                       f"{f['features']} features") for f in per_fold
+                       if f["overall_accuracy"] is not None})
     _report(progress, 1.0, "Done")
     return metrics
