@@ -50,6 +50,34 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+# "auto": bfloat16 for classifying on a CPU that computes it natively; "fp32" or "bf16" force it
+# (the precision bench compares the two on the same maps).
+CPU_PRECISION_ENV = "HYPERADAPT_CPU_PRECISION"
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX): elsewhere PyTorch emulates
+    it, slower than float32. Read from /proc/cpuinfo; False where there is none (Windows, macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def inference_autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for classifying: the GPU's (autocast_dtype), and on a CPU
+    bfloat16 where it computes it natively (bench/results/precision.md: the labels it changes
+    and the speed it gives), float32 elsewhere."""
+    if device.type == "cuda":
+        return autocast_dtype(device)
+    choice = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower()
+    if choice == "bf16" or (choice == "auto" and cpu_computes_bf16()):
+        return torch.bfloat16
+    return None
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a CUDA out-of-memory error (the one failure that a smaller batch can fix)."""
     if isinstance(error, torch.cuda.OutOfMemoryError):

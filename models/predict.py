@@ -26,7 +26,7 @@ import torch
 from osgeo import gdal
 
 from .bands import BandAdaptation
-from .device import autocast_dtype, is_out_of_memory, release_cached_memory
+from .device import inference_autocast_dtype, is_out_of_memory, release_cached_memory
 from .errors import HyperAdaptError, raise_if_cancelled
 from .raster import RasterReader, iter_tiles, sample_valid_pixels, tile_side_for
 from .segments import segment_feature_scale, segment_features, segment_vote, slic_segments
@@ -44,7 +44,7 @@ OUT_OF_MEMORY = ("The GPU ran out of memory even for a single window; close othe
 
 def _forward_probabilities(model, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = batch.to(device, non_blocking=True).float()
-    dtype = autocast_dtype(device)
+    dtype = inference_autocast_dtype(device)
     if dtype is not None:
         with torch.autocast(device_type=device.type, dtype=dtype):
             logits = model(x)

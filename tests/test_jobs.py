@@ -550,6 +550,28 @@ def test_classifying_reports_progress_within_a_tile_and_the_time_left(geotiff_ru
     assert _time_left(120.0, 0.5) == " (about 2 min left)"
 
 
+def test_cpu_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
+    from hyperadapt.models import device as devices
+    from hyperadapt.models.predict import predict_probabilities
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(devices.CPU_PRECISION_ENV, "auto")
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: False)
+    assert devices.inference_autocast_dtype(cpu) is None
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: True)
+    assert devices.inference_autocast_dtype(cpu) is torch.bfloat16
+    monkeypatch.setenv(devices.CPU_PRECISION_ENV, "fp32")
+    assert devices.inference_autocast_dtype(cpu) is None
+    assert devices.autocast_dtype(cpu) is None           # training stays in float32 on a CPU
+
+    windows = torch.rand(40, 12, 5, 5, generator=torch.Generator().manual_seed(3))
+    model = _tiny_adapted_model()
+    full = predict_probabilities(model, windows, device=cpu)
+    monkeypatch.setenv(devices.CPU_PRECISION_ENV, "bf16")
+    half = predict_probabilities(model, windows, device=cpu)
+    assert np.abs(half - full).max() < 0.05 and not np.array_equal(half, full)
+
+
 def test_device_choice():
     from hyperadapt.models.device import choose_device, describe_devices
 

@@ -1,0 +1,113 @@
+"""bfloat16 against float32 for classifying on the CPU: the labels it changes and the time it saves.
+
+The default fine-tuning (the accuracy bench's polygons, seed 0, its scene-pretrained tiny
+backbone) of each bench scene classifies the whole scene twice in one run, with
+HYPERADAPT_CPU_PRECISION=fp32 and =bf16, through ``models.jobs.classify``; the share of valid
+pixels whose class differs and the time ratio are reported. The engine classifies in bfloat16 on
+a CPU that computes it natively (AVX512-BF16 or AMX) when this share stays under 0.5 %.
+
+    python -m bench.precision [--scenes indian_pines enmap_potsdam] [--work DIR]
+
+Writes bench/results/precision.json and precision.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from .accuracy import PER_CLASS, SCENES, pretrained_backbone, split_pixels, write_training_layer
+from .common import (RESULTS, log, machine_info, markdown_table, publish, run_in_work_folder,
+                     set_threads, write_markdown)
+
+import numpy as np  # noqa: E402
+
+LIMIT_SHARE = 0.005
+
+
+def run_benchmark(args, work: Path) -> dict:
+    from osgeo import gdal
+
+    from hyperadapt.models.device import CPU_PRECISION_ENV, cpu_computes_bf16
+    from hyperadapt.models.jobs import FineTuneSettings, classify, fine_tune
+
+    started = time.perf_counter()
+    rows = []
+    for name in args.scenes:
+        scene = SCENES[name](work)
+        backbone, _ = pretrained_backbone(scene, "mnf", None, args, work)
+        split = split_pixels(scene.labels, "polygons", PER_CLASS, 0)
+        layer = write_training_layer(work / f"{scene.name}_precision.gpkg", scene, split)
+        adapter = work / f"{scene.name}_precision.pt"
+        os.environ[CPU_PRECISION_ENV] = "fp32"
+        fine_tune(scene.raster, str(layer), "class_id", str(adapter),
+                  settings=FineTuneSettings(weights=backbone, seed=0, device="cpu"),
+                  layer_name="training", sensor=scene.sensor)
+        maps, seconds = {}, {}
+        for precision in ("fp32", "bf16", "fp32", "bf16"):     # twice each, the faster kept
+            os.environ[CPU_PRECISION_ENV] = precision
+            out = work / f"{scene.name}_{precision}.tif"
+            begun = time.perf_counter()
+            classify(scene.raster, str(adapter), str(out), device="cpu")
+            seconds[precision] = min(seconds.get(precision, np.inf), time.perf_counter() - begun)
+            maps[precision] = gdal.Open(str(out)).ReadAsArray()
+        os.environ.pop(CPU_PRECISION_ENV, None)
+        valid = maps["fp32"] > 0
+        changed = float((maps["fp32"] != maps["bf16"])[valid].mean())
+        rows.append({"scene": scene.name, "pixels": int(valid.sum()), "changed_share": changed,
+                     "fp32_seconds": seconds["fp32"], "bf16_seconds": seconds["bf16"],
+                     "speedup": seconds["fp32"] / seconds["bf16"]})
+        log(f"  {scene.name}: {100 * changed:.2f} % of labels changed, bf16 "
+            f"{seconds['fp32'] / seconds['bf16']:.2f}x the speed of fp32")
+    return {"machine": machine_info(), "cpu_computes_bf16": cpu_computes_bf16(), "rows": rows,
+            "limit_share": LIMIT_SHARE,
+            "bf16_kept": all(r["changed_share"] < LIMIT_SHARE for r in rows),
+            "seconds": time.perf_counter() - started}
+
+
+def write_report(report: dict, out: Path) -> None:
+    table = [[r["scene"], f"{r['pixels']:,}", f"{100 * r['changed_share']:.2f} %",
+              f"{r['fp32_seconds']:.1f}", f"{r['bf16_seconds']:.1f}", f"{r['speedup']:.2f}x"]
+             for r in report["rows"]]
+    verdict = ("kept: every scene changes fewer labels than the limit" if report["bf16_kept"]
+               else "not kept: a scene changes more labels than the limit")
+    lines = ["# Classifying in bfloat16 on the CPU", "",
+             "The accuracy bench's default fine-tuning (polygons, seed 0, scene-pretrained tiny "
+             "backbone) classifies each whole scene in float32 and in bfloat16 autocast, twice "
+             "each in one run (the faster of each kept).", ""]
+    lines += markdown_table(["scene", "valid pixels", "labels changed", "fp32 s", "bf16 s",
+                             "bf16 speed"], table)
+    lines += ["", f"This CPU computes bfloat16 natively: {report['cpu_computes_bf16']}. "
+              f"Limit {100 * report['limit_share']:.1f} % of labels: bfloat16 {verdict}.", "",
+              f"Machine: {report['machine']}."]
+    write_markdown(out / "precision.md", lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    from .common import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(4, 3))
+    axis.bar([r["scene"] for r in report["rows"]], [r["speedup"] for r in report["rows"]])
+    axis.axhline(1.0, color="grey", linewidth=0.8)
+    axis.set_ylabel("bf16 speed / fp32 speed")
+    save_figure(figure, path)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--pretrain-epochs", type=int, default=40)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    report = run_in_work_folder(run_benchmark, args, "precision")
+    return publish(report, args.out, "precision", write_report, plot)
+
+
+if __name__ == "__main__":
+    main()
