@@ -253,7 +253,7 @@ def test_a_second_run_replaces_every_output_and_leaves_no_temporary_file(folder,
 
 def test_an_evaluation_that_fails_writing_keeps_the_previous_report_and_figures(
         folder, tmp_path, monkeypatch):
-    import hyperadapt.models.jobs as jobs
+    import hyperadapt.models.evaluation as evaluation
 
     paths = dict(html_path=str(tmp_path / "e.html"), json_path=str(tmp_path / "e.json"))
     evaluate(str(folder / "classes.tif"), str(folder / "fields.gpkg"), class_field="class",
@@ -263,7 +263,7 @@ def test_an_evaluation_that_fails_writing_keeps_the_previous_report_and_figures(
     def full_disk(metrics, path, **_):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(jobs, "write_html_report", full_disk)
+    monkeypatch.setattr(evaluation, "write_html_report", full_disk)
     with pytest.raises(OSError):
         evaluate(str(folder / "classes.tif"), str(folder / "plots.json"), class_field="class",
                  **paths)
