@@ -23,7 +23,10 @@ PLUS_METHODS = ("krona_plus", "lora_plus")
 RANK_METHODS = ("lora_plus", "lora", "lokr")
 FACTOR_METHODS = ("krona_plus", "krona", "lokr")
 TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")
-# The query and value projections, as in Ligan et al. (2025).
+# The query and value projections, as in Ligan et al. (2025). All six layers on the
+# scene-pretrained tiny backbone: +0.4 and +1.9 OA points on Indian Pines, -0.2 and -0.1 on EnMAP
+# Potsdam, for 1.6 times the training time and twice the adapter (bench/results/accuracy.md):
+# within the seeds' spread, so q and v stay.
 DEFAULT_TARGETS = ("attn.q", "attn.v")
 DEFAULT_RANK = 8
 
@@ -39,8 +42,10 @@ BAND_ADAPTATIONS = {
 # (PRETRAIN_BAND_ADAPTATION) the backbone file brings its own.
 DEFAULT_BAND_ADAPTATION = "pca"
 # Pretraining on the sensor's own scenes: MNF. On Indian Pines an SVM on 12 MNF components scored
-# about 20 OA points more than on 12 per-component-scaled principal components, and fine-tuning
-# on a backbone pretrained with them gained 4 to 8 points (bench/results/accuracy.md).
+# about 20 OA points more than on 12 per-component-scaled principal components; the default path
+# on a backbone pretrained on MNF components scored 5 to 11 points more than on a PCA backbone on
+# three of the bench's four scene x sampling cases, 1.4 less on the fourth
+# (bench/results/accuracy.md).
 PRETRAIN_BAND_ADAPTATION = "mnf"
 
 # -- backbones and presets ------------------------------------------------------------------------
@@ -94,8 +99,9 @@ def input_size_problem(input_size) -> str | None:
 
 # -- the schedule ---------------------------------------------------------------------------------
 # Counted in optimizer steps, so 60 and 6,000 training pixels get the same effort; epochs follow
-# from the pixels (at least one). 300 steps of 32 windows fit 10 to 50 pixels per class on the
-# bench's scenes; 30 epochs of the paper gave 10 px/class only 50 steps.
+# from the pixels (at least one). 300 steps of 32 windows at 3e-3 against the paper's 30 epochs at
+# 1e-3 (about 50 steps at 10 px/class): +3.7 and +10.7 OA points on Indian Pines, -2.4 and +0.3 on
+# EnMAP Potsdam (bench/results/accuracy.md).
 DEFAULT_STEPS = 300
 MAX_STEPS = 100_000
 DEFAULT_BATCH_SIZE = 32
@@ -108,26 +114,30 @@ DEFAULT_WEIGHT_DECAY = 0.05
 DEFAULT_WARMUP_FRACTION = 0.1
 # Whole polygons of classes with more than two polygons and at least MIN_VALIDATION_CLASS_PIXELS
 # pixels are held out for validation (early stopping and the report); other classes train on all
-# of theirs. With 10 pixels per class, holding a quarter out cost the default path 3 (polygons)
-# to 5 (scattered pixels) OA points on Indian Pines (bench/results/accuracy.md): a handful of
-# pixels is worth more for training than for a validation figure, and the step-counted schedule
-# needs no early stopping.
+# of theirs. With 10 pixels per class, holding a quarter out of the small classes too cost the
+# default path 3.3 (Indian Pines) and 6.7 (EnMAP Potsdam) OA points at scattered sampling
+# (bench/results/accuracy.md): a handful of pixels is worth more for training than for a
+# validation figure, and the step-counted schedule needs no early stopping.
 DEFAULT_VAL_FRACTION = 0.25
 MIN_VALIDATION_CLASS_PIXELS = 100
 DEFAULT_PATIENCE = 10
 
 # -- the classifier head --------------------------------------------------------------------------
-# The centre pixel's inputs enter the head beside the pooled tokens (spectralgpt.PixelHead).
+# The centre pixel's inputs enter the head beside the pooled tokens (spectralgpt.PixelHead):
+# +2.1 to +6.9 OA points on the bench's four cases.
 DEFAULT_PIXEL_DIM = 64
 # Share of training windows whose pooled tokens the head does not see, so the pixel path learns to
 # classify on its own: on EnMAP Potsdam, where neighbouring pixels often differ in class, the
-# window's context alone overfits (bench/results/accuracy.md).
+# window's context alone overfits: +8.0 and +2.8 OA points there, +0.6 and -2.9 on Indian Pines
+# (bench/results/accuracy.md).
 DEFAULT_CONTEXT_DROPOUT = 0.5
 # A head trained with context dropout classifies each window with the more confident of its two
 # views, with and without the pooled tokens (spectralgpt.SpectralGPT.forward).
 
 # -- spatial clean-up -----------------------------------------------------------------------------
 # Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.
+# +2.5 and +2.6 OA points on Indian Pines, -0.1 and +0.5 on EnMAP Potsdam; 8-pixel superpixels
+# did no better (bench/results/accuracy.md).
 DEFAULT_SEGMENT_SIZE = 5
 MAX_SEGMENT_SIZE = 50
 # Majority filter side and sieve threshold applied after the vote (models.postprocess); 0 = off.
@@ -149,8 +159,8 @@ WARM_START_STEP_SHARE = 0.5
 
 # -- self-training --------------------------------------------------------------------------------
 # Rounds of training again with confident pseudo-labels of the scene's other pixels
-# (models.pseudo). Off: on the bench it moved OA by -2 to +1 points (bench/results/accuracy.md)
-# for two or three times the training time.
+# (models.pseudo). Off: two rounds moved OA by -5.6 to +0.5 points on the bench
+# (bench/results/accuracy.md) for three times the training time.
 DEFAULT_SELF_TRAINING_ROUNDS = 0
 MAX_SELF_TRAINING_ROUNDS = 5
 DEFAULT_PSEUDO_THRESHOLD = 0.9

@@ -300,7 +300,8 @@ class SpectralGPT(nn.Module):
         class probability is higher: the window's surroundings where they speak clearly, the
         centre pixel alone where they do not. On EnMAP Potsdam, whose neighbouring pixels often
         belong to other classes, this was worth 2 OA points with polygons; on Indian Pines' fields
-        it changed OA by +0.4 (polygons) and -1.0 (scattered pixels) (bench/results/accuracy.md).
+        it changed OA by +0.4 (polygons) and -1.0 (scattered pixels) (the accuracy bench's scenes
+        and first draw, measured beside the single view before it became the default).
         """
         pooled = self.pool(self.forward_features(self.fit_input(x)))
         if not isinstance(self.head, PixelHead):
