@@ -1,15 +1,17 @@
 """The engine's jobs, one entry point each: fine_tune, cross_validate, classify, suggest,
 postprocess, and evaluate (models.evaluation, imported here).
 
-The toolbar worker, the Processing algorithms, the benchmarks and the demo all call these. Each
-takes ``progress(fraction, message)`` and ``cancel() -> bool`` callbacks; a cancelled job raises
-JobCancelled, a problem the user can fix raises HyperAdaptError with one sentence, and either way
-no output file is left behind.
+The toolbar worker, the Processing algorithms, the command line, the benchmarks and the demo all
+call these. Each takes ``progress(fraction, message)`` and ``cancel() -> bool`` callbacks; a
+cancelled job raises JobCancelled, a problem the user can fix raises HyperAdaptError with one
+sentence, outputs are checked before any work (models.guard), and a failure leaves no new file
+and the previous results as they were.
 
 fine_tune follows Ligan et al. (2025): the scene's bands are adapted to SpectralGPT's 12 inputs
-(PCA, or resampling to Sentinel-2 bands), pixel-centred windows around the training pixels are
-resized to the model's input, and a parameter-efficient adapter (KronA+ by default) on the frozen
-SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a linear head.
+(PCA, MNF, or resampling to Sentinel-2 bands), pixel-centred windows around the training pixels
+are resized to the model's input, and a parameter-efficient adapter (KronA+ by default) on the
+frozen SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a head that sees the
+pooled tokens and the centre pixel (spectralgpt.PixelHead).
 """
 from __future__ import annotations
 
