@@ -584,21 +584,18 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
 
     An adapter made for another band layout or another backbone is refused with one sentence.
     """
-    if not output_path:
-        raise HyperAdaptError("No output file name was given.")
+    started = time.perf_counter()
     _check_classify_files(raster_path, output_path, confidence_path,
                           {"adapter file": adapter_path, "weights file": weights})
     _report(progress, 0.0, "Reading the adapter")
     record = load_adapter_file(adapter_path)
     # The sensor is checked before the backbone is rebuilt (seconds, for the official weights).
-    problem = compatibility_problem(record, read_raster_info(raster_path))
-    if problem:
-        raise HyperAdaptError(problem)
+    info = _compatible_raster(record, raster_path)
     loaded = load_adapter(adapter_path, weights=weights, device=device, record=record)
     raise_if_cancelled(cancel)
-    return classify_with(loaded, raster_path, output_path, confidence_path=confidence_path,
-                         batch_size=batch_size, progress=_scaled(progress, 0.05, 1.0),
-                         cancel=cancel)
+    return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
+                            batch_size=batch_size, progress=_scaled(progress, 0.05, 1.0),
+                            cancel=cancel, started=started)
 
 
 @dataclass
@@ -634,11 +631,25 @@ def classify_with(loaded: LoadedAdapter, raster_path: str, output_path: str, *,
     started = time.perf_counter()
     _check_classify_files(raster_path, output_path, confidence_path,
                           {"adapter file": loaded.path or None})
-    record = loaded.record
+    info = _compatible_raster(loaded.record, raster_path)
+    return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
+                            batch_size=batch_size, progress=progress, cancel=cancel,
+                            started=started)
+
+
+def _compatible_raster(record: AdapterRecord, raster_path) -> RasterInfo:
+    """The raster's info, or the sentence saying why the adapter does not fit it."""
     info = read_raster_info(raster_path)
     problem = compatibility_problem(record, info)
     if problem:
         raise HyperAdaptError(problem)
+    return info
+
+
+def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, confidence_path,
+                     batch_size: int, progress, cancel, started: float) -> ClassifyResult:
+    """The classification itself, once the files and the raster have been checked."""
+    record = loaded.record
     with RasterReader(info) as reader:
         stats = classify_and_clean(reader=reader, model=loaded.model,
                                    adaptation=loaded.adaptation, classes=record.classes,
