@@ -320,45 +320,8 @@ def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, c
         raise no_overlap
 
     x0, dx, _, y0, _, dy = info.geotransform
-    cols_span = sorted(((envelope[0] - x0) / dx, (envelope[1] - x0) / dx))
-    rows_span = sorted(((envelope[2] - y0) / dy, (envelope[3] - y0) / dy))
-    col_start = max(0, int(math.floor(cols_span[0])) - 1)
-    col_stop = min(info.width, int(math.ceil(cols_span[1])) + 1)
-    row_start = max(0, int(math.floor(rows_span[0])) - 1)
-    row_stop = min(info.height, int(math.ceil(rows_span[1])) + 1)
-
-    found_rows, found_cols, found_ids = [], [], []
-    contested_sets: dict[tuple[int, ...], int] = {}
-    contested_cells: set[int] = set()
-    mem_driver = gdal.GetDriverByName("MEM")
-    for ty in range(row_start, row_stop, _RASTERIZE_TILE):
-        for tx in range(col_start, col_stop, _RASTERIZE_TILE):
-            raise_if_cancelled(cancel)
-            tw, th = min(_RASTERIZE_TILE, col_stop - tx), min(_RASTERIZE_TILE, row_stop - ty)
-            target = mem_driver.Create("", tw, th, 2, gdal.GDT_Int32)
-            target.SetGeoTransform((x0 + tx * dx, dx, 0.0, y0 + ty * dy, 0.0, dy))
-            target.SetProjection(info.crs_wkt)
-            gdal.RasterizeLayer(target, [1], burn_layer, options=[f"ATTRIBUTE={_FEATURE_FIELD}"])
-            gdal.RasterizeLayer(target, [2], burn_layer, burn_values=[1],
-                                options=["MERGE_ALG=ADD"])
-            burnt = target.GetRasterBand(1).ReadAsArray()
-            covers = target.GetRasterBand(2).ReadAsArray()
-            if (covers > 1).any():
-                # The last feature drawn would win such a pixel; where the features covering it
-                # are of different classes, nobody can say which is meant, so it is left out.
-                mixed, sets = _contested_pixels(target, burn_layer, covers > 1, len(classes))
-                burnt[mixed] = 0
-                mr, mc = np.nonzero(mixed)
-                contested_cells.update(((mr + ty) * info.width + mc + tx).tolist())
-                for key, count in sets.items():
-                    contested_sets[key] = contested_sets.get(key, 0) + count
-            r, c = np.nonzero(burnt)
-            found_rows.append(r + ty)
-            found_cols.append(c + tx)
-            found_ids.append(burnt[r, c].astype(np.int64) - 1)
-    rows = np.concatenate(found_rows) if found_rows else np.zeros(0, np.int64)
-    cols = np.concatenate(found_cols) if found_cols else np.zeros(0, np.int64)
-    ids = np.concatenate(found_ids) if found_ids else np.zeros(0, np.int64)
+    rows, cols, ids, contested_sets, contested_cells = _rasterize(info, burn_layer, envelope,
+                                                                  len(classes), cancel)
 
     # Polygons smaller than a pixel hold no pixel centre; they still mark the pixel they sit in.
     hit = np.zeros(len(geometries), dtype=bool)
@@ -410,6 +373,54 @@ def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, c
     return LabelledPixels(rows=rows.astype(np.int64), cols=cols.astype(np.int64),
                           class_index=feature_class[ids], feature_index=ids, classes=classes,
                           feature_class=feature_class, notes=notes, contested=contested)
+
+
+def _rasterize(info: RasterInfo, burn_layer, envelope, num_classes: int, cancel):
+    """(rows, cols, feature ids) of the pixels the features cover, tile by tile over their
+    envelope, and the pixels features of different classes share: ({class indices: pixels},
+    {row * width + col}), left out of the first three."""
+    x0, dx, _, y0, _, dy = info.geotransform
+    cols_span = sorted(((envelope[0] - x0) / dx, (envelope[1] - x0) / dx))
+    rows_span = sorted(((envelope[2] - y0) / dy, (envelope[3] - y0) / dy))
+    col_start = max(0, int(math.floor(cols_span[0])) - 1)
+    col_stop = min(info.width, int(math.ceil(cols_span[1])) + 1)
+    row_start = max(0, int(math.floor(rows_span[0])) - 1)
+    row_stop = min(info.height, int(math.ceil(rows_span[1])) + 1)
+
+    found_rows, found_cols, found_ids = [], [], []
+    contested_sets: dict[tuple[int, ...], int] = {}
+    contested_cells: set[int] = set()
+    mem_driver = gdal.GetDriverByName("MEM")
+    for ty in range(row_start, row_stop, _RASTERIZE_TILE):
+        for tx in range(col_start, col_stop, _RASTERIZE_TILE):
+            raise_if_cancelled(cancel)
+            tw, th = min(_RASTERIZE_TILE, col_stop - tx), min(_RASTERIZE_TILE, row_stop - ty)
+            target = mem_driver.Create("", tw, th, 2, gdal.GDT_Int32)
+            target.SetGeoTransform((x0 + tx * dx, dx, 0.0, y0 + ty * dy, 0.0, dy))
+            target.SetProjection(info.crs_wkt)
+            gdal.RasterizeLayer(target, [1], burn_layer, options=[f"ATTRIBUTE={_FEATURE_FIELD}"])
+            gdal.RasterizeLayer(target, [2], burn_layer, burn_values=[1],
+                                options=["MERGE_ALG=ADD"])
+            burnt = target.GetRasterBand(1).ReadAsArray()
+            covers = target.GetRasterBand(2).ReadAsArray()
+            if (covers > 1).any():
+                # The last feature drawn would win such a pixel; where the features covering it
+                # are of different classes, nobody can say which is meant, so it is left out.
+                mixed, sets = _contested_pixels(target, burn_layer, covers > 1, num_classes)
+                burnt[mixed] = 0
+                mr, mc = np.nonzero(mixed)
+                contested_cells.update(((mr + ty) * info.width + mc + tx).tolist())
+                for key, count in sets.items():
+                    contested_sets[key] = contested_sets.get(key, 0) + count
+            r, c = np.nonzero(burnt)
+            found_rows.append(r + ty)
+            found_cols.append(c + tx)
+            found_ids.append(burnt[r, c].astype(np.int64) - 1)
+    rows = np.concatenate(found_rows) if found_rows else np.zeros(0, np.int64)
+    cols = np.concatenate(found_cols) if found_cols else np.zeros(0, np.int64)
+    ids = np.concatenate(found_ids) if found_ids else np.zeros(0, np.int64)
+    return rows, cols, ids, contested_sets, contested_cells
+
 
 
 def _contested_pixels(target, burn_layer, overlapped: np.ndarray, num_classes: int):
