@@ -586,7 +586,7 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
     """
     started = time.perf_counter()
     _check_classify_files(raster_path, output_path, confidence_path,
-                          {"adapter file": adapter_path, "weights file": weights})
+                          {"adapter file": adapter_path, "weights file": weights}, batch_size)
     _report(progress, 0.0, "Reading the adapter")
     record = load_adapter_file(adapter_path)
     # The sensor is checked before the backbone is rebuilt (seconds, for the official weights).
@@ -630,7 +630,7 @@ def classify_with(loaded: LoadedAdapter, raster_path: str, output_path: str, *,
     """classify() with an adapter loaded before (load_adapter)."""
     started = time.perf_counter()
     _check_classify_files(raster_path, output_path, confidence_path,
-                          {"adapter file": loaded.path or None})
+                          {"adapter file": loaded.path or None}, batch_size)
     info = _compatible_raster(loaded.record, raster_path)
     return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
                             batch_size=batch_size, progress=progress, cancel=cancel,
@@ -657,7 +657,7 @@ def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, co
                                    segment_size=record.segment_size,
                                    majority_size=record.majority_size,
                                    sieve_pixels=record.sieve_pixels, device=loaded.device,
-                                   batch_size=max(1, int(batch_size)),
+                                   batch_size=batch_size,
                                    confidence_path=confidence_path, progress=progress,
                                    cancel=cancel)
     return ClassifyResult(output_path=str(output_path),
@@ -666,9 +666,13 @@ def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, co
                           pixels_per_class=stats["pixels_per_class"], notes=list(loaded.notes))
 
 
-def _check_classify_files(raster_path, output_path, confidence_path, inputs: dict) -> None:
+def _check_classify_files(raster_path, output_path, confidence_path, inputs: dict,
+                          batch_size: int) -> None:
     if not output_path:
         raise HyperAdaptError("No output file name was given.")
+    problem = options.batch_size_problem(batch_size)
+    if problem:
+        raise HyperAdaptError(problem)
     check_job_files({"classification": raster_files(output_path),
                      "confidence raster": raster_files(confidence_path)[::2]},
                     {"input raster": raster_path, **inputs},

@@ -122,6 +122,16 @@ DEFAULT_VAL_FRACTION = 0.25
 MIN_VALIDATION_CLASS_PIXELS = 100
 DEFAULT_PATIENCE = 10
 
+
+def batch_size_problem(batch_size) -> str | None:
+    """The sentence for a batch size outside 1..MAX_BATCH_SIZE, or None."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
+            1 <= batch_size <= MAX_BATCH_SIZE):
+        return (f"The batch size must be a whole number from 1 to {MAX_BATCH_SIZE} "
+                f"(got {batch_size!r}).")
+    return None
+
+
 # -- the classifier head --------------------------------------------------------------------------
 # The centre pixel's inputs enter the head beside the pooled tokens (spectralgpt.PixelHead):
 # +2.1 to +6.9 OA points on the bench's four cases.

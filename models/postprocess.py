@@ -113,6 +113,24 @@ def _segment_transform(raster_path: str, segment_size: int, cancel):
     return transform, reader
 
 
+def _check_same_grid(classification: gdal.Dataset, raster_path) -> None:
+    """The segment vote reads the scene pixel for pixel: it must be the raster classified."""
+    from .raster import read_raster_info
+
+    info = read_raster_info(raster_path)
+    name = Path(str(raster_path)).name
+    size = (classification.RasterXSize, classification.RasterYSize)
+    if (info.width, info.height) != size:
+        raise HyperAdaptError(f"The scene's raster {name} is {info.width} x {info.height} pixels "
+                              f"but the classification is {size[0]} x {size[1]}; give the raster "
+                              f"that was classified.")
+    ours, theirs = classification.GetGeoTransform(), info.geotransform
+    pixel = max(abs(ours[1]), abs(ours[5]))
+    if any(abs(a - b) > 0.5 * pixel for a, b in zip(ours, theirs)):
+        raise HyperAdaptError(f"The scene's raster {name} does not lie on the classification's "
+                              f"grid; give the raster that was classified.")
+
+
 def postprocess_classification(classification_path, output_path, *, classes: list[ClassInfo],
                                sieve_pixels: int = 0, majority_size: int = 0,
                                segment_size: int = 0, raster_path=None, progress=None,
@@ -141,6 +159,8 @@ def postprocess_classification(classification_path, output_path, *, classes: lis
                               "segment vote.")
     output_path = Path(output_path)
     source = gdal.Open(str(classification_path))
+    if segment_size:
+        _check_same_grid(source, raster_path)
     working = [_temporary_name(output_path.with_name(f"{output_path.stem}.step{n}.tif"))
                for n in range(3)]
     final = _temporary_name(output_path)

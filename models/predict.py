@@ -205,6 +205,19 @@ def _time_left(elapsed: float, share: float) -> str:
     return f" (about {text} left)"
 
 
+def _estimate(elapsed: float, pixels_done: float, width: int, height: int) -> str:
+    """'Estimate: ...' from the seconds taken for the first pixels of the raster (nodata among
+    them included, as the rest of the raster will have its share)."""
+    total = width * height
+    seconds = elapsed * total / max(pixels_done, 1.0)
+    minutes = int(round(seconds / 60))
+    length = ("under a minute" if seconds < 60 else
+              f"about {minutes // 60} h {minutes % 60} min" if minutes >= 60 else
+              f"about {minutes} min")
+    return (f"Estimate: {length} for the raster's {width} x {height} pixels, from the first "
+            f"{int(pixels_done):,} in {elapsed:.1f} s")
+
+
 def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Dataset:
     info = reader.info
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +262,8 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
     """Class probabilities (K, h, w) float32 and validity (h, w) of the tile ``box`` (x, y, w, h).
 
     With a ``vote``, the tile and a margin around it are classified, and each pixel gets the mean
-    probabilities of its superpixel. ``on_chunk(fraction)`` hears how much of the tile is done.
+    probabilities of its superpixel. ``on_chunk(fraction)`` hears how much of the tile's valid
+    pixels is done.
     """
     x, y, w, h = box
     margin = vote.margin if vote is not None else 0
@@ -343,16 +357,26 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         model.eval()
         vote = fit_segment_vote(reader, adaptation, segment_size)
         started = time.perf_counter()
+        estimated = False
         for done, (x, y, w, h) in enumerate(tiles):
             raise_if_cancelled(cancel)
 
-            def on_chunk(fraction, done=done):
+            def on_chunk(fraction, done=done, area=w * h):
                 # Progress within the tile, and from the time so far an estimate of what is left,
                 # so that a large raster does not sit at 0 % for minutes.
-                if progress is not None:
-                    share = (done + fraction) / len(tiles)
-                    progress(share, "Classifying the raster" + _time_left(
-                        time.perf_counter() - started, share))
+                nonlocal estimated
+                if progress is None:
+                    return
+                elapsed = time.perf_counter() - started
+                share = (done + fraction) / len(tiles)
+                if not estimated:
+                    # The first measured windows give the whole job's time before most of it is
+                    # spent, so a user can cancel a run that would take a night.
+                    estimated = True
+                    before = sum(tw * th for _, _, tw, th in tiles[:done])
+                    progress(share, _estimate(elapsed, before + fraction * area,
+                                              reader.width, reader.height))
+                progress(share, "Classifying the raster" + _time_left(elapsed, share))
 
             probs, valid = tile_probabilities(
                 reader, model, adaptation, (x, y, w, h), window_size=window_size,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.core import (
-    Qgis, QgsCoordinateTransform, QgsCsException, QgsMapLayerProxyModel, QgsProject,
+    Qgis, QgsMapLayerProxyModel, QgsProject,
     QgsProviderRegistry, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer,
 )
 from qgis.gui import QgsFileWidget
@@ -27,6 +27,7 @@ from ..models import options
 from ..models.errors import HyperAdaptError
 from .rendering import show_in_true_colour
 from .styling import styled_class_field
+from .training_layer import placement_problem
 from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
 from .worker import kept_output_folder
 
@@ -327,9 +328,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         index = training.fields().indexOf(field_name) if field_name else -1
         if index < 0:
             return "Choose the field of the training layer that holds the class."
-        if not self._layers_overlap(raster, training):
-            return (f"The training layer '{training.name()}' does not overlap the raster "
-                    f"'{raster.name()}'.")
+        problem = placement_problem(training, raster, QgsProject.instance().transformContext())
+        if problem:
+            return problem
         num_classes = len({str(v) for v in training.uniqueValues(index)
                            if v is not None and not (isinstance(v, QVariant) and v.isNull())
                            and str(v).strip() and str(v) != "NULL"})
@@ -356,21 +357,6 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         if output and Path(output).exists() and not Path(output).is_dir():
             return f"The output folder {output} is a file."
         return None
-
-    @staticmethod
-    def _layers_overlap(raster: QgsRasterLayer, training: QgsVectorLayer) -> bool:
-        extent = training.extent()
-        if extent.isNull():
-            return False
-        try:
-            transform = QgsCoordinateTransform(training.crs(), raster.crs(), QgsProject.instance())
-            extent = transform.transformBoundingBox(extent)
-        except QgsCsException:
-            return False
-        raster_extent = raster.extent()
-        if extent.width() == 0 or extent.height() == 0:  # a single point, or points on a line
-            extent.grow(max(raster.rasterUnitsPerPixelX(), raster.rasterUnitsPerPixelY()) * 0.01)
-        return raster_extent.intersects(extent)
 
     def _library_path(self) -> Path:
         from ..models.library import library_adapter_path

@@ -15,7 +15,8 @@ from functools import partial
 from pathlib import Path
 
 from qgis.core import (
-    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsDefaultValue, QgsEditFormConfig,
+    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsCsException, QgsDefaultValue,
+    QgsEditFormConfig,
     QgsExpression, QgsFeatureRequest, QgsField, QgsFields, QgsMapLayerProxyModel, QgsMessageLog,
     QgsProject, QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorFileWriter,
     QgsVectorLayer, QgsWkbTypes,
@@ -51,6 +52,29 @@ def default_training_path(raster_path: str) -> Path:
         candidate = folder / f"{raster.stem}_training_{number}.gpkg"
         number += 1
     return candidate
+
+
+def placement_problem(training: QgsVectorLayer, raster: QgsRasterLayer,
+                      transform_context, role: str = "training layer") -> str | None:
+    """The sentence that says why the layer cannot be placed on the raster (no CRS, or no
+    overlap), or None. Shared by the Fine-tune dialog and Processing."""
+    crs = training.crs()
+    # GeoPackages store "no CRS" as an undefined geographic or Cartesian SRS, which QGIS takes.
+    if not crs.isValid() or crs.description().startswith("Undefined"):
+        return (f"The {role} '{training.name()}' has no coordinate reference system; set one "
+                f"and save the layer.")
+    extent = training.extent()
+    try:
+        transform = QgsCoordinateTransform(training.crs(), raster.crs(), transform_context)
+        extent = None if extent.isNull() else transform.transformBoundingBox(extent)
+    except QgsCsException:  # the two CRSs share no area
+        extent = None
+    if extent is not None and (extent.width() == 0 or extent.height() == 0):
+        # a single point, or points on a line
+        extent.grow(max(raster.rasterUnitsPerPixelX(), raster.rasterUnitsPerPixelY()) * 0.01)
+    if extent is None or not raster.extent().intersects(extent):
+        return f"The {role} '{training.name()}' does not overlap the raster '{raster.name()}'."
+    return None
 
 
 def class_symbol(geometry_type, rgb: tuple[int, int, int]) -> QgsSymbol:

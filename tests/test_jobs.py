@@ -550,6 +550,26 @@ def test_classifying_reports_progress_within_a_tile_and_the_time_left(geotiff_ru
     assert _time_left(120.0, 0.5) == " (about 2 min left)"
 
 
+def test_classifying_estimates_the_whole_time_from_the_first_windows(geotiff_run, tmp_path):
+    from hyperadapt.models.predict import _estimate
+
+    raster, _, result, _ = geotiff_run
+    heard = []
+    classify(str(raster.path), result.adapter_path, str(tmp_path / "c.tif"), batch_size=4,
+             progress=lambda fraction, message: heard.append((fraction, message)))
+    estimates = [(f, m) for f, m in heard if m.startswith("Estimate:")]
+    assert len(estimates) == 1
+    fraction, message = estimates[0]
+    # heard after the first chunk of 64 windows, long before the end
+    assert 0 < fraction < 0.5 and heard.index(estimates[0]) < len(heard) // 2
+    assert f"{raster.width} x {raster.height} pixels" in message
+    # 100 of 10,000 pixels took 30 s: the whole raster takes 100 times that
+    assert _estimate(30.0, 100, 100, 100).startswith("Estimate: about 50 min for the raster's "
+                                                      "100 x 100 pixels, from the first 100")
+    assert _estimate(36.0, 100, 1000, 100).startswith("Estimate: about 10 h 0 min")
+    assert _estimate(0.1, 100, 100, 100).startswith("Estimate: under a minute")
+
+
 def test_cpu_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
     from hyperadapt.models import device as devices
     from hyperadapt.models.predict import predict_probabilities

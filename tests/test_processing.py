@@ -146,7 +146,8 @@ def _process_env(config_root: Path, cache_dir: Path) -> dict:
 
 def qgis_process(env: dict, algorithm: str, **parameters) -> tuple[int, dict | None, str]:
     """(exit code, parsed --json result or None, all text the command printed)."""
-    arguments = [f"{key}={value}" for key, value in parameters.items()]
+    arguments = [f"{key}={item}" for key, value in parameters.items()
+                 for item in (value if isinstance(value, list) else [value])]
     done = subprocess.run(["qgis_process.bin", "run", f"hyperadapt:{algorithm}", "--json", "--",
                            *arguments], env=env, capture_output=True, text=True, timeout=600)
     try:
@@ -255,40 +256,7 @@ def test_classify_then_evaluate_against_polygons_and_a_raster(trained, scene, pr
         (_class_raster(str(cleaned))[0] != _class_raster(str(classes_b))[0]).sum())
 
 
-@pytest.mark.qgis_process
-@pytest.mark.parametrize("case", ["missing class field", "missing raster", "missing adapter",
-                                  "no overlap", "no weights"])
-def test_invalid_parameters_fail_with_one_sentence_and_leave_no_output(case, scene, profile,
-                                                                       tmp_path):
-    adapter, classes = tmp_path / "adapter.pt", tmp_path / "classes.tif"
-    finetune = dict(INPUT=scene["raster_a"], TRAINING=scene["training"], CLASS_FIELD="class_name",
-                    OUTPUT_ADAPTER=adapter, OUTPUT_CLASSIFICATION=classes, **QUICK_FINETUNE)
-    algorithm, expected = "finetune", None
-    if case == "missing class field":
-        finetune["CLASS_FIELD"] = "land_cover"
-        expected = "The training layer 'training' has no field named 'land_cover'."
-    elif case == "missing raster":
-        finetune["INPUT"] = str(tmp_path / "nowhere.tif")
-        expected = "nowhere.tif not found"
-    elif case == "missing adapter":
-        algorithm, expected = "classify", f"The adapter file {tmp_path / 'nowhere.pt'} does not exist."
-        finetune = dict(INPUT=scene["raster_a"], ADAPTER=tmp_path / "nowhere.pt", OUTPUT=classes)
-    elif case == "no overlap":
-        finetune["TRAINING"] = scene["far_training"]
-        expected = "The training layer 'far_training' does not overlap the raster."
-    elif case == "no weights":
-        finetune["RANDOM_START"] = 0
-        expected = ("No SpectralGPT weights were given or downloaded; download the official weights, "
-                    "choose a backbone file, or allow a random start.")
-    code, _, text = qgis_process(profile, algorithm, **finetune)
-    assert code != 0
-    assert expected in text
-    assert "Traceback" not in text
-    assert not adapter.exists() and not classes.exists()
-    assert list(tmp_path.iterdir()) == []
-
-
-def _checksums(*folders) -> dict:
+def checksums(*folders) -> dict:
     import hashlib
 
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -330,16 +298,339 @@ def test_an_output_over_an_input_is_refused_and_no_file_changes(case, scene, tra
     }
     algorithm, parameters, sentence = cases[case]
     folders = [Path(scene["raster_a"]).parent, Path(trained["OUTPUT_ADAPTER"]).parent]
-    before = _checksums(*folders)
+    before = checksums(*folders)
     code, _, text = qgis_process(profile, algorithm, **parameters)
     assert code != 0
     assert sentence in text
     assert "Traceback" not in text
-    after = _checksums(*folders)
+    after = checksums(*folders)
     assert {path: after.get(path) for path in before} == before
     # QGIS itself keeps what it learnt of a raster it opened in a .aux.xml beside it.
     assert all(path.endswith(".tif.aux.xml") for path in set(after) - set(before))
     assert list(tmp_path.iterdir()) == []
+
+
+# -- hostile inputs: one matrix over the five algorithms -----------------------------------------
+def _raster_like_scene(path: Path, data: np.ndarray, *, nodata: float | None = None,
+                       srs: bool = True) -> str:
+    bands, height, width = data.shape
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), width, height, bands, gdal.GDT_Float32)
+    dataset.SetGeoTransform((ORIGIN[0], PIXEL_M, 0, ORIGIN[1], 0, -PIXEL_M))
+    if srs:
+        dataset.SetProjection(_srs().ExportToWkt())
+    for index in range(bands):
+        band = dataset.GetRasterBand(index + 1)
+        band.WriteArray(data[index])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+    dataset = None
+    return str(path)
+
+
+def _polygon_layer(path: Path, squares: list[tuple[str, int, int, int]], *, srs: bool = True) -> str:
+    """Squares (class name, row, col, side in pixels) as a GeoPackage layer 'training'."""
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("training", _srs() if srs else None, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    for name, row, col, side in squares:
+        x0, y0 = ORIGIN[0] + col * PIXEL_M + 1, ORIGIN[1] - row * PIXEL_M - 1
+        x1, y1 = x0 + side * PIXEL_M - 2, y0 - side * PIXEL_M + 2
+        ring = ogr.Geometry(ogr.wkbLinearRing)
+        for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+            ring.AddPoint_2D(x, y)
+        polygon = ogr.Geometry(ogr.wkbPolygon)
+        polygon.AddGeometry(ring)
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("class_name", name)
+        feature.SetGeometry(polygon)
+        layer.CreateFeature(feature)
+    source = None
+    return str(path)
+
+
+class _RunsCode:
+    """A pickle that would run a command when loaded: it would leave ``path`` behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.fixture(scope="module")
+def hostile(scene, trained, tmp_path_factory):
+    """Bad and unusual inputs a user can hand to the algorithms, next to the good ones."""
+    import pickle
+
+    folder = tmp_path_factory.mktemp("hostile")
+    good = gdal.Open(scene["raster_a"]).ReadAsArray().astype(np.float32)
+    squares = [(name, row, 8 * index + 2, 3) for index, name in enumerate(CLASSES)
+               for row in (2, 14)]
+    adapter = Path(trained["OUTPUT_ADAPTER"]).read_bytes()
+    (folder / "notes.txt").write_text("a file, not a folder")
+    (folder / "text.tif").write_text("not a raster")
+    (folder / "text.pt").write_text("not an adapter")
+    (folder / "half.pt").write_bytes(adapter[:len(adapter) // 2])
+    (folder / "runs_code.pt").write_bytes(pickle.dumps(_RunsCode(folder / "ran")))
+    (folder / "a_folder.tif").mkdir()
+    paths = {
+        "folder": str(folder),
+        "one_band": _raster_like_scene(folder / "one_band.tif", good[:1]),
+        "twelve_bands": _raster_like_scene(folder / "twelve_bands.tif", good[:12]),
+        "all_nodata": _raster_like_scene(folder / "all_nodata.tif", np.full_like(good, -9999.0),
+                                         nodata=-9999.0),
+        "no_crs_raster": _raster_like_scene(folder / "no_crs.tif", good, srs=False),
+        "small": _raster_like_scene(folder / "small.tif", good[:, :12, :12]),
+        "float_reference": _raster_like_scene(folder / "float_reference.tif",
+                                              np.full((1, SIZE, SIZE), 2.7, np.float32)),
+        "no_crs_layer": _polygon_layer(folder / "no_crs.gpkg", squares, srs=False),
+        "one_class": _polygon_layer(folder / "one_class.gpkg",
+                                    [s for s in squares if s[0] == "water"]),
+        "empty_layer": _polygon_layer(folder / "empty.gpkg", []),
+        "covered_class": _polygon_layer(folder / "covered.gpkg", [
+            sq for sq in squares if sq[0] != "forest"] + [("forest", 2, 2, 3)]),
+        "strange_reference": _polygon_layer(folder / "strange.gpkg", [
+            ("x" + name, row, col, side) for name, row, col, side in squares]),
+        "outside": _polygon_layer(folder / "outside.gpkg", [
+            (name, row + 100, col, side) for name, row, col, side in squares]),
+    }
+    return {**paths, **{key: str(folder / name) for key, name in (
+        ("text_raster", "text.tif"), ("text_adapter", "text.pt"), ("half_adapter", "half.pt"),
+        ("pickle_adapter", "runs_code.pt"), ("a_file", "notes.txt"),
+        ("a_folder", "a_folder.tif"))}}
+
+
+def _tune(s, t, h, out, **changes):
+    return {**dict(INPUT=s["raster_a"], TRAINING=s["training"], CLASS_FIELD="class_name",
+                   OUTPUT_ADAPTER=out / "adapter.pt", **QUICK_FINETUNE), **changes}
+
+
+def _apply(s, t, h, out, **changes):
+    return {**dict(INPUT=s["raster_b"], ADAPTER=t["OUTPUT_ADAPTER"], OUTPUT=out / "classes.tif",
+                   DEVICE=2), **changes}
+
+
+def _check(s, t, h, out, **changes):
+    return {**dict(INPUT=t["OUTPUT_CLASSIFICATION"], REFERENCE=s["reference"],
+                   REFERENCE_FIELD="class_name", OUTPUT_HTML=out / "report.html"), **changes}
+
+
+def _clean(s, t, h, out, **changes):
+    return {**dict(INPUT=t["OUTPUT_CLASSIFICATION"], SIEVE_PIXELS=2, OUTPUT=out / "clean.tif"),
+            **changes}
+
+
+def _pretrain(s, t, h, out, **changes):
+    return {**dict(RASTERS=s["raster_a"], EPOCHS=1, PRESET=1, OUTPUT=out / "backbone.pt"),
+            **changes}
+
+
+NOT_A_CLASSIFICATION = ("scene_a.tif is not a classification: a classification has one band of "
+                        "whole class values from 1 to 255, as HyperAdapt writes them (it has 24 "
+                        "bands).")
+UNREADABLE_ADAPTER = "The adapter file {} could not be read; it may be damaged or of another kind."
+UNREADABLE_CHECKPOINT = ("The file {} could not be read as a PyTorch checkpoint; it may be "
+                         "incomplete, damaged or of another kind.")
+NO_VALID_PIXEL = "The raster all_nodata.tif has no valid pixels: every pixel is nodata or masked."
+IN_A_FILE = ("HyperAdapt cannot write in the folder {folder}/notes.txt (for the {}); choose "
+             "another folder.")
+
+# case: (algorithm, parameters from (scene, trained, hostile, output folder), the sentence; the
+# sentence is formatted with the hostile folder as {folder}).
+HOSTILE = {
+    # fine-tune: the raster
+    "fine-tune a text file named .tif": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, INPUT=h["text_raster"]),
+        "text.tif is not a raster that GDAL can read."),
+    "fine-tune a missing raster": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, INPUT=o / "gone.tif"),
+        "{out}/gone.tif does not exist."),
+    "fine-tune a raster of one band": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, INPUT=h["one_band"]),
+        "PCA to 12 components needs at least 12 usable bands, but the raster has 1."),
+    "fine-tune an all-nodata raster": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, INPUT=h["all_nodata"]), NO_VALID_PIXEL),
+    "fine-tune a raster without a CRS": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, INPUT=h["no_crs_raster"]),
+        "The raster no_crs.tif has no coordinate reference system, so the training layer cannot "
+        "be placed on it."),
+    # fine-tune: the training layer
+    "training layer without a CRS": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["no_crs_layer"]),
+        "The training layer 'no_crs' has no coordinate reference system; set one and save the "
+        "layer."),
+    "training layer of one class": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["one_class"]),
+        "Training needs at least two classes, but the field 'class_name' has only one: 'water'."),
+    "training layer without features": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["empty_layer"]),
+        "The training layer 'empty' has no features."),
+    "training layer outside the raster": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["outside"]),
+        "The training layer 'outside' does not overlap the raster 'scene_a'."),
+    "a class drawn only under another": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["covered_class"]),
+        "The class 'forest' has no usable pixels: its 9 pixel(s) all lie under features of "
+        "another class too; fix the overlapping polygons and run again."),
+    "a class field the layer lacks": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, CLASS_FIELD="land_cover"),
+        "The training layer 'training' has no field named 'land_cover'."),
+    "a text file as the training layer": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["a_file"]),
+        "notes.txt is not a vector layer that GDAL can read."),
+    # fine-tune: settings and files
+    "window of 201 pixels": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, WINDOW_SIZE=201),
+        "Window size (pixels, odd) must be from 1 to 63; 201 was given."),
+    "batch of 100,000 windows": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, BATCH_SIZE=100000),
+        "Batch size must be from 1 to 4,096; 100,000 was given."),
+    "learning rate 0": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, LEARNING_RATE=0),
+        "Learning rate must be from 1e-08 to 1; 0 was given."),
+    "a fourth backbone": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, BACKBONE=3),
+        "Backbone must be one of 0 (ViT-Base (the official SpectralGPT shape)), 1 (Tiny (quick "
+        "tests; not for real maps)); 3 was given."),
+    "weights that are text": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, RANDOM_START=0, WEIGHTS=h["text_adapter"]),
+        UNREADABLE_CHECKPOINT.format("text.pt")),
+    "weights that would run code": (
+        "finetune",
+        lambda s, t, h, o: _tune(s, t, h, o, RANDOM_START=0, WEIGHTS=h["pickle_adapter"]),
+        UNREADABLE_CHECKPOINT.format("runs_code.pt")),
+    "no weights and no random start": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, RANDOM_START=0),
+        "No SpectralGPT weights were given or downloaded; download the official weights, choose "
+        "a backbone file, or allow a random start."),
+    "continue from a cut adapter": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, CONTINUE_FROM=h["half_adapter"]),
+        UNREADABLE_ADAPTER.format("half.pt")),
+    "adapter inside a file": (
+        "finetune",
+        lambda s, t, h, o: _tune(s, t, h, o, OUTPUT_ADAPTER=Path(h["a_file"]) / "a.pt"),
+        IN_A_FILE.replace("{}", "adapter file")),
+    "adapter is a folder": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, OUTPUT_ADAPTER=h["a_folder"]),
+        "The adapter file {folder}/a_folder.tif is a folder; give a file name."),
+    "classification named like the adapter": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, OUTPUT_CLASSIFICATION=o / "adapter.pt"),
+        "The classification is written as a GeoTIFF; give it a .tif name instead of adapter.pt."),
+    # classify
+    "classify with a missing adapter": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, ADAPTER=o / "gone.pt"),
+        "The adapter file {out}/gone.pt does not exist."),
+    "classify with a cut adapter": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, ADAPTER=h["half_adapter"]),
+        UNREADABLE_ADAPTER.format("half.pt")),
+    "classify with a text adapter": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, ADAPTER=h["text_adapter"]),
+        UNREADABLE_ADAPTER.format("text.pt")),
+    "classify with an adapter that would run code": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, ADAPTER=h["pickle_adapter"]),
+        UNREADABLE_ADAPTER.format("runs_code.pt")),
+    "classify a raster of other bands": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, INPUT=h["twelve_bands"]),
+        "This adapter was trained on 24 bands, but the raster has 12."),
+    "classify an all-nodata raster": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, INPUT=h["all_nodata"]), NO_VALID_PIXEL),
+    "classify a text file": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, INPUT=h["text_raster"]),
+        "text.tif is not a raster that GDAL can read."),
+    "classify into a folder": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, OUTPUT=h["a_folder"]),
+        "The classification {folder}/a_folder.tif is a folder; give a file name."),
+    "classify inside a file": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, OUTPUT=Path(h["a_file"]) / "c.tif"),
+        IN_A_FILE.replace("{}", "classification")),
+    "classify with a batch of 100,000": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, BATCH_SIZE=100000),
+        "Batch size must be from 1 to 4,096; 100,000 was given."),
+    # evaluate
+    "evaluate the scene itself": (
+        "evaluate", lambda s, t, h, o: _check(s, t, h, o, INPUT=s["raster_a"]),
+        NOT_A_CLASSIFICATION),
+    "evaluate against names that do not match": (
+        "evaluate", lambda s, t, h, o: _check(s, t, h, o, REFERENCE=h["strange_reference"]),
+        "100 % of the reference pixels (54 of 54) belong to classes the classification does not "
+        "have: 'xwater' (18 px), 'xforest' (18 px), 'xfield' (18 px); match the reference's "
+        "codes or names to the classification's, or accept a larger unmatched share (now 5 %)."),
+    "evaluate against a reference of 2.7": (
+        "evaluate",
+        lambda s, t, h, o: _check(s, t, h, o, REFERENCE=h["float_reference"], REFERENCE_FIELD=""),
+        "The reference raster float_reference.tif holds values that are not whole class values, "
+        "such as 2.7; give it whole numbers (0 = unlabelled)."),
+    "evaluate against a missing field": (
+        "evaluate", lambda s, t, h, o: _check(s, t, h, o, REFERENCE_FIELD="land_cover"),
+        "The reference layer 'reference' has no field named 'land_cover'."),
+    "evaluate against a reference without a CRS": (
+        "evaluate", lambda s, t, h, o: _check(s, t, h, o, REFERENCE=h["no_crs_layer"]),
+        "The reference layer 'training' has no coordinate reference system; set one and save "
+        "the layer."),
+    "evaluate against a reference outside": (
+        "evaluate", lambda s, t, h, o: _check(s, t, h, o, REFERENCE=h["outside"]),
+        "The reference layer 'training' does not overlap the raster scene_classes.tif."),
+    "evaluate with the report inside a file": (
+        "evaluate",
+        lambda s, t, h, o: _check(s, t, h, o, OUTPUT_HTML=Path(h["a_file"]) / "r.html"),
+        IN_A_FILE.replace("{}", "report")),
+    # clean-up
+    "clean up the scene itself": (
+        "postprocess", lambda s, t, h, o: _clean(s, t, h, o, INPUT=s["raster_a"]),
+        NOT_A_CLASSIFICATION),
+    "clean up with a segment vote and no scene": (
+        "postprocess", lambda s, t, h, o: _clean(s, t, h, o, SIEVE_PIXELS=0, SEGMENT_SIZE=4),
+        "The segment vote needs the classified scene's raster."),
+    "clean up against a scene of another size": (
+        "postprocess", lambda s, t, h, o: _clean(s, t, h, o, SEGMENT_SIZE=4, RASTER=h["small"]),
+        "The scene's raster small.tif is 12 x 12 pixels but the classification is 24 x 24; give "
+        "the raster that was classified."),
+    "clean up into a folder": (
+        "postprocess", lambda s, t, h, o: _clean(s, t, h, o, OUTPUT=h["a_folder"]),
+        "The cleaned classification {folder}/a_folder.tif is a folder; give a file name."),
+    "clean up nothing": (
+        "postprocess",
+        lambda s, t, h, o: _clean(s, t, h, o, SIEVE_PIXELS=0, MAJORITY_SIZE=0, SEGMENT_SIZE=0),
+        "Choose at least one clean-up: a sieve, a majority filter or a segment vote."),
+    # pretrain
+    "pretrain on rasters of other bands": (
+        "pretrain",
+        lambda s, t, h, o: _pretrain(s, t, h, o, RASTERS=[s["raster_a"], h["twelve_bands"]]),
+        "All rasters must come from one sensor, but twelve_bands.tif has 12 bands and scene_a.tif "
+        "has 24."),
+    "pretrain on a text file": (
+        "pretrain", lambda s, t, h, o: _pretrain(s, t, h, o, RASTERS=h["text_raster"]),
+        "text.tif is not a raster that GDAL can read."),
+    "pretrain on an all-nodata raster": (
+        "pretrain", lambda s, t, h, o: _pretrain(s, t, h, o, RASTERS=h["all_nodata"]),
+        NO_VALID_PIXEL),
+    "pretrain inside a file": (
+        "pretrain",
+        lambda s, t, h, o: _pretrain(s, t, h, o, OUTPUT=Path(h["a_file"]) / "b.pt"),
+        IN_A_FILE.replace("{}", "backbone file")),
+}
+
+
+@pytest.mark.qgis_process
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_input_is_one_sentence_and_changes_nothing(case, scene, trained, hostile,
+                                                             profile, tmp_path):
+    algorithm, parameters, sentence = HOSTILE[case]
+    folders = [Path(scene["raster_a"]).parent, Path(trained["OUTPUT_ADAPTER"]).parent,
+               Path(hostile["folder"])]
+    before = checksums(*folders)
+    code, _, text = qgis_process(profile, algorithm,
+                                 **parameters(scene, trained, hostile, tmp_path))
+    assert code == 1, text
+    assert sentence.format(folder=hostile["folder"], out=tmp_path) in text
+    assert "Traceback" not in text and "Unexpected error" not in text
+    after = checksums(*folders)
+    assert {path: after.get(path) for path in before} == before
+    # QGIS itself keeps what it learnt of a raster it opened in a .aux.xml beside it.
+    assert all(path.endswith(".tif.aux.xml") for path in set(after) - set(before))
+    assert list(tmp_path.iterdir()) == []
+    assert not (Path(hostile["folder"]) / "ran").exists()  # the pickle's command never ran
 
 
 # -- in QGIS: processing.run and batches ----------------------------------------------------------

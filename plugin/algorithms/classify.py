@@ -8,6 +8,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterDefiniti
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer)
 
+from ...models import options
 from .common import (ADAPTER_FILE_FILTER, DEVICE_OPTIONS, WEIGHTS_FILE_FILTER, EngineFeedback,
                      HyperAdaptAlgorithm, check_geotiff_destination, destination_or_none,
                      raster_file, require_engine, run_engine_job, style_when_loaded)
@@ -49,7 +50,8 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICE_OPTIONS),
                                        defaultValue=0),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
-                                         QgsProcessingParameterNumber.Integer, 64, minValue=1),
+                                         QgsProcessingParameterNumber.Integer, 64, minValue=1,
+                                         maxValue=options.MAX_BATCH_SIZE),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)

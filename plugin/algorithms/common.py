@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils,
-                       QgsProviderRegistry, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer)
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
+                       QgsProcessingUtils, QgsProviderRegistry, QgsRasterLayer,
+                       QgsVectorFileWriter, QgsVectorLayer)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -34,6 +38,108 @@ class HyperAdaptAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self):
         return QIcon(str(PLUGIN_DIR / "resources" / "icon.png"))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
+        # QGIS's own check says only "Incorrect parameter value for WINDOW_SIZE" for a number out
+        # of its range, and "not found" for a file it cannot read: say which value and why first.
+        problem = value_problem(self, parameters)
+        if problem:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
+
+
+def _format_number(value: float, integer: bool) -> str:
+    return f"{int(value):,}" if integer else f"{value:g}"
+
+
+def _number_problem(definition: QgsProcessingParameterNumber, value) -> str | None:
+    name = definition.description()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None  # an expression or a model's input: QGIS evaluates it
+    integer = definition.dataType() == QgsProcessingParameterNumber.Integer
+    if integer and number != int(number):
+        return f"{name} must be a whole number, not {number:g}."
+    low, high = definition.minimum(), definition.maximum()
+    # QGIS stores "no limit" as the extreme doubles.
+    low = None if low < -1e300 else low
+    high = None if high > 1e300 else high
+    if (low is None or number >= low) and (high is None or number <= high):
+        return None
+    if low is not None and high is not None:
+        span = f"from {_format_number(low, integer)} to {_format_number(high, integer)}"
+    elif low is not None:
+        span = f"at least {_format_number(low, integer)}"
+    else:
+        span = f"at most {_format_number(high, integer)}"
+    return f"{name} must be {span}; {_format_number(number, integer)} was given."
+
+
+_LAYER_KINDS = {"raster": "raster", "vector": "vector layer", "layer": "raster or vector layer"}
+
+
+def _file_problem(path: str, kind: str) -> str | None:
+    """A sentence when ``path`` names a file that is missing or that GDAL cannot open as a
+    ``kind`` ("raster", "vector" or "layer", either)."""
+    from osgeo import gdal
+
+    if not isinstance(path, str) or not path or not os.path.isabs(path.split("|")[0]):
+        return None  # a layer id or a layer of the project: QGIS resolves it
+    path = path.split("|")[0]
+    if not os.path.exists(path):
+        return f"{path} does not exist."
+    if os.path.isdir(path) and kind == "raster":
+        return f"{path} is a folder, not a raster."
+    flags = {"raster": gdal.OF_RASTER, "vector": gdal.OF_VECTOR,
+             "layer": gdal.OF_RASTER | gdal.OF_VECTOR}[kind]
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        opened = gdal.OpenEx(path, flags)
+    except RuntimeError:
+        opened = None
+    finally:
+        gdal.PopErrorHandler()
+    if opened is None:
+        return f"{Path(path).name} is not a {_LAYER_KINDS[kind]} that GDAL can read."
+    return None
+
+
+def value_problem(algorithm: QgsProcessingAlgorithm, parameters: dict) -> str | None:
+    """The first given value outside its parameter's range, option list or readable files, as
+    a sentence; None when there is none (QGIS's own check then runs)."""
+    for definition in algorithm.parameterDefinitions():
+        value = parameters.get(definition.name())
+        # Only plain values: a model's inputs and expressions are QGIS's to evaluate.
+        if not isinstance(value, (int, float, str, list, tuple)) or value in ("", [], ()):
+            continue
+        if isinstance(definition, QgsProcessingParameterNumber):
+            problem = _number_problem(definition, value)
+        elif isinstance(definition, QgsProcessingParameterEnum):
+            choices = definition.options()
+            try:
+                index = int(value)
+            except (TypeError, ValueError):
+                continue
+            problem = None if 0 <= index < len(choices) or definition.allowMultiple() else (
+                f"{definition.description()} must be one of "
+                + ", ".join(f"{i} ({c})" for i, c in enumerate(choices)) + f"; {value} was given.")
+        elif isinstance(definition, QgsProcessingParameterRasterLayer):
+            problem = _file_problem(value, "raster")
+        elif isinstance(definition, (QgsProcessingParameterVectorLayer,
+                                     QgsProcessingParameterFeatureSource)):
+            problem = _file_problem(value, "vector")
+        elif isinstance(definition, QgsProcessingParameterMapLayer):
+            problem = _file_problem(value, "layer")
+        elif isinstance(definition, QgsProcessingParameterMultipleLayers):
+            values = value if isinstance(value, (list, tuple)) else str(value).split(";")
+            kind = "raster" if definition.layerType() == QgsProcessing.TypeRaster else "layer"
+            problem = next((p for p in (_file_problem(v, kind) for v in values) if p), None)
+        else:
+            continue
+        if problem:
+            return problem
+    return None
 
 
 def require_engine() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import (QgsCoordinateTransform, QgsCsException, QgsProcessing, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterField,
@@ -14,6 +14,7 @@ from qgis.core import (QgsCoordinateTransform, QgsCsException, QgsProcessing, Qg
 
 from ...models import options
 from ..styling import class_style_from_layer
+from ..training_layer import placement_problem
 from .common import (ADAPTER_FILE_FILTER, WEIGHTS_FILE_FILTER, EngineFeedback,
                      HyperAdaptAlgorithm, check_geotiff_destination, destination_or_none,
                      file_destination_or_none, format_number, format_ratio, raster_file,
@@ -255,14 +256,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                 training.name(), field)
         if training.featureCount() == 0:
             return False, self.tr("The training layer '{}' has no features.").format(training.name())
-        transform = QgsCoordinateTransform(training.crs(), raster.crs(), context.transformContext())
-        try:
-            extent = transform.transformBoundingBox(training.extent())
-        except QgsCsException:  # the two CRSs share no area
-            extent = None
-        if extent is None or not extent.intersects(raster.extent()):
-            return False, self.tr("The training layer '{}' does not overlap the raster.").format(
-                training.name())
+        problem = placement_problem(training, raster, context.transformContext())
+        if problem:
+            return False, self.tr(problem)
         problem = (options.window_size_problem(
             self.parameterAsInt(parameters, self.WINDOW_SIZE, context))
             or options.input_size_problem(self.parameterAsInt(parameters, self.INPUT_SIZE, context)))
