@@ -25,7 +25,7 @@ import torch
 
 from . import adapters, options
 from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
-                           compatibility_problem, describe_weights, load_adapter_file,
+                           compatibility_problem, describe_weights, load_adapter_file, now_iso,
                            save_adapter_file, state_fingerprint)
 from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import load_pretrained
@@ -337,6 +337,33 @@ def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, inp
     return model, identity, outcome
 
 
+def _round_of(record: AdapterRecord) -> dict:
+    """The round an adapter file without a list of rounds was made in."""
+    metrics = record.metrics or {}
+    split = metrics.get("split") or {}
+    validated = int(metrics.get("num_samples") or 0)
+    return {"labelled_pixels": int(split.get("train_pixels", 0)) + int(
+                split.get("validation_pixels", 0)),
+            "classes": len(record.classes), "validation_pixels": validated,
+            "overall_accuracy": metrics.get("overall_accuracy") if validated else None,
+            "created": record.created}
+
+
+def labelling_rounds(warm: AdapterRecord | None, labelled_pixels: int, metrics: dict) -> list:
+    """The rounds of labelling an adapter grew from: those of the adapter it continued from
+    (warm start), then this one, each with its labelled pixels and validation accuracy (None
+    where no polygon was held out)."""
+    earlier = []
+    if warm is not None:
+        earlier = list(warm.training.get("rounds") or [_round_of(warm)])
+    validated = int(metrics.get("num_samples") or 0)
+    this = {"labelled_pixels": int(labelled_pixels), "classes": len(metrics.get("classes", [])),
+            "validation_pixels": validated,
+            "overall_accuracy": metrics.get("overall_accuracy") if validated else None,
+            "created": now_iso()}
+    return [{**entry, "round": number} for number, entry in enumerate([*earlier, this], 1)]
+
+
 def _warm_start_record(settings: FineTuneSettings, window_size: int) -> AdapterRecord:
     """The adapter file to continue from, checked against this run's method and window."""
     record = load_adapter_file(settings.warm_start)
@@ -500,6 +527,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             "random_start": identity.get("kind") == "random",
             "backbone": describe_weights(identity)})
 
+        metrics["rounds"] = labelling_rounds(warm, len(pixels.class_index), metrics)
         sensor_name = sensor or info.sensor
         record = AdapterRecord(
             name=adapter_name or Path(adapter_path).stem,
@@ -515,7 +543,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                       "epochs_run": outcome.epochs_run, "batch_size_used": outcome.batch_size,
                       "seconds": outcome.seconds, "history": outcome.history,
                       "parameters": adapters.count_parameters(model),
-                      "training_raster": str(raster_path), "class_field": class_field},
+                      "training_raster": str(raster_path), "class_field": class_field,
+                      "rounds": metrics["rounds"]},
             metrics=metrics,
             software={"torch": torch.__version__, "python": platform.python_version()},
             postprocess={"segment_size": int(settings.segment_size),

@@ -128,6 +128,7 @@ def render_html_report(metrics: dict, *, title: str = "HyperAdapt accuracy repor
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(str(n))}</li>" for n in notes)
                      + "</ul>")
+    parts += _rounds_section(metrics.get("rounds") or [])
     parts.append("<h2>Per class</h2><table><tr><th>value</th><th>class</th>"
                  "<th>producer's accuracy</th><th>user's accuracy</th><th>F1</th>"
                  "<th>reference pixels</th><th>predicted pixels</th></tr>")
@@ -153,6 +154,26 @@ def render_html_report(metrics: dict, *, title: str = "HyperAdapt accuracy repor
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _rounds_section(rounds: list[dict]) -> list[str]:
+    """Accuracy of each round of labelling, once an adapter has been continued (warm start)."""
+    if len(rounds) < 2:
+        return []
+    parts = ["<h2>Rounds of labelling</h2><p>Each Fine-tune that continued from the adapter "
+             "before it is a round. The validation accuracy is over the polygons held out in "
+             "that round, so rounds with other held-out polygons compare only roughly; – where "
+             "no polygon was held out.</p>",
+             "<table><tr><th>round</th><th>labelled pixels</th><th>classes</th>"
+             "<th>validation pixels</th><th>validation OA</th><th>made</th></tr>"]
+    for entry in rounds:
+        parts.append(f"<tr><td>{entry['round']}</td><td>{entry['labelled_pixels']:,}</td>"
+                     f"<td>{entry['classes']}</td><td>{entry['validation_pixels']:,}</td>"
+                     f"<td>{_percent(entry.get('overall_accuracy'))}</td>"
+                     f"<td class='name'>{html.escape(str(entry.get('created', ''))[:16])}</td>"
+                     f"</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def _area_adjusted_section(adjusted: dict | None, classes: list[dict]) -> list[str]:

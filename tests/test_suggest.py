@@ -128,3 +128,32 @@ def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tm
     assert str(caught.value).startswith("The adapter to continue from was made with other "
                                         "fine-tuning settings (krona_plus, rank")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.pt"]
+
+
+def test_each_round_of_labelling_keeps_its_accuracy_in_the_adapter_and_the_report(trained,
+                                                                                    tmp_path):
+    from hyperadapt.models.adapter_file import load_adapter_file
+
+    raster, layer, result = trained
+    first = load_adapter_file(result.adapter_path)
+    assert [r["round"] for r in first.training["rounds"]] == [1]
+    # Round 2 holds a quarter of the polygons out: its accuracy is over them.
+    second = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "round2.pt"),
+                       settings=tiny_settings(epochs=1, warm_start=result.adapter_path,
+                                              min_validation_pixels=0),
+                       report_path=str(tmp_path / "round2.html"))
+    rounds = second.metrics["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0] == {**first.training["rounds"][0], "round": 1}
+    split = second.metrics["split"]
+    assert rounds[1]["labelled_pixels"] == split["train_pixels"] + split["validation_pixels"]
+    assert rounds[1]["validation_pixels"] == second.metrics["num_samples"] > 0
+    assert rounds[1]["overall_accuracy"] == second.metrics["overall_accuracy"]
+    page = (tmp_path / "round2.html").read_text()
+    assert "Rounds of labelling" in page
+    assert f"{100 * second.metrics['overall_accuracy']:.1f} %" in page
+    third = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "round3.pt"),
+                      settings=tiny_settings(epochs=1, warm_start=second.adapter_path))
+    assert [r["round"] for r in load_adapter_file(third.adapter_path).training["rounds"]] == [
+        1, 2, 3]
+    assert third.metrics["rounds"][:2] == rounds
