@@ -11,10 +11,12 @@ Every fine-tuning and pretraining setting is an option named after its field in
 models.settings.FineTuneSettings or models.pretrain.PretrainSettings (``--learning-rate 3e-3``,
 ``--targets attn.q attn.v``); what is not given keeps the engine's default. A problem with the
 input is one sentence on stderr and exit status 2; cancel with Ctrl-C (exit status 130), which
-leaves no output behind. Pretraining runs on several processes under torchrun (DDP: gloo on CPUs,
-NCCL on GPUs), each taking its share of every batch, the same steps as one process:
+leaves no output behind. Pretraining and fine-tuning run on several processes under torchrun
+(DDP: gloo on CPUs, NCCL on GPUs), each taking its share of every batch, the same steps as one
+process; rank 0 writes the files:
 
     torchrun --nproc_per_node 4 -m hyperadapt.cli pretrain backbone.pt scenes/*.tif --epochs 40
+    torchrun --nproc_per_node 4 -m hyperadapt.cli finetune scene.tif fields.gpkg class adapter.pt
  For an installed plugin, put the folder holding ``hyperadapt`` (the
 profile's ``python/plugins``) on PYTHONPATH; HyperAdapt's dependency folder is added by itself.
 """

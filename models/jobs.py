@@ -30,6 +30,7 @@ from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
 from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import load_pretrained
 from .device import choose_device
+from .distributed import distributed_rank, wait_for_all
 from .errors import HyperAdaptError, raise_if_cancelled
 from .evaluation import evaluate, read_class_raster_classes, write_reports  # noqa: F401 (jobs)
 from .files import StagedFiles
@@ -443,6 +444,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         raise HyperAdaptError("No adapter file name was given.")
     adapter_config = _adapter_config(settings)
     staged = StagedFiles()
+    rank, world = distributed_rank()
     try:
         samples = _training_samples(raster_path, vector_path, class_field, settings,
                                     layer_name=layer_name, class_colors=class_colors,
@@ -544,14 +546,15 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                       "seconds": outcome.seconds, "history": outcome.history,
                       "parameters": adapters.count_parameters(model),
                       "training_raster": str(raster_path), "class_field": class_field,
-                      "rounds": metrics["rounds"]},
+                      "rounds": metrics["rounds"], "processes": world},
             metrics=metrics,
             software={"torch": torch.__version__, "python": platform.python_version()},
             postprocess={"segment_size": int(settings.segment_size),
                          "majority_size": int(settings.majority_size),
                          "sieve_pixels": int(settings.sieve_pixels)})
 
-        if classification_path:
+        # Under torchrun every process has trained the same model; rank 0 alone writes.
+        if classification_path and rank == 0:
             _report(progress, end_of_training, "Classifying the raster")
             adapters.merge_adapters(model)
             with RasterReader(info) as reader:
@@ -568,7 +571,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                    progress=_scaled(progress, end_of_training, 0.97),
                                    cancel=cancel)
         raise_if_cancelled(cancel)
-        if report_path:
+        if report_path and rank == 0:
             details = {"raster": str(raster_path), "training layer": str(vector_path),
                        "class field": class_field,
                        "method": adapters.describe_method(settings.method),
@@ -588,9 +591,10 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             write_html_report(metrics, staged.stage(report_path),
                               title="HyperAdapt validation accuracy", details=details)
         raise_if_cancelled(cancel)
-        adapter_bytes = save_adapter_file(record, staged.stage(adapter_path))
+        adapter_bytes = save_adapter_file(record, staged.stage(adapter_path)) if rank == 0 else 0
         raise_if_cancelled(cancel)
         staged.commit()
+        wait_for_all(world)
         _report(progress, 1.0, "Done")
     except BaseException:
         staged.discard()

@@ -30,6 +30,7 @@ from .bands import METHODS as BAND_ADAPTATIONS
 from .bands import BandAdaptation, fit_band_adaptation
 from .checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
 from .device import autocast_dtype, choose_device
+from .distributed import distributed_rank, mean_over_processes, same_everywhere, wait_for_all
 from .errors import HyperAdaptError, JobCancelled, raise_if_cancelled
 from .guard import check_job_files, raster_files
 from .library import library_root, safe_name
@@ -620,14 +621,14 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                                       "the learning rate.")
             optimizer.zero_grad(set_to_none=True)
             backward_and_step(loss, optimizer, scaler)
-            value = float(_mean_over_processes(loss.detach(), world))
+            value = float(mean_over_processes(loss.detach(), world))
             running = value if running is None else 0.95 * running + 0.05 * value
             counters["loss_sum"] += value
             counters["loss_count"] += 1
             counters["global_step"] += 1
             counters["step_in_epoch"] = step + 1
             counters["seconds"] = seconds_before + time.monotonic() - loop_start
-            fraction = _same_everywhere(
+            fraction = same_everywhere(
                 budget.fraction(counters["global_step"], counters["seconds"]), world)
             of_epochs = f"/{settings.epochs}" if settings.epochs else ""
             say(min(fraction, 1.0), f"Epoch {epoch + 1}{of_epochs}: masked loss {running:.4f}")
@@ -666,43 +667,15 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
             sensor=sensor_info, pretraining=pretraining)
         if resume_path.exists():
             resume_path.unlink()
-    if world > 1:
-        torch.distributed.barrier()
-        if rank:                        # the file rank 0 wrote, with its id
-            backbone_id, size = read_backbone_file(backbone_path)["id"], \
-                backbone_path.stat().st_size
+    wait_for_all(world)
+    if rank:                            # the file rank 0 wrote, with its id
+        backbone_id, size = read_backbone_file(backbone_path)["id"], backbone_path.stat().st_size
     log.info("Pretrained %s in %.0f s (%d epochs, loss %.4f).", backbone_path.name,
              time.monotonic() - started, counters["epoch"], losses[-1] if losses else float("nan"))
     return PretrainResult(backbone_path=str(backbone_path), backbone_id=backbone_id, losses=losses,
                           epochs=counters["epoch"], seconds=counters["seconds"],
                           resumed=state is not None, steps=counters["global_step"],
                           mask_ratio=mask_ratio, sensor=sensor_name, backbone_bytes=size)
-
-
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed (torchrun), else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        value = value.float().clone()
-        torch.distributed.all_reduce(value)
-        value /= world
-    return value
-
-
-def _same_everywhere(fraction: float, world: int) -> float:
-    """Rank 0's budget fraction on every process, so that all stop at the same step (clocks and
-    a time budget differ between processes)."""
-    if world > 1:
-        on = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
-        shared = torch.tensor([float(fraction)], dtype=torch.float64, device=on)
-        torch.distributed.broadcast(shared, 0)
-        fraction = float(shared[0])
-    return fraction
 
 
 def _to_cpu(value):

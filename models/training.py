@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .adapters import param_groups, trainable_state_dict
 from .device import autocast_dtype, is_out_of_memory, release_cached_memory
+from .distributed import distributed_rank, mean_over_processes
 from .errors import HyperAdaptError, raise_if_cancelled
 from .predict import OUT_OF_MEMORY
 
@@ -154,6 +155,11 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     generator = torch.Generator().manual_seed(int(seed))
+    rank, world = distributed_rank()
+    # Under torchrun every process draws the same batch and takes its share of the rows; DDP
+    # averages the gradients, so N processes take the steps of one (models.distributed).
+    trainer = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     batch_size = max(1, int(batch_size))
     total_samples = epochs * num_train
     seen = 0
@@ -178,21 +184,28 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             x = train_windows[index]
             if augment:
                 x = augment_batch(x, generator)
-            y = train_labels[index].to(device)
+            y = train_labels[index]
             keep = None
             if context_dropout > 0:
-                keep = (torch.rand(len(index), generator=generator) >= context_dropout).to(device)
+                keep = torch.rand(len(index), generator=generator) >= context_dropout
+            # This process's rows of the batch, and their weight in the batch's mean loss (a
+            # process left without rows runs one at weight 0: DDP needs every process's step).
+            mine = torch.arange(rank, len(index), world)
+            weight = world / len(index) if len(mine) else 0.0
+            mine = mine if len(mine) else torch.zeros(1, dtype=torch.long)
+            x, y = x[mine], y[mine].to(device)
+            keep = None if keep is None else keep[mine].to(device)
             try:
                 x = x.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                forward = (lambda: model(x)) if keep is None else (
-                    lambda: model(x, context_keep=keep))
+                forward = (lambda: trainer(x)) if keep is None else (
+                    lambda: trainer(x, context_keep=keep))
                 if dtype is not None:
                     with torch.autocast(device_type=device.type, dtype=dtype):
                         logits = forward()
                 else:
                     logits = forward()
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
                 backward_and_step(loss, optimizer, scaler)
             except RuntimeError as error:
                 if not is_out_of_memory(error):
@@ -206,12 +219,16 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                 chunks = list(torch.split(index, batch_size)) + [
                     piece for chunk in chunks for piece in torch.split(chunk, batch_size)]
                 continue
-            if not torch.isfinite(loss):
+            # Over the whole batch: the mean of the processes' weighted sums, and their hits.
+            batch_loss = mean_over_processes(loss.detach(), world)
+            hits = ((logits.detach().argmax(dim=1) == y).float() * (weight > 0)).sum()
+            hits = mean_over_processes(hits, world) * world
+            if not torch.isfinite(batch_loss):
                 raise HyperAdaptError("Training diverged (the loss is not a number); lower the "
                                       "learning rate.")
             seen += len(index)
-            loss_sum += float(loss.detach()) * len(index)
-            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            loss_sum += float(batch_loss) * len(index)
+            correct += int(round(float(hits)))
             count += len(index)
             if progress is not None:
                 progress(seen / total_samples,
