@@ -6,9 +6,12 @@ into a fresh folder, in one run on this machine. The adapter is the default fine
 randomly started tiny backbone (the speed does not depend on the weights) or ``--adapter``.
 
 The projection to 8 GPUs is arithmetic, not a measurement: a scene costs one window per pixel at
-the ViT-Base pixels per second bench/results/speed.json measured on a GPU (stated as unknown
-where no GPU was measured); the bytes read per scene are the raster's size. The archive's rate is
-the smaller of the GPUs' rate and the storage's (at the stated bandwidth).
+the ViT-Base pixels per second bench/results/speed.json measured on a GPU; where no GPU was
+measured, at the floating-point operations of one ViT-Base window (counted by PyTorch's
+FlopCounterMode at the default input size) over an H100's dense bfloat16 peak (989 TFLOP/s, NVIDIA
+H100 SXM datasheet) at an assumed 40 % of it. The bytes read per scene are the raster's size. The
+archive's rate is the smaller of the GPUs' rate and the storage's (at the stated bandwidth), for
+the bench's scenes and for an EnMAP L2A scene (1,000 x 1,000 pixels, 224 bands of int16).
 
     python -m bench.scale [--scenes 8] [--size 96] [--bandwidth-mb-s 500]
 
@@ -92,22 +95,54 @@ def run_benchmark(args, work: Path) -> dict:
             "projection": projection, "seconds": time.perf_counter() - started}
 
 
+H100_BF16_FLOPS = 989e12          # dense, NVIDIA H100 SXM datasheet
+ASSUMED_SHARE_OF_PEAK = 0.4
+ENMAP_SCENE = {"pixels": 1000 * 1000, "bytes": 1000 * 1000 * 224 * 2}
+
+
+def window_flops(input_size: int) -> float:
+    """Floating-point operations of one window through the ViT-Base (official shape) and head."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hyperadapt.models import options
+    from hyperadapt.models.spectralgpt import BASE_CONFIG, build_backbone
+
+    model = build_backbone({**BASE_CONFIG, "img_size": input_size, "num_classes": 16,
+                            "pixel_dim": options.DEFAULT_PIXEL_DIM}).eval()
+    window = torch.rand(1, 12, options.DEFAULT_WINDOW_SIZE, options.DEFAULT_WINDOW_SIZE)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(window)
+    return float(counter.get_total_flops())
+
+
 def project_gpus(pixels_per_scene: int, bytes_per_scene: int, bandwidth_mb_s: float) -> dict:
-    """8 GPUs' scenes per minute from a GPU's measured pixels/s (speed.json), and the storage's."""
+    """8 GPUs' scenes per minute from a GPU's measured pixels/s (speed.json) or, unmeasured, from
+    the FLOPs of a window at an assumed share of an H100's peak; and the storage's."""
+    from hyperadapt.models import options
+
     speed = RESULTS / "speed.json"
-    gpu_pixels_per_second = None
+    gpu_pixels_per_second, source = None, "measured"
     if speed.exists():
         measured = json.loads(speed.read_text())
         if "cuda" in str(measured.get("machine", {}).get("device", "")).lower():
             gpu_pixels_per_second = max(run["results"]["merged"]["pixels_per_s"]
                                         for run in measured.get("runs", []))
-    storage = 60 * bandwidth_mb_s * 2**20 / bytes_per_scene
-    result = {"bandwidth_mb_s": bandwidth_mb_s, "storage_scenes_per_minute": storage,
-              "gpu_pixels_per_second": gpu_pixels_per_second}
-    if gpu_pixels_per_second:
-        compute = 8 * 60 * gpu_pixels_per_second / pixels_per_scene
-        result.update(compute_scenes_per_minute=compute,
-                      scenes_per_minute=min(compute, storage))
+    flops = window_flops(options.DEFAULT_INPUT_SIZE)
+    if gpu_pixels_per_second is None:
+        gpu_pixels_per_second = ASSUMED_SHARE_OF_PEAK * H100_BF16_FLOPS / flops
+        source = "estimated"
+    result = {"bandwidth_mb_s": bandwidth_mb_s, "gpu_pixels_per_second": gpu_pixels_per_second,
+              "gpu_source": source, "flops_per_window": flops,
+              "input_size": options.DEFAULT_INPUT_SIZE, "scenes": {}}
+    for name, pixels, size in (("bench", pixels_per_scene, bytes_per_scene),
+                               ("enmap", ENMAP_SCENE["pixels"], ENMAP_SCENE["bytes"])):
+        storage = 60 * bandwidth_mb_s * 2**20 / size
+        compute = 8 * 60 * gpu_pixels_per_second / pixels
+        result["scenes"][name] = {"pixels": pixels, "bytes": size,
+                                  "storage_scenes_per_minute": storage,
+                                  "compute_scenes_per_minute": compute,
+                                  "scenes_per_minute": min(compute, storage)}
     return result
 
 
@@ -124,21 +159,31 @@ def write_report(report: dict, out: Path) -> None:
     lines += ["", f"Two workers against one: **{report['ratio_2_to_1']:.2f}x** the scenes per "
               f"minute on this machine ({report['machine']['cores']} cores, so each worker has "
               f"half of them).", "", "## 8 GPUs, on paper", ""]
-    storage = projection["storage_scenes_per_minute"]
-    if projection.get("gpu_pixels_per_second"):
-        lines += [f"A GPU classified {projection['gpu_pixels_per_second']:,.0f} pixels/s in "
-                  f"bench/results/speed.json; 8 such workers make "
-                  f"{projection['compute_scenes_per_minute']:,.0f} scenes of this size a minute, "
-                  f"storage at {projection['bandwidth_mb_s']:.0f} MB/s serves "
-                  f"{storage:,.0f}: about {projection['scenes_per_minute']:,.0f} scenes a "
-                  f"minute."]
+    gpu = projection["gpu_pixels_per_second"]
+    if projection["gpu_source"] == "measured":
+        lines += [f"A GPU classified {gpu:,.0f} pixels/s in bench/results/speed.json."]
     else:
-        lines += [f"No GPU has been measured in bench/results/speed.json, so the compute side is "
-                  f"unknown here: 8 workers make 8 x (one GPU's pixels per second) / "
-                  f"{report['scene_size'] ** 2:,} scenes a second. Reading is not the limit "
-                  f"below {storage:,.0f} scenes a minute (storage at "
-                  f"{projection['bandwidth_mb_s']:.0f} MB/s and "
-                  f"{report['bytes_per_scene'] / 2**20:.1f} MB per scene)."]
+        lines += [f"No GPU has been measured here (bench/results/speed.json), so the compute side "
+                  f"is estimated: one window through the ViT-Base at input "
+                  f"{projection['input_size']} is {projection['flops_per_window'] / 1e9:.1f} "
+                  f"GFLOP (PyTorch's FlopCounterMode), and an H100 at an assumed "
+                  f"{ASSUMED_SHARE_OF_PEAK:.0%} of its 989 TFLOP/s dense bfloat16 peak makes "
+                  f"about {gpu:,.0f} pixels/s. An estimate, not a measurement: the share of peak "
+                  f"a ViT-Base of {(projection['input_size'] // 8) ** 2 * 4} "
+                  f"tokens reaches is the assumption to check on a GPU."]
+    rows = []
+    for name, label in (("bench", f"this bench's ({report['scene_size']} x "
+                                  f"{report['scene_size']} x 200)"),
+                        ("enmap", "EnMAP L2A (1,000 x 1,000 x 224, int16)")):
+        scene = projection["scenes"][name]
+        rows.append([label, f"{scene['bytes'] / 2**20:,.1f}",
+                     f"{scene['compute_scenes_per_minute']:,.1f}",
+                     f"{scene['storage_scenes_per_minute']:,.1f}",
+                     f"**{scene['scenes_per_minute']:,.1f}**"])
+    lines += [""] + markdown_table(
+        ["scene", "MB read", "8 GPUs: scenes / min", f"storage at "
+         f"{projection['bandwidth_mb_s']:.0f} MB/s: scenes / min", "the archive: scenes / min"],
+        rows)
     lines += ["", f"Machine: {report['machine']}."]
     write_markdown(out / "scale.md", lines)
 
