@@ -187,6 +187,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.result_layer: QgsRasterLayer | None = None
         self.confidence_layer: QgsRasterLayer | None = None
         self.last_result = None
+        self.suggestions_panel = None   # the training panel, when opened without the plugin
         self.last_summary = ""
         self.message_item = None
         self._request: FineTuneRequest | None = None
@@ -257,6 +258,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.close_button.clicked.connect(self.close)
         self.download_button.clicked.connect(self.download_weights)
         self.prepare_button.clicked.connect(self.prepare_backbone)
+        self.suggest_button.clicked.connect(self.suggest_next)
 
         self.plot.reset(1)
         self._raster_changed(self.raster_combo.currentLayer())
@@ -565,12 +567,40 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             return
         self._request = request
         self.result_layer = self.confidence_layer = self.last_result = None
+        self.suggest_button.setEnabled(False)
         self.plot.reset(1)
         self.epoch_label.setText("Epoch –")
         self.loss_label.setText("Loss –")
         self.show_activity("Training…")
         self.start_job(lambda progress, cancel: run_fine_tune(request, progress, cancel),
                        kind="fine_tune", title="Preparing the training samples…")
+
+    def shutdown(self) -> None:
+        if self.suggestions_panel is not None:
+            self.suggestions_panel.shutdown()
+        super().shutdown()
+
+    @pyqtSlot()
+    def suggest_next(self):
+        """Where to draw next with the adapter just trained: the training panel, on this raster
+        and training layer, scores the scene and walks through the suggestions."""
+        if self.last_result is None:
+            return None
+        if self.plugin is not None:
+            panel = self.plugin.show_training_panel()
+        else:                       # a dialog opened on its own (scripts, tests)
+            from .training_layer import TrainingLayerPanel
+
+            if self.suggestions_panel is None:
+                self.suggestions_panel = TrainingLayerPanel(self.iface, None)
+            panel = self.suggestions_panel
+            panel.show()
+        if panel is None:
+            return None
+        panel.raster_combo.setLayer(self.raster_layer())
+        panel.set_training_layer(self.training_layer(), self.field_combo.currentField())
+        panel.suggestions.suggest_from(self.last_result.adapter_path, self.last_adapter_name)
+        return panel
 
     @pyqtSlot()
     def download_weights(self) -> None:
@@ -646,6 +676,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         from .styling import add_classification_layer
 
         self.last_result = result
+        self.last_adapter_name = self._request.adapter_name
+        self.suggest_button.setEnabled(True)
         request = self._request
         project = QgsProject.instance()
         try:

@@ -132,5 +132,8 @@ class HyperAdaptPlugin:
             panel.start_new_layer()
         return panel
 
+    def show_training_panel(self):
+        return self._show_window("training_layer", "training_layer", "TrainingLayerPanel")
+
     def show_library(self):
         return self._show_window("library", "library_dialog", "LibraryDialog")

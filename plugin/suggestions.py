@@ -151,6 +151,16 @@ class SuggestionsBox(QGroupBox):
             self.adapter_combo.addItem(entry.name, str(entry.path))
         self._update_buttons()
 
+    def suggest_from(self, adapter_path: str, name: str) -> None:
+        """Suggest with this adapter (just trained, maybe outside the library)."""
+        index = self.adapter_combo.findData(str(adapter_path))
+        if index < 0:
+            self.adapter_combo.insertItem(0, name, str(adapter_path))
+            index = 0
+        self.adapter_combo.setCurrentIndex(index)
+        self._update_buttons()
+        self.suggest()
+
     # -- suggesting ---------------------------------------------------------------------------
     @pyqtSlot()
     def suggest(self) -> None:

@@ -87,6 +87,36 @@ def fill_form(dialog: FineTuneDialog, raster, polygons, output, *, steps: int,
     dialog.adapter_name_edit.setText(name)
 
 
+def test_where_to_draw_next_after_fine_tune_suggests_with_the_new_adapter(iface, open_dialog,
+                                                                         scene, library_dir,
+                                                                         tmp_path):
+    raster, polygons = scene
+    dialog = open_dialog()
+    fill_form(dialog, raster, polygons, tmp_path / "out", steps=10, name="round one")
+    assert not dialog.suggest_button.isEnabled()        # nothing trained yet
+    dialog.start_button.click()
+    assert wait_until(lambda: not dialog.is_running(), 150), dialog.message_label.text()
+    assert dialog.last_result is not None and dialog.suggest_button.isEnabled()
+
+    from hyperadapt.plugin.training_layer import TrainingLayerPanel
+
+    # The panel as the user left it: suggestions 2 pixels apart on this small raster.
+    panel = dialog.suggestions_panel = TrainingLayerPanel(iface, None)
+    box = panel.suggestions
+    box.spacing_spin.setValue(2)
+    dialog.suggest_button.click()
+    assert panel.raster_combo.currentLayer() is raster and panel.layer is polygons
+    assert box.adapter_combo.currentData() == dialog.last_result.adapter_path
+    assert box.adapter_combo.currentText() == "round one"
+    assert wait_until(lambda: box.runner is None and box.layer is not None, 60), \
+        box.info_label.text()
+    assert box.info_label.text().startswith(f"Suggestion 1 of {len(box.features)}")
+    assert len(box.features) == box.count_spin.value()
+    for point in box.features:                           # away from what is drawn already
+        assert not any(area.geometry().contains(point.geometry())
+                       for area in polygons.getFeatures())
+
+
 def test_fine_tune_in_background_adds_styled_layer_and_library_adapter(iface, open_dialog, scene,
                                                                        library_dir, tmp_path):
     raster, polygons = scene
