@@ -414,6 +414,131 @@ def _pseudo_labels(model, info: RasterInfo, adaptation: BandAdaptation, pixels, 
     return torch.from_numpy(windows[chosen]), torch.from_numpy(classes)
 
 
+def _warm_start(settings: FineTuneSettings, samples, notes: list[str]) -> AdapterRecord | None:
+    """The adapter to continue from (warm start), checked, with a note; None without one."""
+    if not settings.warm_start:
+        return None
+    warm = _warm_start_record(settings, samples.window_size)
+    same = [c.name for c in warm.classes] == [c.name for c in samples.pixels.classes]
+    head = "with its head" if same else "with a new head for the new classes"
+    notes.append(f"Continued from the adapter '{warm.name}' ({head}), training "
+                 f"{options.WARM_START_STEP_SHARE:.0%} of the steps.")
+    return warm
+
+
+def _hold_out(samples, settings: FineTuneSettings, notes: list[str]):
+    """(split, train_x, train_y, val_x, val_y): whole polygons held out for validation where a
+    class has enough of them (models.samples.split_by_feature); val_* are None without any."""
+    pixels = samples.pixels
+    split = split_by_feature(pixels.feature_index, pixels.class_index,
+                             val_fraction=settings.val_fraction, seed=settings.seed,
+                             min_class_pixels=settings.min_validation_pixels)
+    # With no validation share asked for, the per-class reasons would mislead.
+    if settings.val_fraction > 0 and split.training_only_classes:
+        names = ", ".join(f"'{pixels.classes[c].name}'" for c in split.training_only_classes)
+        notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer, or fewer than "
+                     f"{settings.min_validation_pixels} pixels, keep them all for training and "
+                     f"have no validation pixels: {names}.")
+    train_idx, val_idx = split.train, split.validation
+    train_x = samples.windows[torch.from_numpy(train_idx)]
+    train_y = torch.from_numpy(pixels.class_index[train_idx])
+    val_x = samples.windows[torch.from_numpy(val_idx)] if len(val_idx) else None
+    val_y = torch.from_numpy(pixels.class_index[val_idx]) if len(val_idx) else None
+    return split, train_x, train_y, val_x, val_y
+
+
+def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, *,
+                  device, warm, notes: list[str], progress, cancel, on_epoch):
+    """(model, weights identity, TrainingOutcome): training on the drawn pixels, then each
+    self-training round on them and the scene's confident pixels (models.pseudo)."""
+    classes = samples.pixels.classes
+    share = 1.0 / (1 + settings.self_training_rounds)
+
+    def train_model(windows_x, labels_y, round_number):
+        start = round_number * share
+        return _train_model(samples.source, settings, len(classes), samples.input_size,
+                            windows_x, labels_y, val_x, val_y, device=device,
+                            progress=_scaled(progress, start, start + share), cancel=cancel,
+                            on_epoch=on_epoch, warm=warm, classes=classes)
+
+    model, identity, outcome = train_model(train_x, train_y, 0)
+    if identity.get("kind") == "random":
+        notes.append("The backbone started from random weights (no pretraining), so accuracy "
+                     "is not representative of SpectralGPT.")
+    for round_number in range(settings.self_training_rounds):
+        pseudo_x, pseudo_y = _pseudo_labels(model, samples.info, samples.adaptation,
+                                            samples.pixels, train_y, samples.window_size,
+                                            settings, device, round_number, cancel)
+        notes.append(f"Self-training round {round_number + 1}: {len(pseudo_y)} confident "
+                     f"pixels of the scene (probability at least "
+                     f"{settings.pseudo_threshold:g}) trained beside the "
+                     f"{len(train_y)} drawn ones.")
+        model, identity, outcome = train_model(torch.cat([train_x, pseudo_x]),
+                                               torch.cat([train_y, pseudo_y]), round_number + 1)
+    return model, identity, outcome
+
+
+def _validation_metrics(model, val_x, val_y, classes, settings: FineTuneSettings, device,
+                        notes: list[str], cancel) -> dict:
+    """Accuracy on the held-out polygons; an empty matrix (and why) when none were held out."""
+    if val_x is not None:
+        predicted, _ = predict_windows(model, val_x, device=device,
+                                       batch_size=max(64, settings.batch_size), cancel=cancel)
+        return metrics_from_labels(val_y.numpy(), predicted, classes)
+    notes.append("No validation share was asked for, so nothing was held out for validation."
+                 if settings.val_fraction <= 0 else
+                 f"No class has more than {MIN_TRAINING_FEATURES} features and "
+                 f"{settings.min_validation_pixels} pixels, so nothing was held out for "
+                 f"validation and training ran all its epochs.")
+    return classification_metrics(np.zeros((len(classes), len(classes)), np.int64), classes)
+
+
+def _adapter_record(samples, settings: FineTuneSettings, model, identity: dict, outcome,
+                    metrics: dict, adapter_config, *, name: str, sensor: str, raster_path,
+                    class_field: str, processes: int) -> AdapterRecord:
+    """What the adapter file keeps: the trained tensors, and all a later classify needs."""
+    info, window_size, input_size = samples.info, samples.window_size, samples.input_size
+    return AdapterRecord(
+        name=name, trainable_state=outcome.best_state, adapter_config=adapter_config.to_dict(),
+        band_adaptation=samples.adaptation.to_state(), window_size=window_size,
+        input_size=input_size, classes=samples.pixels.classes,
+        sensor={"name": sensor, "band_count": info.band_count,
+                "wavelengths_nm": info.wavelengths_nm, "fwhm_nm": info.fwhm_nm,
+                "good_bands": info.good_bands},
+        backbone={"config": dict(model.config), "weights": identity},
+        training={**settings.to_dict(), "window_size": window_size, "input_size": input_size,
+                  "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
+                  "batch_size_used": outcome.batch_size, "seconds": outcome.seconds,
+                  "history": outcome.history, "parameters": adapters.count_parameters(model),
+                  "training_raster": str(raster_path), "class_field": class_field,
+                  "rounds": metrics["rounds"], "processes": processes},
+        metrics=metrics,
+        software={"torch": torch.__version__, "python": platform.python_version()},
+        postprocess={"segment_size": int(settings.segment_size),
+                     "majority_size": int(settings.majority_size),
+                     "sieve_pixels": int(settings.sieve_pixels)})
+
+
+def _report_details(samples, settings: FineTuneSettings, identity: dict, outcome,
+                    num_train: int, *, raster_path, vector_path, class_field: str) -> dict:
+    """The run's settings as the report's Details table shows them."""
+    return {"raster": str(raster_path), "training layer": str(vector_path),
+            "class field": class_field, "method": adapters.describe_method(settings.method),
+            "band adaptation": samples.adaptation.method,
+            "backbone": describe_weights(identity),
+            "window / input size": f"{samples.window_size} / {samples.input_size}",
+            "schedule": (f"{settings.epochs_for(num_train)} epochs of {num_train} windows, "
+                         f"batches of {settings.batch_size}, learning rate "
+                         f"{settings.learning_rate:g}"),
+            "epochs run (best)": f"{outcome.epochs_run} ({outcome.best_epoch})",
+            "head": (f"pooled tokens and the centre pixel ({settings.pixel_dim}), context "
+                     f"dropout {settings.context_dropout:g}" if settings.pixel_dim
+                     else "pooled tokens"),
+            "segment vote": (f"superpixels of {settings.segment_size} pixels"
+                             if settings.segment_size else "off"),
+            "clean-up": _describe_cleanup(settings)}
+
+
 def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path: str, *,
               settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
               class_colors: dict | None = None, class_names: dict | None = None,
@@ -449,77 +574,27 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         samples = _training_samples(raster_path, vector_path, class_field, settings,
                                     layer_name=layer_name, class_colors=class_colors,
                                     class_names=class_names, progress=progress, cancel=cancel)
-        info, source, adaptation, pixels = (samples.info, samples.source, samples.adaptation,
-                                             samples.pixels)
-        window_size, input_size, classes = samples.window_size, samples.input_size, pixels.classes
+        info, adaptation, pixels = samples.info, samples.adaptation, samples.pixels
+        window_size, classes = samples.window_size, pixels.classes
         notes = list(samples.notes)
         # Continuing from an adapter and saving over it is allowed: the new one replaces it
         # only at the end (StagedFiles), after the old one has been read.
-        warm = _warm_start_record(settings, window_size) if settings.warm_start else None
-        if warm is not None:
-            same = [c.name for c in warm.classes] == [c.name for c in classes]
-            head = "with its head" if same else "with a new head for the new classes"
-            notes.append(f"Continued from the adapter '{warm.name}' ({head}), training "
-                         f"{options.WARM_START_STEP_SHARE:.0%} of the steps.")
-        split = split_by_feature(pixels.feature_index, pixels.class_index,
-                                 val_fraction=settings.val_fraction, seed=settings.seed,
-                                 min_class_pixels=settings.min_validation_pixels)
-        # With no validation share asked for, the per-class reasons below would mislead.
-        if settings.val_fraction > 0 and split.training_only_classes:
-            names = ", ".join(f"'{classes[cls].name}'" for cls in split.training_only_classes)
-            notes.append(f"Classes with {MIN_TRAINING_FEATURES} features or fewer, or fewer "
-                         f"than {settings.min_validation_pixels} pixels, keep them all for "
-                         f"training and have no validation pixels: {names}.")
-        train_idx, val_idx = split.train, split.validation
-        train_x = samples.windows[torch.from_numpy(train_idx)]
-        train_y = torch.from_numpy(pixels.class_index[train_idx])
-        val_x = samples.windows[torch.from_numpy(val_idx)] if len(val_idx) else None
-        val_y = torch.from_numpy(pixels.class_index[val_idx]) if len(val_idx) else None
+        warm = _warm_start(settings, samples, notes)
+        split, train_x, train_y, val_x, val_y = _hold_out(samples, settings, notes)
 
         _report(progress, 0.1, "Building the model")
         device = choose_device(settings.device)
         end_of_training = 0.85 if classification_path else 0.97
-        rounds = 1 + settings.self_training_rounds
-        share = (end_of_training - 0.12) / rounds
-
-        def train_model(windows_x, labels_y, round_number):
-            start = 0.12 + round_number * share
-            return _train_model(source, settings, len(classes), input_size, windows_x, labels_y,
-                                val_x, val_y, device=device,
-                                progress=_scaled(progress, start, start + share), cancel=cancel,
-                                on_epoch=on_epoch, warm=warm, classes=classes)
-
-        model, identity, outcome = train_model(train_x, train_y, 0)
-        if identity.get("kind") == "random":
-            notes.append("The backbone started from random weights (no pretraining), so accuracy "
-                         "is not representative of SpectralGPT.")
-        for round_number in range(settings.self_training_rounds):
-            pseudo_x, pseudo_y = _pseudo_labels(model, info, adaptation, pixels, train_y,
-                                                window_size, settings, device, round_number,
-                                                cancel)
-            notes.append(f"Self-training round {round_number + 1}: {len(pseudo_y)} confident "
-                         f"pixels of the scene (probability at least "
-                         f"{settings.pseudo_threshold:g}) trained beside the "
-                         f"{len(train_y)} drawn ones.")
-            model, identity, outcome = train_model(torch.cat([train_x, pseudo_x]),
-                                                   torch.cat([train_y, pseudo_y]),
-                                                   round_number + 1)
-
-        if val_x is not None:
-            predicted, _ = predict_windows(model, val_x, device=device,
-                                           batch_size=max(64, settings.batch_size), cancel=cancel)
-            metrics = metrics_from_labels(val_y.numpy(), predicted, classes)
-        else:
-            metrics = classification_metrics(np.zeros((len(classes), len(classes)), np.int64),
-                                             classes)
-            notes.append("No validation share was asked for, so nothing was held out for "
-                         "validation." if settings.val_fraction <= 0 else
-                         f"No class has more than {MIN_TRAINING_FEATURES} features and "
-                         f"{settings.min_validation_pixels} pixels, so nothing "
-                         f"was held out for validation and training ran all its epochs.")
+        model, identity, outcome = _train_rounds(
+            samples, settings, train_x, train_y, val_x, val_y, device=device, warm=warm,
+            notes=notes, progress=_scaled(progress, 0.12, end_of_training), cancel=cancel,
+            on_epoch=on_epoch)
+        metrics = _validation_metrics(model, val_x, val_y, classes, settings, device, notes,
+                                      cancel)
         metrics.update({
             "kind": "validation", "notes": list(notes),
-            "split": {"train_pixels": int(len(train_idx)), "validation_pixels": int(len(val_idx)),
+            "split": {"train_pixels": int(len(split.train)),
+                      "validation_pixels": int(len(split.validation)),
                       "train_features": split.train_features,
                       "validation_features": split.validation_features,
                       "training_only_classes": [classes[c].name
@@ -528,30 +603,11 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             "stopped_early": outcome.stopped_early,
             "random_start": identity.get("kind") == "random",
             "backbone": describe_weights(identity)})
-
         metrics["rounds"] = labelling_rounds(warm, len(pixels.class_index), metrics)
-        sensor_name = sensor or info.sensor
-        record = AdapterRecord(
-            name=adapter_name or Path(adapter_path).stem,
-            trainable_state=outcome.best_state, adapter_config=adapter_config.to_dict(),
-            band_adaptation=adaptation.to_state(), window_size=window_size,
-            input_size=input_size, classes=classes,
-            sensor={"name": sensor_name, "band_count": info.band_count,
-                    "wavelengths_nm": info.wavelengths_nm, "fwhm_nm": info.fwhm_nm,
-                    "good_bands": info.good_bands},
-            backbone={"config": dict(model.config), "weights": identity},
-            training={**settings.to_dict(), "window_size": window_size,
-                      "input_size": input_size, "best_epoch": outcome.best_epoch,
-                      "epochs_run": outcome.epochs_run, "batch_size_used": outcome.batch_size,
-                      "seconds": outcome.seconds, "history": outcome.history,
-                      "parameters": adapters.count_parameters(model),
-                      "training_raster": str(raster_path), "class_field": class_field,
-                      "rounds": metrics["rounds"], "processes": world},
-            metrics=metrics,
-            software={"torch": torch.__version__, "python": platform.python_version()},
-            postprocess={"segment_size": int(settings.segment_size),
-                         "majority_size": int(settings.majority_size),
-                         "sieve_pixels": int(settings.sieve_pixels)})
+        record = _adapter_record(
+            samples, settings, model, identity, outcome, metrics, adapter_config,
+            name=adapter_name or Path(adapter_path).stem, sensor=sensor or info.sensor,
+            raster_path=raster_path, class_field=class_field, processes=world)
 
         # Under torchrun every process has trained the same model; rank 0 alone writes.
         if classification_path and rank == 0:
@@ -572,21 +628,9 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                    cancel=cancel)
         raise_if_cancelled(cancel)
         if report_path and rank == 0:
-            details = {"raster": str(raster_path), "training layer": str(vector_path),
-                       "class field": class_field,
-                       "method": adapters.describe_method(settings.method),
-                       "band adaptation": adaptation.method, "backbone": describe_weights(identity),
-                       "window / input size": f"{window_size} / {input_size}",
-                       "schedule": (f"{settings.epochs_for(len(train_x))} epochs of "
-                                    f"{len(train_x)} windows, batches of {settings.batch_size}, "
-                                    f"learning rate {settings.learning_rate:g}"),
-                       "epochs run (best)": f"{outcome.epochs_run} ({outcome.best_epoch})",
-                       "head": (f"pooled tokens and the centre pixel ({settings.pixel_dim}), "
-                                f"context dropout {settings.context_dropout:g}"
-                                if settings.pixel_dim else "pooled tokens"),
-                       "segment vote": (f"superpixels of {settings.segment_size} pixels"
-                                        if settings.segment_size else "off"),
-                       "clean-up": _describe_cleanup(settings)}
+            details = _report_details(samples, settings, identity, outcome, len(train_x),
+                                      raster_path=raster_path, vector_path=vector_path,
+                                      class_field=class_field)
             write_metrics_json(metrics, staged.stage(report_files(report_path)[1]))
             write_html_report(metrics, staged.stage(report_path),
                               title="HyperAdapt validation accuracy", details=details)
