@@ -18,7 +18,8 @@ from qgis.PyQt.QtWidgets import QTreeWidgetItem
 from ..models import library
 from ..models.errors import HyperAdaptError
 from ..models.samples import describe_class_pixels
-from .fine_tune_dialog import detect_devices, safe_file_stem, unique_stem
+from .fine_tune_dialog import detect_devices
+from .layers import safe_file_stem, unique_stem
 from .library_dialog import accuracy_text, is_random_start, method_label
 from .rendering import show_in_true_colour
 from .widgets import JobDialog, classes_icon, format_duration, push_message

@@ -9,7 +9,6 @@ the message bar.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from qgis.core import (
     Qgis, QgsMapLayerProxyModel, QgsProject,
-    QgsProviderRegistry, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer,
+    QgsRasterLayer, QgsVectorLayer,
 )
 from qgis.gui import QgsFileWidget
 from qgis.PyQt import uic
@@ -25,9 +24,9 @@ from qgis.PyQt.QtCore import QVariant, pyqtSlot
 
 from ..models import options
 from ..models.errors import HyperAdaptError
+from .layers import (export_layer, guess_class_field, placement_problem, safe_file_stem,
+                     unique_stem, vector_source)
 from .rendering import show_in_true_colour
-from .styling import styled_class_field
-from .training_layer import placement_problem
 from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
 from .worker import kept_output_folder
 
@@ -48,44 +47,6 @@ SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "lr_spin": options.DEFAULT
                  "sieve_spin": options.DEFAULT_SIEVE_PIXELS,
                  "self_training_spin": options.DEFAULT_SELF_TRAINING_ROUNDS,
                  "pretrain_epochs_spin": options.DEFAULT_PRETRAIN_EPOCHS}
-
-
-def safe_file_stem(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._")
-    return cleaned or "hyperadapt"
-
-
-def unique_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``... so that no ``stem + suffix`` exists in ``folder``."""
-    candidate, number = stem, 2
-    while any((folder / f"{candidate}{suffix}").exists() for suffix in suffixes):
-        candidate, number = f"{stem}_{number}", number + 1
-    return candidate
-
-
-def vector_source(layer: QgsVectorLayer) -> tuple[str, str | None] | None:
-    """(OGR path, layer name) when OGR can read exactly what QGIS shows, else None."""
-    if layer.providerType() != "ogr" or layer.isModified() or layer.subsetString():
-        return None
-    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
-    path = parts.get("path")
-    if not path or not Path(path).exists():
-        return None
-    return path, parts.get("layerName") or None
-
-
-def export_training_snapshot(layer: QgsVectorLayer, field_name: str, folder: Path) -> tuple[str, str]:
-    """Writes what QGIS shows of the layer (unsaved edits, filter, any provider) to a GeoPackage."""
-    path = folder / "training.gpkg"
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = "training"
-    options.attributes = [layer.fields().indexOf(field_name)]
-    result = QgsVectorFileWriter.writeAsVectorFormatV3(
-        layer, str(path), QgsProject.instance().transformContext(), options)
-    if result[0] != QgsVectorFileWriter.NoError:
-        raise HyperAdaptError(f"The training layer could not be copied for training: {result[1]}")
-    return str(path), "training"
 
 
 def detect_devices() -> list[tuple[str, str]]:
@@ -414,7 +375,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.field_combo.setLayer(training)
         if training is not None:
             training.updatedFields.connect(self._training_fields_reloaded)
-            self.field_combo.setField(self._guess_class_field(training) or "")
+            self.field_combo.setField(guess_class_field(training) or "")
         self._suggest_adapter_name()
         self.update_state()
 
@@ -429,17 +390,6 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         # fields, and the field box then loses the user's choice: put it back.
         if self._chosen_field and self.field_combo.currentField() != self._chosen_field:
             self.field_combo.setField(self._chosen_field)
-
-    @staticmethod
-    def _guess_class_field(layer: QgsVectorLayer) -> str | None:
-        styled = styled_class_field(layer)
-        if styled:
-            return styled
-        for name in ("class", "classname", "class_name", "label", "landcover", "lc"):
-            for field_ in layer.fields():
-                if field_.name().lower() == name:
-                    return field_.name()
-        return None
 
     @pyqtSlot()
     def _method_changed(self, *args) -> None:
@@ -533,7 +483,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         source = vector_source(training)
         if source is None:
             snapshot_dir = tempfile.mkdtemp(prefix="hyperadapt-training-")
-            source = export_training_snapshot(training, field_name, Path(snapshot_dir))
+            source = export_layer(training, Path(snapshot_dir) / "training.gpkg",
+                                  QgsProject.instance().transformContext(),
+                                  layer_name="training", field_name=field_name)
         output = self.output_dir()
         output.mkdir(parents=True, exist_ok=True)
         name = self.adapter_name_edit.text().strip()

@@ -20,6 +20,7 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                  QPushButton, QSpinBox, QVBoxLayout)
 
+from .layers import export_layer, unique_stem, vector_source
 from .worker import JobRunner, kept_output_folder
 
 # Score bands of the suggestions layer: 1 - (top - second probability).
@@ -164,8 +165,6 @@ class SuggestionsBox(QGroupBox):
     # -- suggesting ---------------------------------------------------------------------------
     @pyqtSlot()
     def suggest(self) -> None:
-        from .fine_tune_dialog import export_training_snapshot, unique_stem, vector_source
-
         raster = self.panel.raster_combo.currentLayer()
         adapter = self.adapter_combo.currentData()
         if raster is None or not adapter or self.runner is not None:
@@ -177,8 +176,10 @@ class SuggestionsBox(QGroupBox):
             training = vector_source(self.panel.layer)
             if training is None:      # unsaved edits: what QGIS shows, copied
                 self._snapshot = tempfile.TemporaryDirectory(prefix="hyperadapt-suggest-")
-                training = export_training_snapshot(self.panel.layer, field,
-                                                    Path(self._snapshot.name))
+                training = export_layer(self.panel.layer,
+                                        Path(self._snapshot.name) / "training.gpkg",
+                                        QgsProject.instance().transformContext(),
+                                        layer_name="training", field_name=field)
         folder = kept_output_folder()
         folder.mkdir(parents=True, exist_ok=True)
         output = folder / (unique_stem(folder, f"{Path(raster.source()).stem}_suggestions",

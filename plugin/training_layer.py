@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from qgis.core import (
-    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsCsException, QgsDefaultValue,
+    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsDefaultValue,
     QgsEditFormConfig,
     QgsExpression, QgsFeatureRequest, QgsField, QgsFields, QgsMapLayerProxyModel, QgsMessageLog,
     QgsProject, QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorFileWriter,
@@ -26,8 +26,9 @@ from qgis.PyQt.QtCore import QTimer, QVariant, Qt, pyqtSlot
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem
 
+from .layers import guess_class_field
 from .rendering import show_in_true_colour
-from .styling import style_path_for, styled_class_field
+from .styling import style_path_for
 from .widgets import LOG_TAG, color_icon, default_class_color
 from .worker import kept_output_folder
 
@@ -52,29 +53,6 @@ def default_training_path(raster_path: str) -> Path:
         candidate = folder / f"{raster.stem}_training_{number}.gpkg"
         number += 1
     return candidate
-
-
-def placement_problem(training: QgsVectorLayer, raster: QgsRasterLayer,
-                      transform_context, role: str = "training layer") -> str | None:
-    """The sentence that says why the layer cannot be placed on the raster (no CRS, or no
-    overlap), or None. Shared by the Fine-tune dialog and Processing."""
-    crs = training.crs()
-    # GeoPackages store "no CRS" as an undefined geographic or Cartesian SRS, which QGIS takes.
-    if not crs.isValid() or crs.description().startswith("Undefined"):
-        return (f"The {role} '{training.name()}' has no coordinate reference system; set one "
-                f"and save the layer.")
-    extent = training.extent()
-    try:
-        transform = QgsCoordinateTransform(training.crs(), raster.crs(), transform_context)
-        extent = None if extent.isNull() else transform.transformBoundingBox(extent)
-    except QgsCsException:  # the two CRSs share no area
-        extent = None
-    if extent is not None and (extent.width() == 0 or extent.height() == 0):
-        # a single point, or points on a line
-        extent.grow(max(raster.rasterUnitsPerPixelX(), raster.rasterUnitsPerPixelY()) * 0.01)
-    if extent is None or not raster.extent().intersects(extent):
-        return f"The {role} '{training.name()}' does not overlap the raster '{raster.name()}'."
-    return None
 
 
 def class_symbol(geometry_type, rgb: tuple[int, int, int]) -> QgsSymbol:
@@ -256,7 +234,7 @@ class TrainingLayerPanel(QDockWidget):
             self.layer_combo.setLayer(layer)
             self.field_combo.setLayer(layer)
             if layer is not None and field is None:
-                field = self._guess_class_field(layer)
+                field = guess_class_field(layer)
             self.field_combo.setField(field or "")
         self.field_name = field or None
         self._current_class = None
@@ -283,16 +261,6 @@ class TrainingLayerPanel(QDockWidget):
                 signal.disconnect(slot)
             except TypeError:
                 pass
-
-    @staticmethod
-    def _guess_class_field(layer: QgsVectorLayer) -> str | None:
-        styled = styled_class_field(layer)
-        if styled:
-            return styled
-        for field in layer.fields():
-            if field.type() == QVariant.String:
-                return field.name()
-        return None
 
     @pyqtSlot()
     def _fields_reloaded(self) -> None:

@@ -45,8 +45,6 @@ def test_two_processes_fine_tune_as_one_and_only_one_writes(tmp_path):
     """Fine-tuning under torchrun: the same steps, so the same adapter, written once."""
     import json
 
-    import torch
-
     from engine_data import TINY_BACKBONE
     from hyperadapt.models.adapter_file import load_adapter_file
 

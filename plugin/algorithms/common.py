@@ -9,8 +9,8 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
-                       QgsProcessingUtils, QgsProviderRegistry, QgsRasterLayer,
-                       QgsVectorFileWriter, QgsVectorLayer)
+                       QgsProcessingUtils, QgsRasterLayer,
+                       QgsVectorLayer)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -236,24 +236,19 @@ def vector_file(layer, context, feedback, what: str = "training layer") -> tuple
     A plain OGR layer is read where it is; a filtered, memory or database layer is first copied
     to a GeoPackage in the Processing temporary folder, so the engine reads what the user sees.
     """
+    from ...models.errors import HyperAdaptError
+    from ..layers import export_layer, vector_source
+
     if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
         raise QgsProcessingException(f"The {what} is not a readable vector layer.")
-    if layer.providerType() == "ogr" and not layer.subsetString():
-        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
-        path = parts.get("path") or layer.source()
-        # A layer named by its index only ("|layerid=2") is copied: the engine finds layers by name.
-        by_index_only = parts.get("layerId") is not None and not parts.get("layerName")
-        if os.path.exists(path) and not by_index_only:
-            return path, parts.get("layerName") or None
+    source = vector_source(layer)
+    if source is not None:
+        return source
     copy = QgsProcessingUtils.generateTempFilename(f"{layer.name() or 'layer'}.gpkg")
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = "features"
-    error, message = QgsVectorFileWriter.writeAsVectorFormatV2(layer, copy, context.transformContext(),
-                                                              options)[:2]
-    if error != QgsVectorFileWriter.NoError:
-        raise QgsProcessingException(f"The layer '{layer.name()}' cannot be copied for reading: "
-                                     f"{message}")
+    try:
+        export_layer(layer, Path(copy), context.transformContext())
+    except HyperAdaptError as error:
+        raise QgsProcessingException(str(error)) from None
     if feedback is not None:
         feedback.pushInfo(f"Read '{layer.name()}' from a copy: {copy}")
     return copy, "features"

@@ -14,7 +14,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 
 from ...models import options
 from ..styling import class_style_from_layer
-from ..training_layer import placement_problem
+from ..layers import placement_problem
 from .common import (ADAPTER_FILE_FILTER, WEIGHTS_FILE_FILTER, EngineFeedback,
                      HyperAdaptAlgorithm, check_geotiff_destination, destination_or_none,
                      file_destination_or_none, format_number, format_ratio, raster_file,
