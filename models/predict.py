@@ -215,7 +215,7 @@ def _estimate(elapsed: float, pixels_done: float, width: int, height: int) -> st
               f"about {minutes // 60} h {minutes % 60} min" if minutes >= 60 else
               f"about {minutes} min")
     return (f"Estimate: {length} for the raster's {width} x {height} pixels, from the first "
-            f"{int(pixels_done):,} in {elapsed:.1f} s")
+            f"{int(pixels_done):,} pixels in {elapsed:.1f} s")
 
 
 def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Dataset:
