@@ -127,8 +127,8 @@ def _build_backbone_for_training(source: dict, settings: FineTuneSettings, num_c
                                  input_size: int):
     """(model with a fresh head, weights identity) for fine-tuning."""
     if source["kind"] == BACKBONE_FILE_KIND:
-        from .pretrain import backbone_identity, load_backbone_file
-        model, _, info = load_backbone_file(source["path"])
+        from .pretrain import backbone_from_payload, backbone_identity
+        model, _, info = backbone_from_payload(source["payload"], source["path"])
         seeded(settings.seed, lambda: model.reset_classifier(
             num_classes, pixel_dim=settings.pixel_dim, two_views=settings.two_views()))
         identity = {**backbone_identity(info), "path": str(source["path"])}
@@ -274,7 +274,9 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
     notes: list[str] = []
     if source["kind"] == BACKBONE_FILE_KIND:
         from .pretrain import read_backbone_file
-        backbone_info = read_backbone_file(source["path"])
+        # Read and checked once; every model of the job (self-training rounds, folds) is built
+        # from these contents.
+        backbone_info = source["payload"] = read_backbone_file(source["path"])
         backbone_adaptation = BandAdaptation.from_state(backbone_info["band_adaptation"])
         _check_backbone_adaptation(backbone_adaptation, info, backbone_info)
         window_size = int(backbone_info.get("window_size", window_size))

@@ -238,8 +238,13 @@ def load_backbone_file(path) -> tuple[SpectralGPT, BandAdaptation, dict]:
     The description holds "id", "config", "window_size", "input_size", "sensor", "pretraining",
     "created", "path", "name" and "kind": "backbone-file".
     """
+    return backbone_from_payload(read_backbone_file(path), path)
+
+
+def backbone_from_payload(payload: dict, path) -> tuple[SpectralGPT, BandAdaptation, dict]:
+    """load_backbone_file for contents read before (read_backbone_file), so that a job reads and
+    checks a backbone file once however many models it builds from it."""
     path = Path(path)
-    payload = read_backbone_file(path)
     model = seeded(0, lambda: build_backbone(dict(payload["config"])))
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
