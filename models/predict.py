@@ -218,6 +218,42 @@ def _estimate(elapsed: float, pixels_done: float, width: int, height: int) -> st
             f"{int(pixels_done):,} pixels in {elapsed:.1f} s")
 
 
+def _create_outputs(reader: RasterReader, classes: list[ClassInfo], class_path: Path,
+                    confidence_path: Path | None) -> tuple[gdal.Dataset, gdal.Dataset | None]:
+    """The class GeoTIFF (paletted, its classes named and embedded) and the optional Float32
+    confidence GeoTIFF, both empty, on the reader's grid."""
+    out_ds = _create_geotiff(class_path, reader, gdal.GDT_Byte)
+    band = out_ds.GetRasterBand(1)
+    band.SetNoDataValue(NODATA_CLASS)
+    band.SetColorTable(class_color_table(classes))
+    band.SetCategoryNames(category_names(classes))
+    embed_classes(out_ds, classes)
+    band.SetColorInterpretation(gdal.GCI_PaletteIndex)
+    conf_ds = None
+    if confidence_path is not None:
+        conf_ds = _create_geotiff(confidence_path, reader, gdal.GDT_Float32)
+        conf_band = conf_ds.GetRasterBand(1)
+        conf_band.SetNoDataValue(NODATA_CONFIDENCE)
+        conf_band.SetDescription("top class probability")
+    return out_ds, conf_ds
+
+
+def _place_outputs(moves: list[tuple[Path | None, Path | None]], placed: list[Path]) -> None:
+    """Rename each (temporary, final) pair, a raster's companion files before the raster itself:
+    a raster under its final name is complete. ``placed`` hears each final name as it lands."""
+    ordered = []
+    for temp, final in moves:
+        if temp is None:
+            continue
+        if temp.suffix.lower() in (".tif", ".tiff"):
+            ordered += [(c, f) for c, f in zip(_companions(temp), _companions(final))
+                        if c.exists()]
+        ordered.append((temp, final))
+    for temp, final in ordered:
+        os.replace(temp, final)
+        placed.append(final)
+
+
 def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Dataset:
     info = reader.info
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,21 +375,11 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         created += [temp_conf, *_companions(temp_conf)]
     counts = np.zeros(len(classes), dtype=np.int64)
     placed: list[Path] = []
+    out_ds = conf_ds = out_band = conf_band = None
     try:
-        out_ds = _create_geotiff(temp_out, reader, gdal.GDT_Byte)
+        out_ds, conf_ds = _create_outputs(reader, classes, temp_out, temp_conf)
         out_band = out_ds.GetRasterBand(1)
-        out_band.SetNoDataValue(NODATA_CLASS)
-        out_band.SetColorTable(class_color_table(classes))
-        out_band.SetCategoryNames(category_names(classes))
-        embed_classes(out_ds, classes)
-        out_band.SetColorInterpretation(gdal.GCI_PaletteIndex)
-        conf_ds = conf_band = None
-        if temp_conf is not None:
-            conf_ds = _create_geotiff(temp_conf, reader, gdal.GDT_Float32)
-            conf_band = conf_ds.GetRasterBand(1)
-            conf_band.SetNoDataValue(NODATA_CONFIDENCE)
-            conf_band.SetDescription("top class probability")
-
+        conf_band = conf_ds.GetRasterBand(1) if conf_ds is not None else None
         model.eval()
         vote = fit_segment_vote(reader, adaptation, segment_size)
         started = time.perf_counter()
@@ -414,16 +440,8 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             conf_ds.FlushCache()
             conf_ds = None
         style_temp.write_text(paletted_style_qml(classes), encoding="utf-8")
-        # Companion files first, the rasters last: a raster under its final name is complete.
-        moves = [(style_temp, style_path_for(output_path))]
-        for temp, final in ((temp_conf, confidence_path), (temp_out, output_path)):
-            if temp is not None:
-                moves += [(c, f) for c, f in zip(_companions(temp), _companions(final))
-                          if c.exists()]
-                moves.append((temp, final))
-        for temp, final in moves:
-            os.replace(temp, final)
-            placed.append(final)
+        _place_outputs([(style_temp, style_path_for(output_path)), (temp_conf, confidence_path),
+                        (temp_out, output_path)], placed)
     except BaseException:
         out_ds = conf_ds = out_band = conf_band = None
         _remove_quietly(*created, *placed)
