@@ -106,6 +106,40 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: tor
     return correct / len(windows), loss_sum / len(windows)
 
 
+def _optimizer(model, learning_rate: float, lr_ratio: float, weight_decay: float):
+    """AdamW over the trainable tensors' groups (models.adapters.param_groups), each keeping its
+    own peak learning rate as ``base_lr`` for the schedule."""
+    groups = param_groups(model, lr=learning_rate, lr_ratio=lr_ratio, weight_decay=weight_decay)
+    if not groups:
+        raise HyperAdaptError("The model has nothing to train.")
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+
+
+def _draw_batch(windows: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                generator: torch.Generator, *, augment: bool, context_dropout: float, rank: int,
+                world: int, device: torch.device):
+    """(x, y, keep, weight): this process's rows of the batch ``index``, augmented, with their
+    context-dropout draws (on ``device``) and their weight in the batch's mean loss.
+
+    The draws are made for the whole batch on every process (the same generator), then each takes
+    rows rank, rank + world, ...; a process left without rows runs one at weight 0, as DDP needs
+    every process's step.
+    """
+    x = windows[index]
+    if augment:
+        x = augment_batch(x, generator)
+    keep = None
+    if context_dropout > 0:
+        keep = torch.rand(len(index), generator=generator) >= context_dropout
+    mine = torch.arange(rank, len(index), world)
+    weight = world / len(index) if len(mine) else 0.0
+    mine = mine if len(mine) else torch.zeros(1, dtype=torch.long)
+    keep = None if keep is None else keep[mine].to(device)
+    return x[mine], labels[index][mine].to(device), keep, weight
+
+
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
                      val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
                      epochs: int, learning_rate: float, lr_ratio: float = 1.0,
@@ -146,12 +180,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     has_val = val_windows is not None and len(val_windows) > 0
     model.to(device)
     model.train()
-    groups = param_groups(model, lr=learning_rate, lr_ratio=lr_ratio, weight_decay=weight_decay)
-    if not groups:
-        raise HyperAdaptError("The model has nothing to train.")
-    for group in groups:
-        group["base_lr"] = group["lr"]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+    optimizer = _optimizer(model, learning_rate, lr_ratio, weight_decay)
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     generator = torch.Generator().manual_seed(int(seed))
@@ -181,30 +210,14 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             factor = lr_factor(seen / total_samples, warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            x = train_windows[index]
-            if augment:
-                x = augment_batch(x, generator)
-            y = train_labels[index]
-            keep = None
-            if context_dropout > 0:
-                keep = torch.rand(len(index), generator=generator) >= context_dropout
-            # This process's rows of the batch, and their weight in the batch's mean loss (a
-            # process left without rows runs one at weight 0: DDP needs every process's step).
-            mine = torch.arange(rank, len(index), world)
-            weight = world / len(index) if len(mine) else 0.0
-            mine = mine if len(mine) else torch.zeros(1, dtype=torch.long)
-            x, y = x[mine], y[mine].to(device)
-            keep = None if keep is None else keep[mine].to(device)
+            x, y, keep, weight = _draw_batch(train_windows, train_labels, index, generator,
+                                             augment=augment, context_dropout=context_dropout,
+                                             rank=rank, world=world, device=device)
             try:
                 x = x.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                forward = (lambda: trainer(x)) if keep is None else (
-                    lambda: trainer(x, context_keep=keep))
-                if dtype is not None:
-                    with torch.autocast(device_type=device.type, dtype=dtype):
-                        logits = forward()
-                else:
-                    logits = forward()
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = trainer(x) if keep is None else trainer(x, context_keep=keep)
                 loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
                 backward_and_step(loss, optimizer, scaler)
             except RuntimeError as error:
