@@ -38,7 +38,7 @@ from .mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
 from .raster import RasterReader, iter_tiles, read_raster_info
 from .seeding import seeded
 from .spectralgpt import BASE_CONFIG, SpectralGPT, build_backbone
-from .training import backward_and_step
+from .training import augment_batch, backward_and_step, lr_factor
 from .windows import check_window_size, extract_windows, read_adapted_region, resize_windows
 
 log = logging.getLogger(__name__)
@@ -387,24 +387,6 @@ def load_scene_pixels(infos, adaptation: BandAdaptation, window_size: int, *, se
     return ScenePixels(chunks=chunks, halo=halo, raster_names=[Path(i.path).name for i in infos])
 
 
-def augment_windows(windows: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random flips and quarter turns per window: a scene has no preferred orientation."""
-    turns = rng.integers(0, 4, size=len(windows))
-    flips = rng.integers(0, 2, size=len(windows)).astype(bool)
-    out = windows.clone()
-    for k in range(4):
-        for flip in (False, True):
-            members = np.flatnonzero((turns == k) & (flips == flip))
-            if len(members) == 0:
-                continue
-            index = torch.from_numpy(members)
-            part = windows[index]
-            if flip:
-                part = torch.flip(part, dims=(-1,))
-            out[index] = torch.rot90(part, k, dims=(-2, -1))
-    return out
-
-
 # -- the training loop ----------------------------------------------------------------------------
 def resume_path_for(backbone_path) -> Path:
     """Where a cancelled pretraining keeps its state: beside the backbone file, ``.resume`` added."""
@@ -425,12 +407,9 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def learning_rate_at(fraction: float, peak: float) -> float:
-    """Linear warm-up over the first 5 % of the budget, then cosine down to 1 % of the peak."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    if fraction < WARMUP_FRACTION:
-        return peak * max(fraction / WARMUP_FRACTION, 0.01)
-    progress = (fraction - WARMUP_FRACTION) / (1.0 - WARMUP_FRACTION)
-    return peak * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Linear warm-up over the first 5 % of the budget, then cosine down to 1 % of the peak (the
+    fine-tuning schedule's shape, training.lr_factor)."""
+    return peak * lr_factor(fraction, WARMUP_FRACTION, MIN_LR_FRACTION, warmup_floor=0.01)
 
 
 def _run_fingerprint(settings: PretrainSettings, infos, mask_ratio: float) -> dict:
@@ -607,8 +586,9 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
             batch = numbers[step * settings.batch_size:(step + 1) * settings.batch_size]
             windows = scene.windows(batch, settings.window_size)
             if settings.augment:
-                windows = augment_windows(windows, np.random.default_rng(
-                    [settings.seed, epoch, step, 1]))
+                # Seeded by the step, so a resumed run draws what an uninterrupted one would.
+                windows = augment_batch(windows, torch.Generator().manual_seed(int(
+                    np.random.SeedSequence([settings.seed, epoch, step, 1]).generate_state(1)[0])))
             inputs = resize_windows(windows.to(device), settings.input_size)
             rows = torch.arange(rank, len(batch), world)
             spent = budget.fraction(counters["global_step"],

@@ -45,11 +45,13 @@ class TrainingOutcome:
     history: list[dict] = field(default_factory=list)
 
 
-def lr_factor(progress: float, warmup_fraction: float, min_factor: float = 0.0) -> float:
-    """Learning-rate multiplier at ``progress`` (0..1 of all samples): linear warm-up, then cosine."""
+def lr_factor(progress: float, warmup_fraction: float, min_factor: float = 0.0,
+              warmup_floor: float = 1e-3) -> float:
+    """Learning-rate multiplier at ``progress`` (0..1 of the run): linear warm-up from
+    ``warmup_floor``, then cosine down to ``min_factor``. Fine-tuning and pretraining both."""
     progress = min(max(progress, 0.0), 1.0)
     if warmup_fraction > 0 and progress < warmup_fraction:
-        return max(progress / warmup_fraction, 1e-3)
+        return max(progress / warmup_fraction, warmup_floor)
     span = max(1.0 - warmup_fraction, 1e-9)
     cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup_fraction) / span))
     return min_factor + (1.0 - min_factor) * cosine
@@ -67,7 +69,8 @@ def backward_and_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
 
 
 def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random quarter turns and mirror flips per window (a scene has no preferred orientation)."""
+    """Random quarter turns and mirror flips per window (a scene has no preferred orientation).
+    Fine-tuning and pretraining both."""
     turns = torch.randint(0, 4, (len(batch),), generator=generator)
     flips = torch.randint(0, 2, (len(batch),), generator=generator).bool()
     out = batch.clone()
