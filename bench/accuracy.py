@@ -118,6 +118,10 @@ ROWS = {row.name: row for row in (
         settings={"self_training_rounds": 2}),
     Row("validate_small", "Default, holding a quarter out for validation in small classes too",
         settings={"min_validation_pixels": 0}),
+    Row("context_dropout_quarter", "Default, context dropout 0.25",
+        settings={"context_dropout": 0.25}),
+    Row("pixel_head_128", "Default, centre-pixel head 128 wide", settings={"pixel_dim": 128}),
+    Row("lambda16", "Default, KronA+ lambda 16", settings={"lr_ratio": 16.0}),
 )}
 DEFAULT_ROWS = list(ROWS)
 

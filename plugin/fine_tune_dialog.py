@@ -14,10 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import (
-    Qgis, QgsMapLayerProxyModel, QgsProject,
-    QgsRasterLayer, QgsVectorLayer,
-)
+from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsFileWidget
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QVariant, pyqtSlot

@@ -15,8 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from qgis.core import (
-    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsDefaultValue,
-    QgsEditFormConfig,
+    Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateTransform, QgsDefaultValue, QgsEditFormConfig,
     QgsExpression, QgsFeatureRequest, QgsField, QgsFields, QgsMapLayerProxyModel, QgsMessageLog,
     QgsProject, QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorFileWriter,
     QgsVectorLayer, QgsWkbTypes,
