@@ -406,6 +406,35 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
+def _matching_resume(resume_path: Path, fingerprint: dict, say) -> dict | None:
+    """The state a cancelled run left, when it was made with the same settings and rasters."""
+    if not resume_path.exists():
+        return None
+    state = _read_resume(resume_path)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log.warning("%s was made with other settings or rasters; starting afresh.",
+                    resume_path.name)
+        say(0.0, "An unfinished pretraining with other settings is set aside; starting afresh")
+        return None
+    return state
+
+
+def _masked_autoencoder(settings: PretrainSettings, config: dict, state: dict | None, say):
+    """(the masked autoencoder, what it continues from): the seeded start, the resumed state,
+    or the official weights in the encoder."""
+    model = seeded(settings.seed, lambda: MaskedAutoencoder(
+        encoder=build_backbone(config), **settings.decoder_config(),
+        norm_pix_loss=settings.norm_pix_loss, spectral_loss_weight=settings.spectral_loss_weight))
+    continued_from = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        continued_from = state.get("continued_from")
+    elif settings.weights:
+        say(0.0, "Loading the official weights")
+        continued_from = _load_official_weights(model, settings.weights)
+    return model, continued_from
+
+
 def learning_rate_at(fraction: float, peak: float) -> float:
     """Linear warm-up over the first 5 % of the budget, then cosine down to 1 % of the peak (the
     fine-tuning schedule's shape, training.lr_factor)."""
@@ -504,12 +533,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
     num_kept_tokens(num_tokens, mask_ratio)
     fingerprint = _run_fingerprint(settings, infos, mask_ratio)
 
-    state = _read_resume(resume_path) if resume and resume_path.exists() else None
-    if state is not None and state.get("fingerprint") != fingerprint:
-        log.warning("%s was made with other settings or rasters; starting afresh.", resume_path.name)
-        say(0.0, "An unfinished pretraining with other settings is set aside; starting afresh")
-        state = None
-
+    state = _matching_resume(resume_path, fingerprint, say) if resume else None
     if state is not None:
         adaptation = BandAdaptation.from_state(state["band_adaptation"])
     else:
@@ -520,16 +544,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                               cancel=cancel, progress=lambda f, m: say(0.0, m))
 
     device = choose_device(settings.device)
-    model = seeded(settings.seed, lambda: MaskedAutoencoder(
-        encoder=build_backbone(config), **settings.decoder_config(),
-        norm_pix_loss=settings.norm_pix_loss, spectral_loss_weight=settings.spectral_loss_weight))
-    continued_from = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        continued_from = state.get("continued_from")
-    elif settings.weights:
-        say(0.0, "Loading the official weights")
-        continued_from = _load_official_weights(model, settings.weights)
+    model, continued_from = _masked_autoencoder(settings, config, state, say)
     model.to(device).train()
     rank, world = distributed_rank()
     # Under torchrun, each process takes its share of every batch and DDP averages the
