@@ -361,6 +361,7 @@ class RunStore:
         """
         self.path = path
         self.runs = json.loads(path.read_text()) if path.exists() else {}
+        self.kept = len(self.runs)   # finished by an earlier invocation
 
     def get(self, key: str):
         return self.runs.get(key)
@@ -489,7 +490,7 @@ def write_report(report: dict, out: Path) -> None:
         f"SpectralGPT-shaped backbone pretrained without labels on each scene for "
         f"{settings['pretrain_epochs']} epochs (no official weights on this machine). Machine: "
         f"{report['machine']['device']}, {report['machine']['threads']} threads, shared with "
-        f"other work. The whole bench took {report['seconds'] / 60:.0f} min.",
+        f"other work. {_took(report)}",
         "",
         "## Verdict", ""]
     lines += [f"- {line}" for line in report["verdicts"]]
@@ -535,6 +536,17 @@ def write_report(report: dict, out: Path) -> None:
               for name, p in report["pretrainings"].items()]
     lines += ["", "![accuracy](accuracy.png)", ""]
     write_markdown(out / "accuracy.md", lines)
+
+
+def _took(report: dict) -> str:
+    """How long the bench took, and which runs an earlier invocation had made (kept in --work)."""
+    minutes = f"{report['seconds'] / 60:.0f} min"
+    kept = report.get("runs_kept", 0)
+    if not kept:
+        return f"The whole bench took {minutes}."
+    return (f"This invocation made {report['runs_new']} runs in {minutes}; the other runs come "
+            f"from earlier invocations kept in the work folder (`--work`), made with the code of "
+            f"their time.")
 
 
 def describe_row(row: Row) -> str:
@@ -616,6 +628,7 @@ def run_benchmark(args, work: Path) -> dict:
                                      for k, v in ROWS[name].settings.items()}}
                  for name in args.rows},
         "seconds": time.perf_counter() - started,
+        "runs_new": len(store.runs) - store.kept, "runs_kept": store.kept,
     }
     return publish(report, args.out, "accuracy", write_report, plot)
 
