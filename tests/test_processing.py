@@ -341,7 +341,10 @@ def _polygon_layer(path: Path, squares: list[tuple[str, int, int, int]], *, srs:
         polygon = ogr.Geometry(ogr.wkbPolygon)
         polygon.AddGeometry(ring)
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("class_name", name)
+        if name is None:
+            feature.SetFieldNull("class_name")
+        else:
+            feature.SetField("class_name", name)
         feature.SetGeometry(polygon)
         layer.CreateFeature(feature)
     source = None
@@ -394,6 +397,10 @@ def hostile(scene, trained, tmp_path_factory):
             ("x" + name, row, col, side) for name, row, col, side in squares]),
         "outside": _polygon_layer(folder / "outside.gpkg", [
             (name, row + 100, col, side) for name, row, col, side in squares]),
+        "no_class_values": _polygon_layer(folder / "no_class_values.gpkg", [
+            (None, row, col, side) for _, row, col, side in squares]),
+        "300_classes": _polygon_layer(folder / "300_classes.gpkg", [
+            (f"class {n}", n // SIZE, n % SIZE, 1) for n in range(300)]),
     }
     return {**paths, **{key: str(folder / name) for key, name in (
         ("text_raster", "text.tif"), ("text_adapter", "text.pt"), ("half_adapter", "half.pt"),
@@ -476,6 +483,12 @@ HOSTILE = {
     "a class field the layer lacks": (
         "finetune", lambda s, t, h, o: _tune(s, t, h, o, CLASS_FIELD="land_cover"),
         "The training layer 'training' has no field named 'land_cover'."),
+    "a class field empty in every feature": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["no_class_values"]),
+        "The class field 'class_name' is empty in every feature of the layer 'training'."),
+    "300 classes": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["300_classes"]),
+        "The class field has 300 different classes; at most 255 fit in a classification."),
     "a text file as the training layer": (
         "finetune", lambda s, t, h, o: _tune(s, t, h, o, TRAINING=h["a_file"]),
         "notes.txt is not a vector layer that GDAL can read."),
