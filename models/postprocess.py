@@ -23,7 +23,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import HyperAdaptError, raise_if_cancelled
-from .predict import (GTIFF_OPTIONS, _companions, _remove_quietly, _temporary_name,
+from .predict import (GTIFF_OPTIONS, _companions, _place_outputs, _remove_quietly, _temporary_name,
                       classify_raster, embed_classes, paletted_style_qml, style_path_for)
 from .raster import iter_tiles
 from .samples import ClassInfo
@@ -202,13 +202,7 @@ def postprocess_classification(classification_path, output_path, *, classes: lis
         raise_if_cancelled(cancel)
         counts, changed = _compare(classification_path, final, _class_values(classes))
         style.write_text(paletted_style_qml(classes), encoding="utf-8")
-        moves = [(style, style_path_for(output_path))]
-        moves += [(c, f) for c, f in zip(_companions(final), _companions(output_path))
-                  if c.exists()]
-        moves.append((final, output_path))
-        for temp, target in moves:
-            os.replace(temp, target)
-            placed.append(target)
+        _place_outputs([(style, style_path_for(output_path)), (final, output_path)], placed)
     except BaseException:
         out = None
         _remove_quietly(*created, *placed)

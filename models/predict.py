@@ -245,9 +245,7 @@ def _place_outputs(moves: list[tuple[Path | None, Path | None]], placed: list[Pa
     for temp, final in moves:
         if temp is None:
             continue
-        if temp.suffix.lower() in (".tif", ".tiff"):
-            ordered += [(c, f) for c, f in zip(_companions(temp), _companions(final))
-                        if c.exists()]
+        ordered += [(c, f) for c, f in zip(_companions(temp), _companions(final)) if c.exists()]
         ordered.append((temp, final))
     for temp, final in ordered:
         os.replace(temp, final)
