@@ -340,30 +340,26 @@ def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, inp
     return model, identity, outcome
 
 
-def _round_of(record: AdapterRecord) -> dict:
-    """The round an adapter file without a list of rounds was made in."""
-    metrics = record.metrics or {}
+def _round(metrics: dict, created: str) -> dict:
+    """One round of labelling as a fine-tune's figures tell it: labelled pixels (trained and
+    held out), classes, and the validation accuracy where polygons were held out."""
     split = metrics.get("split") or {}
     validated = int(metrics.get("num_samples") or 0)
-    return {"labelled_pixels": int(split.get("train_pixels", 0)) + int(
-                split.get("validation_pixels", 0)),
-            "classes": len(record.classes), "validation_pixels": validated,
+    return {"labelled_pixels": int(split.get("train_pixels", 0))
+            + int(split.get("validation_pixels", 0)),
+            "classes": len(metrics.get("classes", [])), "validation_pixels": validated,
             "overall_accuracy": metrics.get("overall_accuracy") if validated else None,
-            "created": record.created}
+            "created": created}
 
 
-def labelling_rounds(warm: AdapterRecord | None, labelled_pixels: int, metrics: dict) -> list:
+def labelling_rounds(warm: AdapterRecord | None, metrics: dict) -> list:
     """The rounds of labelling an adapter grew from: those of the adapter it continued from
-    (warm start), then this one, each with its labelled pixels and validation accuracy (None
-    where no polygon was held out)."""
+    (warm start; an older file without them counts as one round), then this one."""
     earlier = []
     if warm is not None:
-        earlier = list(warm.training.get("rounds") or [_round_of(warm)])
-    validated = int(metrics.get("num_samples") or 0)
-    this = {"labelled_pixels": int(labelled_pixels), "classes": len(metrics.get("classes", [])),
-            "validation_pixels": validated,
-            "overall_accuracy": metrics.get("overall_accuracy") if validated else None,
-            "created": now_iso()}
+        earlier = list(warm.training.get("rounds")
+                       or [_round(warm.metrics or {}, warm.created)])
+    this = _round(metrics, now_iso())
     return [{**entry, "round": number} for number, entry in enumerate([*earlier, this], 1)]
 
 
@@ -605,7 +601,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             "stopped_early": outcome.stopped_early,
             "random_start": identity.get("kind") == "random",
             "backbone": describe_weights(identity)})
-        metrics["rounds"] = labelling_rounds(warm, len(pixels.class_index), metrics)
+        metrics["rounds"] = labelling_rounds(warm, metrics)
         record = _adapter_record(
             samples, settings, model, identity, outcome, metrics, adapter_config,
             name=adapter_name or Path(adapter_path).stem, sensor=sensor or info.sensor,
