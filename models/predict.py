@@ -192,30 +192,29 @@ def _remove_quietly(*paths: Path) -> None:
             pass
 
 
+def _rough_duration(seconds: float) -> str:
+    """'under a minute', 'about 7 min', 'about 2 h 10 min'."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = int(round(seconds / 60))
+    return f"about {minutes // 60} h {minutes % 60} min" if minutes >= 60 else \
+        f"about {minutes} min"
+
+
 def _time_left(elapsed: float, share: float) -> str:
     """' (about 2 h 10 min left)' from the time taken for a share of the work; '' when too early
     to say (under 2 % done and under 10 s) or nothing is left."""
     if share >= 1.0 or share <= 0.0 or (share < 0.02 and elapsed < 10.0):
         return ""
-    left = elapsed * (1.0 - share) / share
-    if left < 60:
-        return " (under a minute left)"
-    minutes = int(round(left / 60))
-    text = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
-    return f" (about {text} left)"
+    return f" ({_rough_duration(elapsed * (1.0 - share) / share)} left)"
 
 
 def _estimate(elapsed: float, pixels_done: float, width: int, height: int) -> str:
     """'Estimate: ...' from the seconds taken for the first pixels of the raster (nodata among
     them included, as the rest of the raster will have its share)."""
-    total = width * height
-    seconds = elapsed * total / max(pixels_done, 1.0)
-    minutes = int(round(seconds / 60))
-    length = ("under a minute" if seconds < 60 else
-              f"about {minutes // 60} h {minutes % 60} min" if minutes >= 60 else
-              f"about {minutes} min")
-    return (f"Estimate: {length} for the raster's {width} x {height} pixels, from the first "
-            f"{int(pixels_done):,} pixels in {elapsed:.1f} s")
+    seconds = elapsed * width * height / max(pixels_done, 1.0)
+    return (f"Estimate: {_rough_duration(seconds)} for the raster's {width} x {height} pixels, "
+            f"from the first {int(pixels_done):,} pixels in {elapsed:.1f} s")
 
 
 def _create_outputs(reader: RasterReader, classes: list[ClassInfo], class_path: Path,
