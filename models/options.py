@@ -123,13 +123,16 @@ MIN_VALIDATION_CLASS_PIXELS = 100
 DEFAULT_PATIENCE = 10
 
 
+def whole_number_problem(value, label: str, low: int, high: int) -> str | None:
+    """The sentence for ``value`` that is not a whole number from low to high, or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"The {label} must be a whole number from {low} to {high} (got {value!r})."
+    return None
+
+
 def batch_size_problem(batch_size) -> str | None:
     """The sentence for a batch size outside 1..MAX_BATCH_SIZE, or None."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not (
-            1 <= batch_size <= MAX_BATCH_SIZE):
-        return (f"The batch size must be a whole number from 1 to {MAX_BATCH_SIZE} "
-                f"(got {batch_size!r}).")
-    return None
+    return whole_number_problem(batch_size, "batch size", 1, MAX_BATCH_SIZE)
 
 
 # -- the classifier head --------------------------------------------------------------------------

@@ -182,6 +182,6 @@ class FineTuneSettings:
 
 
 def _check_whole(value, label: str, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise HyperAdaptError(f"The {label} must be a whole number from {low} to {high} "
-                              f"(got {value!r}).")
+    problem = options.whole_number_problem(value, label, low, high)
+    if problem:
+        raise HyperAdaptError(problem)
