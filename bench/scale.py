@@ -7,8 +7,8 @@ randomly started tiny backbone (the speed does not depend on the weights) or ``-
 
 The projection to 8 GPUs is arithmetic, not a measurement: a scene costs one window per pixel at
 the ViT-Base pixels per second bench/results/speed.json measured on a GPU; where no GPU was
-measured, at the floating-point operations of one ViT-Base window (counted by PyTorch's
-FlopCounterMode at the default input size) over an H100's dense bfloat16 peak (989 TFLOP/s, NVIDIA
+measured, at the floating-point operations of one ViT-Base window at the default input size
+(counted as the speed bench counts them, ``speed.model_flops_per_window``) over an H100's dense bfloat16 peak (989 TFLOP/s, NVIDIA
 H100 SXM datasheet) at an assumed 40 % of it. The bytes read per scene are the raster's size. The
 archive's rate is the smaller of the GPUs' rate and the storage's (at the stated bandwidth), for
 the bench's scenes and for an EnMAP L2A scene (1,000 x 1,000 pixels, 224 bands of int16).
@@ -100,26 +100,13 @@ ASSUMED_SHARE_OF_PEAK = 0.4
 ENMAP_SCENE = {"pixels": 1000 * 1000, "bytes": 1000 * 1000 * 224 * 2}
 
 
-def window_flops(input_size: int) -> float:
-    """Floating-point operations of one window through the ViT-Base (official shape) and head."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from hyperadapt.models import options
-    from hyperadapt.models.spectralgpt import BASE_CONFIG, build_backbone
-
-    model = build_backbone({**BASE_CONFIG, "img_size": input_size, "num_classes": 16,
-                            "pixel_dim": options.DEFAULT_PIXEL_DIM}).eval()
-    window = torch.rand(1, 12, options.DEFAULT_WINDOW_SIZE, options.DEFAULT_WINDOW_SIZE)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(window)
-    return float(counter.get_total_flops())
-
-
 def project_gpus(pixels_per_scene: int, bytes_per_scene: int, bandwidth_mb_s: float) -> dict:
     """8 GPUs' scenes per minute from a GPU's measured pixels/s (speed.json) or, unmeasured, from
     the FLOPs of a window at an assumed share of an H100's peak; and the storage's."""
     from hyperadapt.models import options
+    from hyperadapt.models.spectralgpt import BASE_CONFIG
+
+    from .speed import model_flops_per_window
 
     speed = RESULTS / "speed.json"
     gpu_pixels_per_second, source = None, "measured"
@@ -128,7 +115,8 @@ def project_gpus(pixels_per_scene: int, bytes_per_scene: int, bandwidth_mb_s: fl
         if "cuda" in str(measured.get("machine", {}).get("device", "")).lower():
             gpu_pixels_per_second = max(run["results"]["merged"]["pixels_per_s"]
                                         for run in measured.get("runs", []))
-    flops = window_flops(options.DEFAULT_INPUT_SIZE)
+    # 16 classes, as Indian Pines: the head is a rounding error beside the blocks.
+    flops = model_flops_per_window(BASE_CONFIG, options.DEFAULT_INPUT_SIZE, 16)["total"]
     if gpu_pixels_per_second is None:
         gpu_pixels_per_second = ASSUMED_SHARE_OF_PEAK * H100_BF16_FLOPS / flops
         source = "estimated"
@@ -166,7 +154,7 @@ def write_report(report: dict, out: Path) -> None:
         lines += [f"No GPU has been measured here (bench/results/speed.json), so the compute side "
                   f"is estimated: one window through the ViT-Base at input "
                   f"{projection['input_size']} is {projection['flops_per_window'] / 1e9:.1f} "
-                  f"GFLOP (PyTorch's FlopCounterMode), and an H100 at an assumed "
+                  f"GFLOP (counted as bench/speed.py counts them), and an H100 at an assumed "
                   f"{ASSUMED_SHARE_OF_PEAK:.0%} of its 989 TFLOP/s dense bfloat16 peak makes "
                   f"about {gpu:,.0f} pixels/s. An estimate, not a measurement: the share of peak "
                   f"a ViT-Base of {(projection['input_size'] // 8) ** 2 * 4} "
