@@ -75,6 +75,7 @@ class _Progress:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .models import options
     from .models.pretrain import PretrainSettings
     from .models.settings import FineTuneSettings
 
@@ -99,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--weights")
     classify.add_argument("--device", default="auto")
     classify.add_argument("--batch-size", type=int, default=64)
+    classify.add_argument("--mode", choices=list(options.CLASSIFY_MODES),
+                          help="tile or window (default: as the adapter was made)")
 
     evaluate = jobs.add_parser("evaluate", help="accuracy of a map against a reference")
     evaluate.add_argument("classification")
@@ -156,7 +159,8 @@ def run(args) -> str:
     if args.job == "classify":
         result = jobs.classify(args.raster, args.adapter, args.output,
                                confidence_path=args.confidence, weights=args.weights,
-                               device=args.device, batch_size=args.batch_size, progress=progress)
+                               device=args.device, batch_size=args.batch_size, mode=args.mode,
+                               progress=progress)
         return (f"Classified in {result.seconds:.0f} s: {result.output_path}; pixels per class: "
                 f"{describe_class_pixels(result.classes, result.pixels_per_class)}")
     if args.job == "evaluate":

@@ -163,7 +163,7 @@ def run_child(args) -> None:
     completed = True
     try:
         classify(args.child_raster, args.child_adapter, args.child_output, device="cpu",
-                 batch_size=args.batch_size, progress=progress, cancel=cancel)
+                 batch_size=args.batch_size, mode=args.mode, progress=progress, cancel=cancel)
     except JobCancelled:
         completed = False
     from osgeo import gdal
@@ -180,7 +180,7 @@ def measure(raster: Path, adapter: str, work: Path, args, *, cache: str,
             max_tiles: int | None) -> dict:
     """Run the child on one raster with GDAL's block cache at ``cache`` MB ("default": GDAL's own
     default, 5 % of the RAM); a result kept in the work folder from an earlier run is reused."""
-    child_json = work / f"{raster.stem}_cache-{cache}_memory.json"
+    child_json = work / f"{raster.stem}_cache-{cache}_{args.mode}_memory.json"
     if child_json.exists():
         log("  (reusing the measurement kept in the work folder)")
         return json.loads(child_json.read_text())
@@ -188,7 +188,7 @@ def measure(raster: Path, adapter: str, work: Path, args, *, cache: str,
                "--child-adapter", adapter,
                "--child-output", str(work / f"{raster.stem}_classes.tif"),
                "--child-json", str(child_json), "--threads", str(args.threads),
-               "--batch-size", str(args.batch_size)]
+               "--batch-size", str(args.batch_size), "--mode", args.mode]
     if max_tiles:
         command += ["--max-tiles", str(max_tiles)]
     env = dict(os.environ)
@@ -229,7 +229,8 @@ def write_report(report: dict, out: Path) -> None:
     lines = [
         "# Peak memory while classifying",
         "",
-        f"`models.jobs.classify` on synthetic {NUM_BANDS}-band Int16 rasters (uncompressed, tiled "
+        f"`models.jobs.classify` in {report.get('mode', 'window')} mode on synthetic "
+        f"{NUM_BANDS}-band Int16 rasters (uncompressed, tiled "
         f"256 x 256), one fresh process per raster, CPU, {report['threads']} threads, batch "
         f"{report['batch_size']}. Adapter: KronA+ on {report['adapter']['backbone']}, window "
         f"{report['adapter']['window_size']}, input {report['adapter']['input_size']} "
@@ -339,14 +340,19 @@ def verdict_lines(sizes: list[dict], cache: str, max_minutes: float) -> list[str
     return lines
 
 
-def tile_count(side: int, adapter: str) -> int:
+def tile_count(side: int, adapter: str, mode: str) -> int:
+    from hyperadapt.models import options
     from hyperadapt.models.adapter_file import load_adapter_file
     from hyperadapt.models.bands import BandAdaptation
     from hyperadapt.models.raster import iter_tiles, tile_side_for
 
     record = load_adapter_file(adapter)
     adaptation = BandAdaptation.from_state(record.band_adaptation)
-    tile = tile_side_for(adaptation.num_inputs, halo=record.window_size // 2, maximum=256)
+    step = options.classify_step(mode, record.window_size)
+    # classify_raster's halo: the window's, the tile mode's step and the segment vote's margin.
+    halo = (record.window_size // 2 + (step if step > 1 else 0)
+            + (3 * record.segment_size if record.segment_size else 0))
+    tile = tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
     return len(list(iter_tiles(side, side, tile)))
 
 
@@ -359,6 +365,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--gdal-cache-mb", nargs="+", default=["default", "64"],
                         help="GDAL block cache sizes to measure with ('default': GDAL's own)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--mode", choices=["tile", "window"], default="tile",
+                        help="classification mode (models.options.CLASSIFY_MODES)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the rasters and measurements, kept and reused "
@@ -396,13 +404,14 @@ def run_benchmark(args, work: Path) -> dict:
     log("a tiny adapter, fine-tuned on the smallest raster")
     adapter = make_tiny_adapter(rasters[0][2], work)
     report = {"machine": machine_info(), "threads": args.threads, "batch_size": args.batch_size,
+              "mode": args.mode,
               "adapter": adapter, "max_minutes": args.max_minutes,
               "gdal_cache_configs": args.gdal_cache_mb, "sizes": [], "verdict": []}
     pixels_per_s = None
     for cache in args.gdal_cache_mb:
         log(f"GDAL block cache: {cache if cache == 'default' else cache + ' MB'}")
         for mpx, side, path in rasters:
-            total_tiles = tile_count(side, adapter["path"])
+            total_tiles = tile_count(side, adapter["path"], args.mode)
             max_tiles = None
             if pixels_per_s:
                 estimate = side * side / pixels_per_s / 60

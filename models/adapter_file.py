@@ -10,9 +10,9 @@ and numbers, so ``torch.load(..., weights_only=True)`` reads it without running 
 - ``backbone``: the backbone's ``config`` and which ``weights`` it started from (an official
   file's name and sha256, a backbone file's id, or a seeded random start);
 - ``metrics`` (validation), ``created`` (ISO time), ``software`` versions;
-- ``postprocess``: what classifying does after the model (``segment_size`` of the segment vote,
-  ``majority_size`` and ``sieve_pixels`` of the clean-up; absent in older files, which classify
-  without them).
+- ``postprocess``: how classifying applies the model (``classify_mode``, tile or window) and what
+  it does after it (``segment_size`` of the segment vote, ``majority_size`` and ``sieve_pixels``
+  of the clean-up); absent in older files, which classify window by window without them.
 
 Files are written to a temporary name in the same folder and renamed, so a reader never sees half
 a file.
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import options
 from .errors import HyperAdaptError
 from .files import atomic_write
 from .raster import RasterInfo
@@ -97,6 +98,10 @@ class AdapterRecord:
     software: dict = field(default_factory=dict)
     postprocess: dict = field(default_factory=dict)
     format_version: int = ADAPTER_FORMAT_VERSION
+
+    @property
+    def classify_mode(self) -> str:
+        return str(self.postprocess.get("classify_mode") or options.LEGACY_CLASSIFY_MODE)
 
     @property
     def segment_size(self) -> int:

@@ -512,9 +512,16 @@ def _adapter_record(samples, settings: FineTuneSettings, model, identity: dict, 
                   "rounds": metrics["rounds"], "processes": processes},
         metrics=metrics,
         software={"torch": torch.__version__, "python": platform.python_version()},
-        postprocess={"segment_size": int(settings.segment_size),
+        postprocess={"classify_mode": settings.classify_mode,
+                     "segment_size": int(settings.segment_size),
                      "majority_size": int(settings.majority_size),
                      "sieve_pixels": int(settings.sieve_pixels)})
+
+
+def _describe_mode(mode: str, window_size: int) -> str:
+    step = options.classify_step(mode, window_size)
+    return (f"tile mode (a window every {step} pixels, features resampled to each pixel)"
+            if step > 1 else "a window per pixel")
 
 
 def _report_details(samples, settings: FineTuneSettings, identity: dict, outcome,
@@ -532,6 +539,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: dict, outcome
             "head": (f"pooled tokens and the centre pixel ({settings.pixel_dim}), context "
                      f"dropout {settings.context_dropout:g}" if settings.pixel_dim
                      else "pooled tokens"),
+            "classifying": _describe_mode(settings.classify_mode, samples.window_size),
             "segment vote": (f"superpixels of {settings.segment_size} pixels"
                              if settings.segment_size else "off"),
             "clean-up": _describe_cleanup(settings)}
@@ -616,6 +624,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                                    classes=classes,
                                    output_path=staged.stage(classification_path, raster_files),
                                    window_size=window_size, device=device,
+                                   step=options.classify_step(record.classify_mode, window_size),
                                    segment_size=record.segment_size,
                                    majority_size=record.majority_size,
                                    sieve_pixels=record.sieve_pixels,
@@ -653,15 +662,17 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
 # -- classification -------------------------------------------------------------------------------
 def classify(raster_path: str, adapter_path: str, output_path: str, *,
              confidence_path: str | None = None, weights: str | None = None,
-             device: str = "auto", batch_size: int = 64, progress=None,
+             device: str = "auto", batch_size: int = 64, mode: str | None = None, progress=None,
              cancel=None) -> ClassifyResult:
     """Classify a raster with an adapter file; writes the class GeoTIFF (+ .qml, + confidence).
 
-    An adapter made for another band layout or another backbone is refused with one sentence.
+    ``mode`` ("tile" or "window", options.CLASSIFY_MODES) overrides the adapter's own. An adapter
+    made for another band layout or another backbone is refused with one sentence.
     """
     started = time.perf_counter()
     _check_classify_files(raster_path, output_path, confidence_path,
-                          {"adapter file": adapter_path, "weights file": weights}, batch_size)
+                          {"adapter file": adapter_path, "weights file": weights}, batch_size,
+                          mode)
     _report(progress, 0.0, "Reading the adapter")
     record = load_adapter_file(adapter_path)
     # The sensor is checked before the backbone is rebuilt (seconds, for the official weights).
@@ -669,8 +680,9 @@ def classify(raster_path: str, adapter_path: str, output_path: str, *,
     loaded = load_adapter(adapter_path, weights=weights, device=device, record=record)
     raise_if_cancelled(cancel)
     return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
-                            batch_size=batch_size, progress=_scaled(progress, 0.05, 1.0),
-                            cancel=cancel, started=started)
+                            batch_size=batch_size, mode=mode,
+                            progress=_scaled(progress, 0.05, 1.0), cancel=cancel,
+                            started=started)
 
 
 @dataclass
@@ -700,15 +712,15 @@ def load_adapter(adapter_path, *, weights=None, device: str = "auto",
 
 
 def classify_with(loaded: LoadedAdapter, raster_path: str, output_path: str, *,
-                  confidence_path: str | None = None, batch_size: int = 64, progress=None,
-                  cancel=None) -> ClassifyResult:
+                  confidence_path: str | None = None, batch_size: int = 64,
+                  mode: str | None = None, progress=None, cancel=None) -> ClassifyResult:
     """classify() with an adapter loaded before (load_adapter)."""
     started = time.perf_counter()
     _check_classify_files(raster_path, output_path, confidence_path,
-                          {"adapter file": loaded.path or None}, batch_size)
+                          {"adapter file": loaded.path or None}, batch_size, mode)
     info = _compatible_raster(loaded.record, raster_path)
     return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
-                            batch_size=batch_size, progress=progress, cancel=cancel,
+                            batch_size=batch_size, mode=mode, progress=progress, cancel=cancel,
                             started=started)
 
 
@@ -722,13 +734,16 @@ def _compatible_raster(record: AdapterRecord, raster_path) -> RasterInfo:
 
 
 def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, confidence_path,
-                     batch_size: int, progress, cancel, started: float) -> ClassifyResult:
+                     batch_size: int, mode: str | None, progress, cancel,
+                     started: float) -> ClassifyResult:
     """The classification itself, once the files and the raster have been checked."""
     record = loaded.record
     with RasterReader(info) as reader:
         stats = classify_and_clean(reader=reader, model=loaded.model,
                                    adaptation=loaded.adaptation, classes=record.classes,
                                    output_path=output_path, window_size=record.window_size,
+                                   step=options.classify_step(mode or record.classify_mode,
+                                                              record.window_size),
                                    segment_size=record.segment_size,
                                    majority_size=record.majority_size,
                                    sieve_pixels=record.sieve_pixels, device=loaded.device,
@@ -742,10 +757,11 @@ def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, co
 
 
 def _check_classify_files(raster_path, output_path, confidence_path, inputs: dict,
-                          batch_size: int) -> None:
+                          batch_size: int, mode: str | None = None) -> None:
     if not output_path:
         raise HyperAdaptError("No output file name was given.")
-    problem = options.batch_size_problem(batch_size)
+    problem = options.batch_size_problem(batch_size) or (
+        options.classify_mode_problem(mode) if mode is not None else None)
     if problem:
         raise HyperAdaptError(problem)
     check_job_files({"classification": raster_files(output_path),

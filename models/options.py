@@ -147,6 +147,43 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # A head trained with context dropout classifies each window with the more confident of its two
 # views, with and without the pooled tokens (spectralgpt.SpectralGPT.forward).
 
+# -- classifying the scene -----------------------------------------------------------------------
+# Ids are stored in adapter files: never rename one. Processing passes choices by position.
+CLASSIFY_MODES = {
+    "tile": "Tile: a window every few pixels, features resampled to each pixel (fast)",
+    "window": "Window: one window through the backbone per pixel",
+}
+# Tile mode (models.predict.grid_probabilities): windows 0.4 of a window apart, their pooled
+# features mixed bilinearly at each pixel, the head given the pixel's own inputs. Against a window
+# per pixel, the default path moved OA by -0.4 and -0.2 points on Indian Pines (polygons,
+# scattered) and 0.0 and 0.0 on EnMAP Potsdam (bench/results/accuracy.md), for 1/36 of the
+# backbone's windows (bench/results/modes.md). Half a window apart (7 of 15 pixels) lost 1.0 and
+# 1.8 points on Indian Pines in a screen of the same draws, 0.4 of a window 0.0 and 0.8 there.
+# Training stays window by window: moving each training window's context up to 3 or 5 pixels off
+# its labelled pixel, as tile mode's pixels see it, cost 2.6 to 3.5 OA points on Indian Pines'
+# scattered pixels in that screen (whichever step classified) and gained under 0.4 elsewhere.
+DEFAULT_CLASSIFY_MODE = "tile"
+TILE_STEP_SHARE = 0.4
+# Adapter files from before tile mode were measured with a window per pixel.
+LEGACY_CLASSIFY_MODE = "window"
+
+
+def classify_step(mode: str, window_size: int) -> int:
+    """Pixels between the windows the backbone sees: 1 in window mode, 0.4 of a window in tile
+    mode (6 for 15-pixel windows, 4 for 9; a window of 3 or less is classified window by window)."""
+    if mode not in CLASSIFY_MODES:
+        raise ValueError(f"unknown classification mode {mode!r}")
+    return max(1, int(round(TILE_STEP_SHARE * int(window_size)))) if mode == "tile" else 1
+
+
+def classify_mode_problem(mode) -> str | None:
+    """The sentence for a classification mode the engine does not know, or None."""
+    if mode not in CLASSIFY_MODES:
+        return (f"The classification mode '{mode}' is unknown; choose one of "
+                f"{', '.join(CLASSIFY_MODES)}.")
+    return None
+
+
 # -- spatial clean-up -----------------------------------------------------------------------------
 # Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.
 # +2.5 and +2.6 OA points on Indian Pines, -0.1 and +0.5 on EnMAP Potsdam; 8-pixel superpixels

@@ -42,15 +42,48 @@ OUT_OF_MEMORY = ("The GPU ran out of memory even for a single window; close othe
                  "or choose the CPU.")
 
 
-def _forward_probabilities(model, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = batch.to(device, non_blocking=True).float()
+def _run_batches(forward, inputs: torch.Tensor, model, *, device: torch.device,
+                 batch_size: int, cancel=None, on_batch=None) -> np.ndarray:
+    """``forward(batch on device)`` over ``inputs`` in batches, in evaluation and inference mode,
+    under the device's inference autocast; float32 (N, ...) on the CPU. ``on_batch(fraction)``
+    hears the share done after each batch.
+
+    After a CUDA out-of-memory error the batch is halved and retried.
+    """
+    chunks: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
     dtype = inference_autocast_dtype(device)
-    if dtype is not None:
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            logits = model(x)
-    else:
-        logits = model(x)
-    return torch.softmax(logits.float(), dim=1)
+    start = 0
+    try:
+        with torch.inference_mode():
+            while start < len(inputs):
+                raise_if_cancelled(cancel)
+                stop = min(start + batch_size, len(inputs))
+                batch = inputs[start:stop].to(device, non_blocking=True)
+                try:
+                    if dtype is not None:
+                        with torch.autocast(device_type=device.type, dtype=dtype):
+                            out = forward(batch)
+                    else:
+                        out = forward(batch)
+                except RuntimeError as error:
+                    if not is_out_of_memory(error):
+                        raise
+                    if stop - start == 1:
+                        raise HyperAdaptError(OUT_OF_MEMORY) from error
+                    release_cached_memory(device)
+                    batch_size = max(1, (stop - start) // 2)
+                    continue
+                chunks.append(out.float().cpu().numpy())
+                start = stop
+                if on_batch is not None:
+                    on_batch(stop / len(inputs))
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def predict_probabilities(model, windows, *, device: torch.device, batch_size: int = 256,
@@ -60,33 +93,9 @@ def predict_probabilities(model, windows, *, device: torch.device, batch_size: i
     ``windows`` may be a CPU tensor or already on ``device``. After a CUDA out-of-memory error
     the batch is halved and retried.
     """
-    windows = torch.as_tensor(windows)
-    chunks: list[np.ndarray] = []
-    was_training = model.training
-    model.eval()
-    start = 0
-    try:
-        with torch.inference_mode():
-            while start < len(windows):
-                raise_if_cancelled(cancel)
-                stop = min(start + batch_size, len(windows))
-                try:
-                    probs = _forward_probabilities(model, windows[start:stop], device)
-                except RuntimeError as error:
-                    if not is_out_of_memory(error):
-                        raise
-                    if stop - start == 1:
-                        raise HyperAdaptError(OUT_OF_MEMORY) from error
-                    release_cached_memory(device)
-                    batch_size = max(1, (stop - start) // 2)
-                    continue
-                chunks.append(probs.cpu().numpy())
-                start = stop
-    finally:
-        model.train(was_training)
-    if not chunks:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    return _run_batches(lambda x: torch.softmax(model(x.float()).float(), dim=1),
+                        torch.as_tensor(windows), model, device=device, batch_size=batch_size,
+                        cancel=cancel)
 
 
 def predict_windows(model, windows, *, device: torch.device,
@@ -288,11 +297,70 @@ def fit_segment_vote(reader: RasterReader, adaptation: BandAdaptation, size: int
     return SegmentVote(size=int(size), scale=segment_feature_scale(adaptation.apply_pixels(sample)))
 
 
+def grid_probabilities(model, region: torch.Tensor, rows: np.ndarray, cols: np.ndarray, *,
+                       origin: tuple[int, int], window_size: int, halo: int, step: int,
+                       device: torch.device, batch_size: int, cancel=None,
+                       on_chunk=None) -> np.ndarray:
+    """Tile mode: class probabilities (N, K) of the pixels (rows, cols) of a region, from windows
+    every ``step`` pixels.
+
+    The backbone sees one window per grid point (rows and columns at multiples of ``step`` in
+    raster coordinates, so neighbouring tiles compute the same windows and no seam shows); each
+    pixel's pooled features are the bilinear mix of its four surrounding grid points', and the
+    head classifies them with the pixel's own inputs (``SpectralGPT.classify_pooled``). Windows
+    ``step`` pixels apart share most of their pixels, so their features change slowly; the
+    pixel's own spectrum, which does change from pixel to pixel, still reaches the head.
+
+    Args:
+        region: (C, H + 2 halo, W + 2 halo) band-adapted region; ``halo`` must be at least
+            ``window_size // 2 + step`` so that the grid points around every pixel have windows.
+        rows, cols: pixels of the region without its halo.
+        origin: the region's (row, column) in the raster, which places the grid.
+    """
+    y0, x0 = origin
+    radius = window_size // 2
+    if halo < radius + step:
+        raise ValueError(f"tile mode needs a halo of {radius + step} pixels, got {halo}")
+    first_row, first_col = (y0 + int(rows.min())) // step, (x0 + int(cols.min())) // step
+    grid_rows = np.arange(first_row, (y0 + int(rows.max())) // step + 2) * step - y0
+    grid_cols = np.arange(first_col, (x0 + int(cols.max())) // step + 2) * step - x0
+    points_r, points_c = np.meshgrid(grid_rows, grid_cols, indexing="ij")
+    windows = extract_windows(region, points_r.ravel(), points_c.ravel(), window_size, halo)
+    # The backbone's share of the work: the head over the pixels is the last few per cent.
+    features = torch.from_numpy(_run_batches(
+        model.pooled_features, windows, model, device=device, batch_size=batch_size,
+        cancel=cancel, on_batch=(lambda done: on_chunk(0.9 * done)) if on_chunk else None,
+    )).reshape(len(grid_rows), len(grid_cols), -1)
+    # Grid cell of each pixel and its place in the cell.
+    global_r, global_c = y0 + rows.astype(np.int64), x0 + cols.astype(np.int64)
+    cell_r, cell_c = global_r // step - first_row, global_c // step - first_col
+    frac_r = torch.from_numpy((global_r % step) / step).float()
+    frac_c = torch.from_numpy((global_c % step) / step).float()
+    pixels = region[:, torch.as_tensor(rows + halo), torch.as_tensor(cols + halo)].T
+    features = features.to(device)
+
+    def classify(index: torch.Tensor) -> torch.Tensor:
+        index = index.cpu()
+        r = torch.from_numpy(cell_r[index.numpy()]).to(device)
+        c = torch.from_numpy(cell_c[index.numpy()]).to(device)
+        fr, fc = frac_r[index].to(device)[:, None], frac_c[index].to(device)[:, None]
+        pooled = ((1 - fr) * (1 - fc) * features[r, c] + (1 - fr) * fc * features[r, c + 1]
+                  + fr * (1 - fc) * features[r + 1, c] + fr * fc * features[r + 1, c + 1])
+        scores = model.classify_pooled(pooled, pixels[index].to(device).float())
+        return torch.softmax(scores.float(), dim=1)
+
+    return _run_batches(classify, torch.arange(len(rows)), model, device=device,
+                        batch_size=max(batch_size, 4096), cancel=cancel)
+
+
 def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                        box: tuple[int, int, int, int], *, window_size: int, num_classes: int,
                        device: torch.device, batch_size: int, vote: SegmentVote | None = None,
-                       cancel=None, on_chunk=None) -> tuple[np.ndarray, np.ndarray]:
+                       step: int = 1, cancel=None, on_chunk=None) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (K, h, w) float32 and validity (h, w) of the tile ``box`` (x, y, w, h).
+
+    ``step`` 1 is window mode (one window per pixel); above 1, tile mode (``grid_probabilities``:
+    a window every ``step`` pixels).
 
     With a ``vote``, the tile and a margin around it are classified, and each pixel gets the mean
     probabilities of its superpixel. ``on_chunk(fraction)`` hears how much of the tile's valid
@@ -302,28 +370,35 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
     margin = vote.margin if vote is not None else 0
     x0, y0 = max(0, x - margin), max(0, y - margin)
     x1, y1 = min(reader.width, x + w + margin), min(reader.height, y + h + margin)
-    halo = window_size // 2
+    halo = window_size // 2 + (step if step > 1 else 0)
     region, valid = read_adapted_region(reader, adaptation, x0, y0, x1 - x0, y1 - y0, halo)
     probs = np.zeros((num_classes, y1 - y0, x1 - x0), dtype=np.float32)
     rows, cols = np.nonzero(valid)
-    if len(rows):
+    if len(rows) and step > 1:
+        probs[:, rows, cols] = grid_probabilities(
+            model, torch.from_numpy(region), rows, cols, origin=(y0, x0),
+            window_size=window_size, halo=halo, step=step, device=device,
+            batch_size=batch_size, cancel=cancel, on_chunk=on_chunk).T
+        if on_chunk is not None:
+            on_chunk(1.0)
+    elif len(rows):
         region_t = torch.from_numpy(region).to(device)
-        step = batch_size * 16
-        for start in range(0, len(rows), step):
-            stop = min(start + step, len(rows))
+        chunk = batch_size * 16
+        for start in range(0, len(rows), chunk):
+            stop = min(start + chunk, len(rows))
             windows = extract_windows(region_t, rows[start:stop], cols[start:stop], window_size,
                                       halo)
             probs[:, rows[start:stop], cols[start:stop]] = predict_probabilities(
                 model, windows, device=device, batch_size=batch_size, cancel=cancel).T
             if on_chunk is not None:
                 on_chunk(stop / len(rows))
-        if vote is not None:
-            core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
-            segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
-                                     origin=(y0, x0))
-            probs = segment_vote(probs, segments)
-            total = probs.sum(axis=0)
-            probs /= np.where(total > 0, total, 1.0)
+    if len(rows) and vote is not None:
+        core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
+        segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
+                                 origin=(y0, x0))
+        probs = segment_vote(probs, segments)
+        total = probs.sum(axis=0)
+        probs /= np.where(total > 0, total, 1.0)
     top, left = y - y0, x - x0
     return (probs[:, top:top + h, left:left + w], valid[top:top + h, left:left + w])
 
@@ -331,8 +406,8 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
 def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
                     classes: list[ClassInfo], output_path, window_size: int,
                     device: torch.device, batch_size: int = 64, confidence_path=None,
-                    segment_size: int = 0, tile: int | None = None, progress=None,
-                    cancel=None) -> dict:
+                    segment_size: int = 0, step: int = 1, tile: int | None = None,
+                    progress=None, cancel=None) -> dict:
     """Classify every valid pixel of the raster and write the class (and confidence) GeoTIFF.
 
     Args:
@@ -347,6 +422,8 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         confidence_path: optional Float32 GeoTIFF of the top softmax probability (after a segment
             vote: the superpixel's mean probability of its class).
         segment_size: superpixel side of the segment vote (models.segments); 0: no vote.
+        step: 1 for window mode (a window per pixel); above 1, tile mode: a window every ``step``
+            pixels, features resampled to each pixel (``grid_probabilities``).
         tile: tile side in pixels (default from the band count).
         progress: ``progress(fraction, message)``.
         cancel: ``cancel() -> bool``, checked between batches.
@@ -355,7 +432,9 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
     """
     started = time.perf_counter()
     window_size = check_window_size(window_size)
-    halo = window_size // 2 + (3 * int(segment_size) if segment_size else 0)
+    step = int(step)
+    halo = (window_size // 2 + (3 * int(segment_size) if segment_size else 0)
+            + (step if step > 1 else 0))
     output_path = Path(output_path)
     confidence_path = Path(confidence_path) if confidence_path else None
     if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
@@ -404,7 +483,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             probs, valid = tile_probabilities(
                 reader, model, adaptation, (x, y, w, h), window_size=window_size,
                 num_classes=len(classes), device=device, batch_size=batch_size, vote=vote,
-                cancel=cancel, on_chunk=on_chunk)
+                step=step, cancel=cancel, on_chunk=on_chunk)
             class_tile = np.zeros((h, w), dtype=np.uint8)
             conf_tile = np.full((h, w), NODATA_CONFIDENCE, dtype=np.float32)
             rows, cols = np.nonzero(valid)

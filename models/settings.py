@@ -64,6 +64,8 @@ class FineTuneSettings:
         pixel_dim: width of the centre pixel's embedding in the head (spectralgpt.PixelHead);
             0: a linear head on the pooled tokens alone.
         context_dropout: share of training windows whose pooled tokens the head does not see.
+        classify_mode: how the scene is classified after training and by the adapter later:
+            "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
         majority_size: side of the majority filter after the vote (odd; 0: none).
         sieve_pixels: patches smaller than this many pixels are merged into a neighbour (0: none).
@@ -105,6 +107,7 @@ class FineTuneSettings:
     augment: bool = True
     pixel_dim: int = options.DEFAULT_PIXEL_DIM
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
+    classify_mode: str = options.DEFAULT_CLASSIFY_MODE
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
     majority_size: int = options.DEFAULT_MAJORITY_SIZE
     sieve_pixels: int = options.DEFAULT_SIEVE_PIXELS
@@ -137,6 +140,9 @@ class FineTuneSettings:
         _check_whole(settings.pixel_dim, "pixel embedding width", 0, 4096)
         _check_whole(settings.min_validation_pixels, "least pixels of a validated class", 0,
                      10**9)
+        problem = options.classify_mode_problem(settings.classify_mode)
+        if problem:
+            raise HyperAdaptError(problem)
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
         _check_whole(settings.majority_size, "majority filter size", 0, options.MAX_MAJORITY_SIZE)
         if settings.majority_size and (settings.majority_size < 3 or settings.majority_size % 2 == 0):

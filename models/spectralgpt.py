@@ -288,11 +288,19 @@ class SpectralGPT(nn.Module):
             return self.head(pooled, pixel)
         return self.head(pooled)
 
-    def forward(self, x: torch.Tensor, context_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Class scores of pixel-centred windows (B, in_bands, h, w) of any size.
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_bands, h, w) windows of any size -> (B, D): what the head sees of each window."""
+        return self.pool(self.forward_features(self.fit_input(x)))
+
+    def classify_pooled(self, pooled: torch.Tensor, pixel: torch.Tensor | None = None,
+                        context_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores from pooled window features (B, D) and, for a pixel head, the centre
+        pixels' inputs (B, in_bands).
 
         Args:
-            x: the windows.
+            pooled: ``pooled_features`` of the windows, or features resampled from nearby windows
+                (tile mode, models.predict).
+            pixel: the centre pixels' inputs (ignored without a pixel head).
             context_keep: optional (B,) bool: where False, a pixel head sees zeros instead of the
                 pooled tokens (context dropout; ignored without a pixel head).
 
@@ -303,10 +311,8 @@ class SpectralGPT(nn.Module):
         it changed OA by +0.4 (polygons) and -1.0 (scattered pixels) (the accuracy bench's scenes
         and first draw, measured beside the single view before it became the default).
         """
-        pooled = self.pool(self.forward_features(self.fit_input(x)))
         if not isinstance(self.head, PixelHead):
             return self.forward_head(pooled)
-        pixel = centre_pixel(x)
         if context_keep is not None:
             pooled = pooled * context_keep.to(pooled.dtype).unsqueeze(-1)
         scores = self.forward_head(pooled, pixel)
@@ -316,6 +322,11 @@ class SpectralGPT(nn.Module):
         confident = (torch.softmax(scores.float(), dim=-1).amax(dim=-1)
                      >= torch.softmax(alone.float(), dim=-1).amax(dim=-1))
         return torch.where(confident.unsqueeze(-1), scores, alone)
+
+    def forward(self, x: torch.Tensor, context_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores of pixel-centred windows (B, in_bands, h, w) of any size
+        (``classify_pooled`` of the windows' ``pooled_features`` and centre pixels)."""
+        return self.classify_pooled(self.pooled_features(x), centre_pixel(x), context_keep)
 
     def reset_classifier(self, num_classes: int, pixel_dim: int | None = None,
                          two_views: bool | None = None) -> None:

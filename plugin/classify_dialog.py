@@ -22,6 +22,7 @@ from .fine_tune_dialog import detect_devices
 from .layers import safe_file_stem, unique_stem
 from .library_dialog import accuracy_text, is_random_start, method_label
 from .rendering import show_in_true_colour
+from .suggestions import open_suggestions
 from .widgets import JobDialog, classes_icon, format_duration, push_message
 from .worker import kept_output_folder
 
@@ -68,6 +69,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         self.last_result = None
         self.last_summary = ""
         self._running_adapter: library.LibraryEntry | None = None
+        self.suggestions_panel = None   # the training panel, when opened without the plugin
 
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.raster_combo.setAllowEmptyLayer(True)
@@ -86,6 +88,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         self.weights_file.fileChanged.connect(self.update_state)
         self.output_folder.fileChanged.connect(self.update_state)
         self.start_button.clicked.connect(self.start)
+        self.suggest_button.clicked.connect(self.suggest_next)
         self.cancel_button.clicked.connect(self.cancel_job)
         self.close_button.clicked.connect(self.close)
         self.refresh_adapters()
@@ -201,6 +204,8 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         problem = self.validation_problem()
         running = self.is_running()
         self.start_button.setEnabled(problem is None and not running)
+        self.suggest_button.setEnabled(not running and self.raster_layer() is not None
+                                       and self.selected_entry() is not None)
         self.cancel_button.setEnabled(running)
         if not running:
             # A problem with the inputs comes first; else the last run's outcome, if any.
@@ -235,6 +240,20 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         self.start_job(lambda progress, cancel: run_classify(
             raster_path, adapter_path, output_path, confidence_path, weights, device, progress,
             cancel), kind="classify", title="Classifying…")
+
+    @pyqtSlot()
+    def suggest_next(self):
+        """Where to draw next on this raster with the selected adapter: the training panel
+        scores the scene and walks through the suggestions."""
+        raster, entry = self.raster_layer(), self.selected_entry()
+        if raster is None or entry is None or self.is_running():
+            return None
+        return open_suggestions(self, raster, str(entry.path), entry.name)
+
+    def shutdown(self) -> None:
+        if self.suggestions_panel is not None:
+            self.suggestions_panel.shutdown()
+        super().shutdown()
 
     # -- results ------------------------------------------------------------------------------
     def job_done(self, kind: str, result) -> None:

@@ -24,6 +24,7 @@ from ..models.errors import HyperAdaptError
 from .layers import (export_layer, guess_class_field, placement_problem, safe_file_stem,
                      unique_stem, vector_source)
 from .rendering import show_in_true_colour
+from .suggestions import open_suggestions
 from .widgets import AccuracyPlot, JobDialog, format_bytes, format_duration, push_message
 from .worker import kept_output_folder
 
@@ -171,7 +172,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         for combo, choices, default in (
                 (self.band_combo, options.BAND_ADAPTATIONS, options.DEFAULT_BAND_ADAPTATION),
                 (self.backbone_combo, options.BACKBONES, options.DEFAULT_BACKBONE),
-                (self.preset_combo, options.PRESETS, options.DEFAULT_PRESET)):
+                (self.preset_combo, options.PRESETS, options.DEFAULT_PRESET),
+                (self.classify_mode_combo, options.CLASSIFY_MODES, options.DEFAULT_CLASSIFY_MODE)):
             for key, label in choices.items():
                 combo.addItem(label, key)
             combo.setCurrentIndex(combo.findData(default))
@@ -265,6 +267,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "preset": self.preset_combo.currentData(),
             "pixel_dim": self.pixel_dim_spin.value(),
             "context_dropout": self.context_dropout_spin.value(),
+            "classify_mode": self.classify_mode_combo.currentData(),
             "segment_size": self.segment_size_spin.value(),
             # The majority box shows "off" at 1, its minimum, so that its steps stay odd.
             "majority_size": self.majority_spin.value() if self.majority_spin.value() > 1 else 0,
@@ -535,21 +538,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         and training layer, scores the scene and walks through the suggestions."""
         if self.last_result is None:
             return None
-        if self.plugin is not None:
-            panel = self.plugin.show_training_panel()
-        else:                       # a dialog opened on its own (scripts, tests)
-            from .training_layer import TrainingLayerPanel
-
-            if self.suggestions_panel is None:
-                self.suggestions_panel = TrainingLayerPanel(self.iface, None)
-            panel = self.suggestions_panel
-            panel.show()
-        if panel is None:
-            return None
-        panel.raster_combo.setLayer(self.raster_layer())
-        panel.set_training_layer(self.training_layer(), self.field_combo.currentField())
-        panel.suggestions.suggest_from(self.last_result.adapter_path, self.last_adapter_name)
-        return panel
+        return open_suggestions(self, self.raster_layer(), self.last_result.adapter_path,
+                                self.last_adapter_name, training=self.training_layer(),
+                                field=self.field_combo.currentField())
 
     @pyqtSlot()
     def download_weights(self) -> None:

@@ -314,3 +314,27 @@ class SuggestionsBox(QGroupBox):
         if self.runner is not None:
             self.runner.shutdown()
             self.runner = None
+
+
+def open_suggestions(dialog, raster, adapter_path: str, name: str, *, training=None,
+                     field: str | None = None):
+    """The training panel on ``raster`` suggesting with an adapter (the Fine-tune and Classify
+    dialogs' "Where to draw next…"); ``training`` and ``field``, when given, become the panel's
+    training layer, else it keeps its own. A dialog opened without the plugin (scripts, tests)
+    keeps its own panel in ``dialog.suggestions_panel``."""
+    if dialog.plugin is not None:
+        panel = dialog.plugin.show_training_panel()
+    else:
+        from .training_layer import TrainingLayerPanel
+
+        if dialog.suggestions_panel is None:
+            dialog.suggestions_panel = TrainingLayerPanel(dialog.iface, None)
+        panel = dialog.suggestions_panel
+        panel.show()
+    if panel is None:
+        return None
+    panel.raster_combo.setLayer(raster)
+    if training is not None:
+        panel.set_training_layer(training, field)
+    panel.suggestions.suggest_from(adapter_path, name)
+    return panel

@@ -79,7 +79,7 @@ def test_classify_with_library_adapter_reproduces_the_classes(iface, trained, li
         dialog.raster_combo.setLayer(raster)
         # Only an adapter for another sensor: listed, greyed, and nothing can start.
         assert dialog.adapter_names() == ["other sensor model"]
-        assert not dialog.start_button.isEnabled()
+        assert not dialog.start_button.isEnabled() and not dialog.suggest_button.isEnabled()
         assert "fits" in dialog.status_label.text()
         assert "30 bands" in dialog.adapter_tree.topLevelItem(0).toolTip(0)
 
@@ -116,6 +116,19 @@ def test_classify_with_library_adapter_reproduces_the_classes(iface, trained, li
             "Pixels per class: " + ", ".join(f"{c.name}: {counts[c.value]:,} px"
                                              if counts[c.value] else f"{c.name}: none"
                                              for c in trained["classes"]) + ".")
+
+        # Where to draw next with the selected adapter, from the training panel, on this raster.
+        panel = plugin.show_training_panel()
+        box = panel.suggestions
+        box.spacing_spin.setValue(2)                     # suggestions 2 pixels apart on 24 x 24
+        assert dialog.suggest_button.isEnabled()
+        QTest.mouseClick(dialog.suggest_button, Qt.LeftButton)
+        assert panel.raster_combo.currentLayer() is raster
+        assert box.adapter_combo.currentData() == fitting
+        assert wait_until(lambda: box.runner is None and box.layer is not None, 60), \
+            box.info_label.text()
+        assert len(box.features) == box.count_spin.value()
+        assert box.info_label.text().startswith(f"Suggestion 1 of {len(box.features)}")
     finally:
         plugin.unload()
 

@@ -456,6 +456,11 @@ HOSTILE = {
         "finetune", lambda s, t, h, o: _tune(s, t, h, o, BACKBONE=3),
         "Backbone must be one of 0 (ViT-Base (the official SpectralGPT shape)), 1 (Tiny (quick "
         "tests; not for real maps)); 3 was given."),
+    "a third classification mode": (
+        "finetune", lambda s, t, h, o: _tune(s, t, h, o, CLASSIFY_MODE=2),
+        "Classifying the scene must be one of 0 (Tile: a window every few pixels, features "
+        "resampled to each pixel (fast)), 1 (Window: one window through the backbone per "
+        "pixel); 2 was given."),
     "weights that are text": (
         "finetune", lambda s, t, h, o: _tune(s, t, h, o, RANDOM_START=0, WEIGHTS=h["text_adapter"]),
         UNREADABLE_CHECKPOINT.format("text.pt")),
@@ -487,6 +492,11 @@ HOSTILE = {
     "classify with a cut adapter": (
         "classify", lambda s, t, h, o: _apply(s, t, h, o, ADAPTER=h["half_adapter"]),
         UNREADABLE_ADAPTER.format("half.pt")),
+    "classify in a fourth mode": (
+        "classify", lambda s, t, h, o: _apply(s, t, h, o, MODE=3),
+        "Classifying the scene must be one of 0 (As the adapter was made), 1 (Tile: a window "
+        "every few pixels, features resampled to each pixel (fast)), 2 (Window: one window "
+        "through the backbone per pixel); 3 was given."),
     "classify with a text adapter": (
         "classify", lambda s, t, h, o: _apply(s, t, h, o, ADAPTER=h["text_adapter"]),
         UNREADABLE_ADAPTER.format("text.pt")),

@@ -205,3 +205,4 @@ def test_evaluation_takes_the_more_confident_view_of_a_head_trained_with_context
     model.reset_classifier(5, two_views=False)
     torch.testing.assert_close(model(windows), model.train()(windows))
     assert not build_backbone(model.config).two_views
+

@@ -13,6 +13,9 @@ from .common import (ADAPTER_FILE_FILTER, DEVICE_OPTIONS, WEIGHTS_FILE_FILTER, E
                      HyperAdaptAlgorithm, check_geotiff_destination, destination_or_none,
                      raster_file, require_engine, run_engine_job, style_when_loaded)
 
+# Position 0 keeps the adapter's own mode; then the engine's modes in models.options' order.
+MODES = [None, *options.CLASSIFY_MODES]
+
 
 class ClassifyAlgorithm(HyperAdaptAlgorithm):
     INPUT = "INPUT"
@@ -20,6 +23,7 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
     WEIGHTS = "WEIGHTS"
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
+    MODE = "MODE"
     OUTPUT = "OUTPUT"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
     NUM_CLASSES = "NUM_CLASSES"
@@ -48,6 +52,10 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
                                        behavior=QgsProcessingParameterFile.File,
                                        fileFilter=WEIGHTS_FILE_FILTER, optional=True),
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICE_OPTIONS),
+                                       defaultValue=0),
+            QgsProcessingParameterEnum(self.MODE, self.tr("Classifying the scene"),
+                                       options=[self.tr("As the adapter was made")]
+                                       + list(options.CLASSIFY_MODES.values()),
                                        defaultValue=0),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
                                          QgsProcessingParameterNumber.Integer, 64, minValue=1,
@@ -97,6 +105,7 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
                 weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
                 device=DEVICE_OPTIONS[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
                 progress=engine_feedback.progress, cancel=engine_feedback.cancel)
         for note in result.notes:
             feedback.pushInfo(note)

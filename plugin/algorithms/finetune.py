@@ -23,6 +23,7 @@ from .common import (ADAPTER_FILE_FILTER, WEIGHTS_FILE_FILTER, EngineFeedback,
 # Enum parameters pass positions: the engine's choices in models.options' order.
 METHODS = list(options.METHODS)
 BAND_ADAPTATIONS = list(options.BAND_ADAPTATIONS)
+CLASSIFY_MODES = list(options.CLASSIFY_MODES)
 PRESETS = list(options.PRESETS)
 BACKBONES = list(options.BACKBONES)
 
@@ -55,6 +56,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     PIXEL_DIM = "PIXEL_DIM"
     CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
+    CLASSIFY_MODE = "CLASSIFY_MODE"
     MAJORITY_SIZE = "MAJORITY_SIZE"
     SIEVE_PIXELS = "SIEVE_PIXELS"
     SELF_TRAINING = "SELF_TRAINING"
@@ -162,6 +164,10 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          options.DEFAULT_CONTEXT_DROPOUT, minValue=0.0,
                                          maxValue=0.95),
+            QgsProcessingParameterEnum(self.CLASSIFY_MODE, self.tr("Classifying the scene"),
+                                       options=list(options.CLASSIFY_MODES.values()),
+                                       defaultValue=CLASSIFY_MODES.index(
+                                           options.DEFAULT_CLASSIFY_MODE)),
             QgsProcessingParameterNumber(self.SEGMENT_SIZE,
                                          self.tr("Segment vote: superpixel size in pixels "
                                                  "(0 = off)"),
@@ -302,6 +308,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                                       context),
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
+            classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
             majority_size=self.parameterAsInt(parameters, self.MAJORITY_SIZE, context),
             sieve_pixels=self.parameterAsInt(parameters, self.SIEVE_PIXELS, context),
