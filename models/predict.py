@@ -403,6 +403,68 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
     return (probs[:, top:top + h, left:left + w], valid[top:top + h, left:left + w])
 
 
+def _temporaries(output_path: Path, confidence_path: Path | None):
+    """Temporary names of the map, the confidence raster (or None) and the style, and every file
+    they may leave (removed after a failure)."""
+    temp_out = _temporary_name(output_path)
+    temp_conf = _temporary_name(confidence_path) if confidence_path else None
+    style_temp = _temporary_name(style_path_for(output_path)).with_suffix(".qml")
+    created = [temp_out, *_companions(temp_out), style_temp]
+    if temp_conf is not None:
+        created += [temp_conf, *_companions(temp_conf)]
+    return temp_out, temp_conf, style_temp, created
+
+
+class _TileProgress:
+    """classify_raster's progress: within a tile as its chunks finish (so a large raster does not
+    sit at 0 % for minutes), once an estimate of the whole job from the first measured windows
+    (so a user can cancel a run that would take a night), and the time left."""
+
+    def __init__(self, progress, tiles: list, width: int, height: int):
+        self.progress, self.tiles, self.width, self.height = progress, tiles, width, height
+        self.started = time.perf_counter()
+        self.estimated = False
+
+    def within(self, done: int, fraction: float) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.started
+        share = (done + fraction) / len(self.tiles)
+        if not self.estimated:
+            self.estimated = True
+            _, _, w, h = self.tiles[done]
+            before = sum(tw * th for _, _, tw, th in self.tiles[:done])
+            self.progress(share, _estimate(elapsed, before + fraction * w * h, self.width,
+                                           self.height))
+        self.progress(share, "Classifying the raster" + _time_left(elapsed, share))
+
+    def tile_done(self, done: int) -> None:
+        if self.progress is not None:
+            share = (done + 1) / len(self.tiles)
+            self.progress(share, "Classifying the raster" + _time_left(
+                time.perf_counter() - self.started, share))
+
+
+def _write_tile(probs: np.ndarray, valid: np.ndarray, lookup: np.ndarray, origin, out_band,
+                conf_band) -> np.ndarray:
+    """Write a tile's classes (and top probabilities) at ``origin`` (x, y); its pixels per
+    class (head order)."""
+    h, w = valid.shape
+    class_tile = np.zeros((h, w), dtype=np.uint8)
+    conf_tile = np.full((h, w), NODATA_CONFIDENCE, dtype=np.float32)
+    rows, cols = np.nonzero(valid)
+    counts = np.zeros(len(lookup), dtype=np.int64)
+    if len(rows):
+        labels = probs[:, rows, cols].argmax(axis=0)
+        class_tile[rows, cols] = lookup[labels]
+        conf_tile[rows, cols] = probs[:, rows, cols].max(axis=0)
+        counts = np.bincount(labels, minlength=len(lookup))
+    out_band.WriteArray(class_tile, *origin)
+    if conf_band is not None:
+        conf_band.WriteArray(conf_tile, *origin)
+    return counts
+
+
 def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
                     classes: list[ClassInfo], output_path, window_size: int,
                     device: torch.device, batch_size: int = 64, confidence_path=None,
@@ -430,7 +492,6 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
 
     Returns {"pixels_per_class": {value: count}, "valid_pixels": int, "seconds": float}.
     """
-    started = time.perf_counter()
     window_size = check_window_size(window_size)
     step = int(step)
     halo = (window_size // 2 + (3 * int(segment_size) if segment_size else 0)
@@ -443,12 +504,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
     tile = tile or tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
     tiles = list(iter_tiles(reader.width, reader.height, tile))
 
-    temp_out = _temporary_name(output_path)
-    temp_conf = _temporary_name(confidence_path) if confidence_path else None
-    style_temp = _temporary_name(style_path_for(output_path)).with_suffix(".qml")
-    created = [temp_out, *_companions(temp_out), style_temp]
-    if temp_conf is not None:
-        created += [temp_conf, *_companions(temp_conf)]
+    temp_out, temp_conf, style_temp, created = _temporaries(output_path, confidence_path)
     counts = np.zeros(len(classes), dtype=np.int64)
     placed: list[Path] = []
     out_ds = conf_ds = out_band = conf_band = None
@@ -458,53 +514,23 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         conf_band = conf_ds.GetRasterBand(1) if conf_ds is not None else None
         model.eval()
         vote = fit_segment_vote(reader, adaptation, segment_size)
-        started = time.perf_counter()
-        estimated = False
+        report = _TileProgress(progress, tiles, reader.width, reader.height)
+        started = report.started
         for done, (x, y, w, h) in enumerate(tiles):
             raise_if_cancelled(cancel)
-
-            def on_chunk(fraction, done=done, area=w * h):
-                # Progress within the tile, and from the time so far an estimate of what is left,
-                # so that a large raster does not sit at 0 % for minutes.
-                nonlocal estimated
-                if progress is None:
-                    return
-                elapsed = time.perf_counter() - started
-                share = (done + fraction) / len(tiles)
-                if not estimated:
-                    # The first measured windows give the whole job's time before most of it is
-                    # spent, so a user can cancel a run that would take a night.
-                    estimated = True
-                    before = sum(tw * th for _, _, tw, th in tiles[:done])
-                    progress(share, _estimate(elapsed, before + fraction * area,
-                                              reader.width, reader.height))
-                progress(share, "Classifying the raster" + _time_left(elapsed, share))
-
             probs, valid = tile_probabilities(
                 reader, model, adaptation, (x, y, w, h), window_size=window_size,
                 num_classes=len(classes), device=device, batch_size=batch_size, vote=vote,
-                step=step, cancel=cancel, on_chunk=on_chunk)
-            class_tile = np.zeros((h, w), dtype=np.uint8)
-            conf_tile = np.full((h, w), NODATA_CONFIDENCE, dtype=np.float32)
-            rows, cols = np.nonzero(valid)
-            if len(rows):
-                labels = probs[:, rows, cols].argmax(axis=0)
-                class_tile[rows, cols] = lookup[labels]
-                conf_tile[rows, cols] = probs[:, rows, cols].max(axis=0)
-                counts += np.bincount(labels, minlength=len(classes))
-            out_band.WriteArray(class_tile, x, y)
-            if conf_band is not None:
-                conf_band.WriteArray(conf_tile, x, y)
+                step=step, cancel=cancel,
+                on_chunk=lambda fraction, done=done: report.within(done, fraction))
+            counts += _write_tile(probs, valid, lookup, (x, y), out_band, conf_band)
             # Memory stays bounded by the tile, not the raster: the cached input and output
             # blocks go once the tile is done.
             reader.release_cache()
             out_ds.FlushCache()
             if conf_ds is not None:
                 conf_ds.FlushCache()
-            if progress is not None:
-                share = (done + 1) / len(tiles)
-                progress(share, "Classifying the raster" + _time_left(
-                    time.perf_counter() - started, share))
+            report.tile_done(done)
         raise_if_cancelled(cancel)
         if counts.sum() == 0:
             raise HyperAdaptError(f"The raster {Path(reader.info.path).name} has no valid pixel "
