@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from .errors import HyperAdaptError
+from .raster import read_raster_info
 
 
 def file_of(path) -> Path | None:
@@ -132,3 +133,14 @@ def _existing_folder(folder: Path) -> Path:
 
 def _megabytes(size: int) -> str:
     return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 1024:,.0f} kB"
+
+
+def map_bytes(raster_path, classification_path, confidence_path=None) -> int:
+    """About what a class map (one byte a pixel) and a confidence raster (four) take on disk."""
+    if not classification_path:
+        return 0
+    try:
+        info = read_raster_info(raster_path)
+    except HyperAdaptError:
+        return 0          # the job says what is wrong with the raster when it reads it
+    return info.width * info.height * (1 + (4 if confidence_path else 0))

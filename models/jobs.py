@@ -1,5 +1,6 @@
-"""The engine's jobs, one entry point each: fine_tune, cross_validate, classify, suggest,
-postprocess, and evaluate (models.evaluation, imported here).
+"""The engine's jobs, one entry point each: fine_tune and cross_validate here; classify
+(models.classification), suggest (models.suggest), postprocess (models.postprocess) and evaluate
+(models.evaluation) in their own modules, imported here so that every job is found in one place.
 
 The toolbar worker, the Processing algorithms, the command line, the benchmarks and the demo all
 call these. Each takes ``progress(fraction, message)`` and ``cancel() -> bool`` callbacks; a
@@ -24,19 +25,22 @@ import numpy as np
 import torch
 
 from . import adapters, options
-from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
-                           compatibility_problem, describe_weights, load_adapter_file, now_iso,
-                           save_adapter_file, state_fingerprint)
+from .adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem, describe_weights,
+                           load_adapter_file, now_iso, save_adapter_file)
+from .backbones import backbone_source, build_backbone_for_training, rebuild_model  # noqa: F401
 from .bands import BandAdaptation, fit_band_adaptation
-from .checkpoint import load_pretrained
+# The classify, suggest, postprocess and evaluate jobs live in their own modules; imported here so
+# that every job is found in one place.
+from .classification import (ClassifyResult, LoadedAdapter, classify,  # noqa: F401 (jobs)
+                             classify_with, load_adapter)
 from .device import choose_device
 from .distributed import distributed_rank, wait_for_all
 from .errors import HyperAdaptError, raise_if_cancelled
 from .evaluation import evaluate, read_class_raster_classes, write_reports  # noqa: F401 (jobs)
 from .files import StagedFiles
-from .guard import check_job_files, layer_files, raster_files, report_files
+from .guard import check_job_files, layer_files, map_bytes, raster_files, report_files
 from .metrics import classification_metrics, confusion_matrix, metrics_from_labels
-from .postprocess import classify_and_clean
+from .postprocess import classify_and_clean, postprocess  # noqa: F401 (jobs)
 from .predict import predict_probabilities, predict_windows
 from .progress import report as _report
 from .progress import scaled as _scaled
@@ -47,11 +51,8 @@ from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, grou
                       read_labelled_pixels, split_by_feature)
 from .seeding import seeded
 from .settings import FineTuneSettings
-from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
+from .suggest import suggest  # noqa: F401 (jobs)
 from .windows import collect_windows
-
-BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
-
 
 @dataclass
 class FineTuneResult:
@@ -69,27 +70,6 @@ class FineTuneResult:
     cross_validation: dict | None = None      # cross_validate's pooled metrics, when asked
 
 
-@dataclass
-class ClassifyResult:
-    output_path: str
-    confidence_path: str | None
-    classes: list[ClassInfo]
-    seconds: float
-    pixels_per_class: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
-def _map_bytes(raster_path, classification_path, confidence_path=None) -> int:
-    """About what a class map (one byte a pixel) and a confidence raster (four) take on disk."""
-    if not classification_path:
-        return 0
-    try:
-        info = read_raster_info(raster_path)
-    except HyperAdaptError:
-        return 0          # the job says what is wrong with the raster when it reads it
-    return info.width * info.height * (1 + (4 if confidence_path else 0))
-
-
 def _describe_cleanup(settings: FineTuneSettings) -> str:
     steps = []
     if settings.majority_size:
@@ -97,129 +77,6 @@ def _describe_cleanup(settings: FineTuneSettings) -> str:
     if settings.sieve_pixels:
         steps.append(f"sieve of patches under {settings.sieve_pixels} pixels")
     return ", then ".join(steps) or "none"
-
-
-# -- backbones ------------------------------------------------------------------------------------
-def _backbone_source(settings: FineTuneSettings) -> dict:
-    """Which weights fine-tuning starts from: {"kind": "official" | "backbone-file" | "random", ...}."""
-    if settings.weights:
-        path = Path(settings.weights)
-        if not path.is_file():
-            raise HyperAdaptError(f"The weights file {path} does not exist.")
-        from .pretrain import is_backbone_file
-        return {"kind": BACKBONE_FILE_KIND if is_backbone_file(path) else "official", "path": path}
-    if settings.random_start:
-        return {"kind": "random"}
-    from .weights import find_cached_weights
-    cached = find_cached_weights()
-    if cached is not None:
-        return {"kind": "official", "path": cached}
-    raise HyperAdaptError("No SpectralGPT weights were given or downloaded; download the official "
-                          "weights, choose a backbone file, or allow a random start.")
-
-
-def _encoder_state(model) -> dict:
-    return {name: tensor for name, tensor in model.state_dict().items()
-            if not name.startswith("head.")}
-
-
-def _build_backbone_for_training(source: dict, settings: FineTuneSettings, num_classes: int,
-                                 input_size: int):
-    """(model with a fresh head, weights identity) for fine-tuning."""
-    if source["kind"] == BACKBONE_FILE_KIND:
-        from .pretrain import backbone_from_payload, backbone_identity
-        model, _, info = backbone_from_payload(source["payload"], source["path"])
-        seeded(settings.seed, lambda: model.reset_classifier(
-            num_classes, pixel_dim=settings.pixel_dim, two_views=settings.two_views()))
-        identity = {**backbone_identity(info), "path": str(source["path"])}
-        return model, identity
-    config = {**BACKBONE_PRESETS[settings.backbone], **(settings.backbone_overrides or {}),
-              "img_size": input_size, "num_classes": num_classes, "pixel_dim": settings.pixel_dim,
-              "two_views": settings.two_views()}
-    model = seeded(settings.seed, lambda: build_backbone(config))
-    if source["kind"] == "official":
-        identity = {**load_pretrained(model, source["path"]), "path": str(source["path"])}
-    else:
-        identity = {"kind": "random", "seed": int(settings.seed),
-                    "fingerprint": state_fingerprint(_encoder_state(model)),
-                    "random_start": True}
-    return model, identity
-
-
-def _weights_path_for(identity: dict, weights) -> Path | None:
-    """The file to rebuild a backbone from: the given one, the recorded one, or the download cache."""
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise HyperAdaptError(f"The weights file {path} does not exist.")
-        return path
-    recorded = identity.get("path")
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    if identity.get("kind") == "official":
-        from .weights import find_cached_weights
-        return find_cached_weights(identity.get("name") or "SpectralGPT+.pth")
-    return None
-
-
-def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Module, list[str]]:
-    """The fine-tuned model of an adapter file (adapter loaded, not merged), and notes.
-
-    The backbone is rebuilt from the recorded config and weights identity; a HyperAdaptError says
-    so when the given weights are not the ones the adapter was trained on.
-    """
-    identity = record.weights_identity
-    config = dict(record.backbone.get("config") or {})
-    num_classes = len(record.classes)
-    notes = []
-    kind = identity.get("kind")
-    if kind == "random":
-        if weights:
-            notes.append("The adapter was trained from a random start, so the given weights were "
-                         "not used.")
-        model = seeded(identity.get("seed", 0), lambda: build_backbone(config))
-        given = {"kind": "random", "seed": identity.get("seed"),
-                 "fingerprint": state_fingerprint(_encoder_state(model))}
-    elif kind == "official":
-        path = _weights_path_for(identity, weights)
-        if path is None:
-            raise HyperAdaptError(f"This adapter needs the SpectralGPT weights "
-                                  f"{identity.get('name')}; download them or give their file.")
-        from .pretrain import is_backbone_file
-        if is_backbone_file(path):
-            from .pretrain import backbone_identity, read_backbone_file
-            payload = read_backbone_file(path)
-            given = backbone_identity({**payload, "name": path.name})
-            model = None
-        else:
-            # Every build draws from torch's generator: under the lock, so that a random start
-            # rebuilt in another thread meanwhile draws its own numbers (models.seeding).
-            model = seeded(0, lambda: build_backbone(config))
-            given = load_pretrained(model, path)
-    elif kind == BACKBONE_FILE_KIND:
-        path = _weights_path_for(identity, weights)
-        if path is None:
-            raise HyperAdaptError(f"This adapter needs the backbone file {identity.get('name')}; "
-                                  f"give its path as the weights.")
-        from .pretrain import backbone_identity, is_backbone_file, load_backbone_file
-        if not is_backbone_file(path):
-            model, given = None, {"kind": "official", "name": path.name}
-        else:
-            model, _, info = load_backbone_file(path)
-            given = backbone_identity(info)
-            seeded(0, lambda: model.reset_classifier(
-                num_classes, pixel_dim=int(config.get("pixel_dim", 0)),
-                two_views=bool(config.get("two_views", False))))
-    else:
-        raise HyperAdaptError("The adapter file does not say which backbone it was trained on.")
-    problem = backbone_problem(identity, given)
-    if problem:
-        raise HyperAdaptError(problem)
-    seeded(0, lambda: adapters.apply_adapter(
-        model, adapters.AdapterConfig.from_dict(record.adapter_config)))
-    adapters.load_trainable_state_dict(model, record.trainable_state)
-    model.eval()
-    return model, notes
 
 
 # -- fine-tuning ----------------------------------------------------------------------------------
@@ -268,7 +125,7 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
     """The backbone source, band adaptation and windows of the labelled pixels (capped per class)."""
     _report(progress, 0.0, "Reading the raster and the training layer")
     info = read_raster_info(raster_path)
-    source = _backbone_source(settings)
+    source = backbone_source(settings)
     window_size, input_size = settings.window_size, settings.input_size
     backbone_adaptation = None
     notes: list[str] = []
@@ -325,7 +182,7 @@ def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, inp
     from .training import train_classifier
 
     adapter_config = _adapter_config(settings)
-    model, identity = _build_backbone_for_training(source, settings, num_classes, input_size)
+    model, identity = build_backbone_for_training(source, settings, num_classes, input_size)
     seeded(settings.seed + 1, lambda: adapters.apply_adapter(model, adapter_config))
     if warm is not None:
         _continue_from(model, warm, identity, classes)
@@ -570,7 +427,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                      "report": report_files(report_path)},
                     {"input raster": raster_path, "training layer": layer_files(vector_path),
                      "weights file": settings.weights},
-                    needed_bytes=_map_bytes(raster_path, classification_path, confidence_path))
+                    needed_bytes=map_bytes(raster_path, classification_path, confidence_path))
     if not adapter_path:
         raise HyperAdaptError("No adapter file name was given.")
     adapter_config = _adapter_config(settings)
@@ -657,210 +514,6 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         report_path=str(report_path) if report_path else None, metrics=metrics, classes=classes,
         seconds=time.perf_counter() - started, adapter_bytes=adapter_bytes, backbone=identity,
         notes=notes, history=outcome.history)
-
-
-# -- classification -------------------------------------------------------------------------------
-def classify(raster_path: str, adapter_path: str, output_path: str, *,
-             confidence_path: str | None = None, weights: str | None = None,
-             device: str = "auto", batch_size: int = 64, mode: str | None = None, progress=None,
-             cancel=None) -> ClassifyResult:
-    """Classify a raster with an adapter file; writes the class GeoTIFF (+ .qml, + confidence).
-
-    ``mode`` ("tile" or "window", options.CLASSIFY_MODES) overrides the adapter's own. An adapter
-    made for another band layout or another backbone is refused with one sentence.
-    """
-    started = time.perf_counter()
-    _check_classify_files(raster_path, output_path, confidence_path,
-                          {"adapter file": adapter_path, "weights file": weights}, batch_size,
-                          mode)
-    _report(progress, 0.0, "Reading the adapter")
-    record = load_adapter_file(adapter_path)
-    # The sensor is checked before the backbone is rebuilt (seconds, for the official weights).
-    info = _compatible_raster(record, raster_path)
-    loaded = load_adapter(adapter_path, weights=weights, device=device, record=record)
-    raise_if_cancelled(cancel)
-    return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
-                            batch_size=batch_size, mode=mode,
-                            progress=_scaled(progress, 0.05, 1.0), cancel=cancel,
-                            started=started)
-
-
-@dataclass
-class LoadedAdapter:
-    """An adapter file's model, rebuilt and merged on its device, ready for many rasters."""
-
-    record: AdapterRecord
-    model: torch.nn.Module
-    adaptation: BandAdaptation
-    device: torch.device
-    notes: list[str]
-    path: str = ""
-
-
-def load_adapter(adapter_path, *, weights=None, device: str = "auto",
-                 record: AdapterRecord | None = None) -> LoadedAdapter:
-    """Read an adapter file (unless its ``record`` is given) and rebuild its model once: an
-    archive classifies many rasters with it."""
-    record = record or load_adapter_file(adapter_path)
-    model, notes = rebuild_model(record, weights=weights)
-    torch_device = choose_device(device)
-    model.to(torch_device)
-    adapters.merge_adapters(model)
-    return LoadedAdapter(record=record, model=model, device=torch_device, notes=notes,
-                         adaptation=BandAdaptation.from_state(record.band_adaptation),
-                         path=str(adapter_path))
-
-
-def classify_with(loaded: LoadedAdapter, raster_path: str, output_path: str, *,
-                  confidence_path: str | None = None, batch_size: int = 64,
-                  mode: str | None = None, progress=None, cancel=None) -> ClassifyResult:
-    """classify() with an adapter loaded before (load_adapter)."""
-    started = time.perf_counter()
-    _check_classify_files(raster_path, output_path, confidence_path,
-                          {"adapter file": loaded.path or None}, batch_size, mode)
-    info = _compatible_raster(loaded.record, raster_path)
-    return _classify_loaded(loaded, info, output_path, confidence_path=confidence_path,
-                            batch_size=batch_size, mode=mode, progress=progress, cancel=cancel,
-                            started=started)
-
-
-def _compatible_raster(record: AdapterRecord, raster_path) -> RasterInfo:
-    """The raster's info, or the sentence saying why the adapter does not fit it."""
-    info = read_raster_info(raster_path)
-    problem = compatibility_problem(record, info)
-    if problem:
-        raise HyperAdaptError(problem)
-    return info
-
-
-def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, confidence_path,
-                     batch_size: int, mode: str | None, progress, cancel,
-                     started: float) -> ClassifyResult:
-    """The classification itself, once the files and the raster have been checked."""
-    record = loaded.record
-    with RasterReader(info) as reader:
-        stats = classify_and_clean(reader=reader, model=loaded.model,
-                                   adaptation=loaded.adaptation, classes=record.classes,
-                                   output_path=output_path, window_size=record.window_size,
-                                   step=options.classify_step(mode or record.classify_mode,
-                                                              record.window_size),
-                                   segment_size=record.segment_size,
-                                   majority_size=record.majority_size,
-                                   sieve_pixels=record.sieve_pixels, device=loaded.device,
-                                   batch_size=batch_size,
-                                   confidence_path=confidence_path, progress=progress,
-                                   cancel=cancel)
-    return ClassifyResult(output_path=str(output_path),
-                          confidence_path=str(confidence_path) if confidence_path else None,
-                          classes=record.classes, seconds=time.perf_counter() - started,
-                          pixels_per_class=stats["pixels_per_class"], notes=list(loaded.notes))
-
-
-def _check_classify_files(raster_path, output_path, confidence_path, inputs: dict,
-                          batch_size: int, mode: str | None = None) -> None:
-    if not output_path:
-        raise HyperAdaptError("No output file name was given.")
-    problem = options.batch_size_problem(batch_size) or (
-        options.classify_mode_problem(mode) if mode is not None else None)
-    if problem:
-        raise HyperAdaptError(problem)
-    check_job_files({"classification": raster_files(output_path),
-                     "confidence raster": raster_files(confidence_path)[::2]},
-                    {"input raster": raster_path, **inputs},
-                    needed_bytes=_map_bytes(raster_path, output_path, confidence_path))
-
-
-# -- where to draw next ---------------------------------------------------------------------------
-def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int = 20,
-            min_spacing: int = 10, step: int | None = None, training_path: str | None = None,
-            class_field: str | None = None, layer_name: str | None = None,
-            weights: str | None = None, device: str = "auto", batch_size: int = 64,
-            progress=None, cancel=None) -> dict:
-    """Propose ``count`` pixels to label next (models.suggest) as a GeoPackage point layer.
-
-    The most uncertain pixels (smallest margin between the two best classes), at least
-    ``min_spacing`` pixels apart and from the training layer's pixels, taken in turn from each
-    best-guess class. The scene is scored every ``step`` pixels (default: half the spacing).
-    Returns {"suggestions": [Suggestion], "classes", "output_path", "scored_pixels", "seconds"}.
-    """
-    from .suggest import (CANDIDATES_PER_SUGGESTION, choose_suggestions, scene_candidates,
-                          write_suggestions_layer)
-
-    started = time.perf_counter()
-    if not output_path:
-        raise HyperAdaptError("No output file name was given.")
-    for value, what, least in ((count, "number of suggestions", 1),
-                               (min_spacing, "spacing between suggestions", 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10**6:
-            raise HyperAdaptError(f"The {what} must be a whole number from {least} to 1000000 "
-                                  f"(got {value!r}).")
-    if training_path and not class_field:
-        raise HyperAdaptError("Name the training layer's class field, or leave the layer out.")
-    check_job_files({"suggestions layer": output_path},
-                    {"input raster": raster_path, "adapter file": adapter_path,
-                     "training layer": layer_files(training_path), "weights file": weights})
-    record = load_adapter_file(adapter_path)
-    info = read_raster_info(raster_path)
-    problem = compatibility_problem(record, info)
-    if problem:
-        raise HyperAdaptError(problem)
-    avoid = None
-    if training_path:
-        avoid = read_labelled_pixels(info, training_path, class_field, layer_name=layer_name,
-                                     cancel=cancel, min_classes=1)
-    model, _ = rebuild_model(record, weights=weights)
-    torch_device = choose_device(device)
-    model.to(torch_device)
-    adapters.merge_adapters(model)
-    adaptation = BandAdaptation.from_state(record.band_adaptation)
-    step = max(1, int(step) if step else min_spacing // 2)
-    with RasterReader(info) as reader:
-        found = scene_candidates(reader, model, adaptation, window_size=record.window_size,
-                                 device=torch_device, step=step, batch_size=max(1, batch_size),
-                                 keep_per_tile=count * CANDIDATES_PER_SUGGESTION,
-                                 progress=_scaled(progress, 0.05, 0.95), cancel=cancel)
-    chosen = choose_suggestions(found["rows"], found["cols"], found["scores"],
-                                found["probabilities"], count=count, min_spacing=min_spacing,
-                                avoid_rows=None if avoid is None else avoid.rows,
-                                avoid_cols=None if avoid is None else avoid.cols)
-    if not chosen:
-        raise HyperAdaptError(f"No pixel lies {min_spacing} pixels or more from the training "
-                              f"layer; choose a smaller spacing.")
-    staged = StagedFiles()
-    try:
-        write_suggestions_layer(staged.stage(output_path), chosen, info=info,
-                                classes=record.classes)
-        staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
-    _report(progress, 1.0, "Done")
-    return {"suggestions": chosen, "classes": record.classes, "output_path": str(output_path),
-            "scored_pixels": int(len(found["rows"])), "seconds": time.perf_counter() - started}
-
-
-# -- post-processing ------------------------------------------------------------------------------
-def postprocess(classification_path: str, output_path: str, *, sieve_pixels: int = 0,
-                majority_size: int = 0, segment_size: int = 0, raster_path: str | None = None,
-                progress=None, cancel=None) -> dict:
-    """Clean a class raster: segment vote, majority filter, sieve (models.postprocess).
-
-    Returns {"pixels_per_class", "changed_pixels", "steps", "classes"}.
-    """
-    from .postprocess import postprocess_classification
-
-    if not output_path:
-        raise HyperAdaptError("No output file name was given.")
-    check_job_files({"cleaned classification": raster_files(output_path)},
-                    {"input raster": raster_files(classification_path),
-                     "scene's raster": raster_path},
-                    needed_bytes=_map_bytes(classification_path, output_path))
-    classes = read_class_raster_classes(classification_path)
-    result = postprocess_classification(
-        classification_path, output_path, classes=classes, sieve_pixels=int(sieve_pixels),
-        majority_size=int(majority_size), segment_size=int(segment_size),
-        raster_path=raster_path, progress=progress, cancel=cancel)
-    return {**result, "classes": classes}
 
 
 # -- cross-validation -----------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import HyperAdaptError, raise_if_cancelled
+from .evaluation import read_class_raster_classes
+from .guard import check_job_files, map_bytes, raster_files
 from .predict import (GTIFF_OPTIONS, _companions, _place_outputs, _remove_quietly, _temporary_name,
                       classify_raster, embed_classes, paletted_style_qml, style_path_for)
 from .raster import iter_tiles
@@ -271,3 +273,25 @@ def _part(progress, start: float, end: float):
     if progress is None:
         return None
     return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+# -- the job --------------------------------------------------------------------------------------
+def postprocess(classification_path: str, output_path: str, *, sieve_pixels: int = 0,
+                majority_size: int = 0, segment_size: int = 0, raster_path: str | None = None,
+                progress=None, cancel=None) -> dict:
+    """Clean a class raster: segment vote, majority filter, sieve (models.postprocess).
+
+    Returns {"pixels_per_class", "changed_pixels", "steps", "classes"}.
+    """
+    if not output_path:
+        raise HyperAdaptError("No output file name was given.")
+    check_job_files({"cleaned classification": raster_files(output_path)},
+                    {"input raster": raster_files(classification_path),
+                     "scene's raster": raster_path},
+                    needed_bytes=map_bytes(classification_path, output_path))
+    classes = read_class_raster_classes(classification_path)
+    result = postprocess_classification(
+        classification_path, output_path, classes=classes, sieve_pixels=int(sieve_pixels),
+        majority_size=int(majority_size), segment_size=int(segment_size),
+        raster_path=raster_path, progress=progress, cancel=cancel)
+    return {**result, "classes": classes}

@@ -14,15 +14,23 @@ time shrinks with the square of the step); each tile keeps only its most uncerta
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .adapter_file import load_adapter_file
 from .bands import BandAdaptation
+from .classification import compatible_raster, load_adapter
 from .errors import HyperAdaptError, raise_if_cancelled
+from .files import StagedFiles
+from .guard import check_job_files, layer_files
 from .predict import predict_probabilities
+from .progress import report as _report
+from .progress import scaled as _scaled
 from .raster import RasterReader, iter_tiles, tile_side_for
+from .samples import read_labelled_pixels
 from .windows import check_window_size, extract_windows, read_adapted_region
 
 # Candidates kept per tile for each suggestion asked for: enough for spacing and class turns to
@@ -161,3 +169,63 @@ def write_suggestions_layer(path, suggestions: list[Suggestion], *, info, classe
         layer = None
     finally:
         source = None
+
+
+# -- the job --------------------------------------------------------------------------------------
+def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int = 20,
+            min_spacing: int = 10, step: int | None = None, training_path: str | None = None,
+            class_field: str | None = None, layer_name: str | None = None,
+            weights: str | None = None, device: str = "auto", batch_size: int = 64,
+            progress=None, cancel=None) -> dict:
+    """Propose ``count`` pixels to label next (models.suggest) as a GeoPackage point layer.
+
+    The most uncertain pixels (smallest margin between the two best classes), at least
+    ``min_spacing`` pixels apart and from the training layer's pixels, taken in turn from each
+    best-guess class. The scene is scored every ``step`` pixels (default: half the spacing).
+    Returns {"suggestions": [Suggestion], "classes", "output_path", "scored_pixels", "seconds"}.
+    """
+    started = time.perf_counter()
+    if not output_path:
+        raise HyperAdaptError("No output file name was given.")
+    for value, what, least in ((count, "number of suggestions", 1),
+                               (min_spacing, "spacing between suggestions", 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10**6:
+            raise HyperAdaptError(f"The {what} must be a whole number from {least} to 1000000 "
+                                  f"(got {value!r}).")
+    if training_path and not class_field:
+        raise HyperAdaptError("Name the training layer's class field, or leave the layer out.")
+    check_job_files({"suggestions layer": output_path},
+                    {"input raster": raster_path, "adapter file": adapter_path,
+                     "training layer": layer_files(training_path), "weights file": weights})
+    record = load_adapter_file(adapter_path)
+    info = compatible_raster(record, raster_path)
+    avoid = None
+    if training_path:
+        avoid = read_labelled_pixels(info, training_path, class_field, layer_name=layer_name,
+                                     cancel=cancel, min_classes=1)
+    loaded = load_adapter(adapter_path, weights=weights, device=device, record=record)
+    step = max(1, int(step) if step else min_spacing // 2)
+    with RasterReader(info) as reader:
+        found = scene_candidates(reader, loaded.model, loaded.adaptation,
+                                 window_size=record.window_size, device=loaded.device, step=step,
+                                 batch_size=max(1, batch_size),
+                                 keep_per_tile=count * CANDIDATES_PER_SUGGESTION,
+                                 progress=_scaled(progress, 0.05, 0.95), cancel=cancel)
+    chosen = choose_suggestions(found["rows"], found["cols"], found["scores"],
+                                found["probabilities"], count=count, min_spacing=min_spacing,
+                                avoid_rows=None if avoid is None else avoid.rows,
+                                avoid_cols=None if avoid is None else avoid.cols)
+    if not chosen:
+        raise HyperAdaptError(f"No pixel lies {min_spacing} pixels or more from the training "
+                              f"layer; choose a smaller spacing.")
+    staged = StagedFiles()
+    try:
+        write_suggestions_layer(staged.stage(output_path), chosen, info=info,
+                                classes=record.classes)
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    _report(progress, 1.0, "Done")
+    return {"suggestions": chosen, "classes": record.classes, "output_path": str(output_path),
+            "scored_pixels": int(len(found["rows"])), "seconds": time.perf_counter() - started}
