@@ -148,7 +148,8 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # views, with and without the pooled tokens (spectralgpt.SpectralGPT.forward).
 
 # -- classifying the scene -----------------------------------------------------------------------
-# Ids are stored in adapter files: never rename one. Processing passes choices by position.
+# Ids are stored in adapter files: never rename one. Processing passes choices by position, so
+# new ones go at the end.
 CLASSIFY_MODES = {
     "tile": "Tile: a window every few pixels, features resampled to each pixel (fast)",
     "window": "Window: one window through the backbone per pixel",

@@ -39,7 +39,9 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
             "Classifies a hyperspectral raster with an adapter file made by 'Fine-tune SpectralGPT and "
             "classify'. The raster must come from the same sensor (same bands) as the adapter's "
             "training raster. The output is a GeoTIFF styled with the classes' names and colours; "
-            "the optional confidence raster holds the winning class's probability.")
+            "the optional confidence raster holds the winning class's probability. The raster is "
+            "classified as the adapter was made (tile or window mode) unless Advanced says "
+            "otherwise.")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Hyperspectral raster")))

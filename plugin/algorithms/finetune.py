@@ -89,8 +89,10 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "polygons and enough pixels, so a handful of polygons per class all train. "
             "Training runs a fixed number of optimizer steps, whatever the number of training "
             "pixels (Epochs, if set, replaces it). The head sees the centre pixel's own inputs "
-            "beside the window's pooled tokens, and after classifying, each pixel takes the mean "
-            "class probabilities of its superpixel (segment vote; 0 turns it off). "
+            "beside the window's pooled tokens. The scene is classified in tile mode (a window "
+            "every few pixels, each pixel's features mixed from the windows around it: far "
+            "faster than a window per pixel at about the same accuracy), and each pixel then "
+            "takes the mean class probabilities of its superpixel (segment vote; 0 turns it off). "
             "The defaults are those the accuracy bench found best (bench/results/accuracy.md).")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
