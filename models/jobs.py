@@ -402,6 +402,37 @@ def _report_details(samples, settings: FineTuneSettings, identity: dict, outcome
             "clean-up": _describe_cleanup(settings)}
 
 
+def _run_figures(split, classes, outcome, identity: dict, notes: list[str]) -> dict:
+    """What a fine-tune's metrics tell beside the validation accuracy: the split, the epochs,
+    the backbone and the notes."""
+    return {"kind": "validation", "notes": list(notes),
+            "split": {"train_pixels": int(len(split.train)),
+                      "validation_pixels": int(len(split.validation)),
+                      "train_features": split.train_features,
+                      "validation_features": split.validation_features,
+                      "training_only_classes": [classes[c].name
+                                                for c in split.training_only_classes]},
+            "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
+            "stopped_early": outcome.stopped_early,
+            "random_start": identity.get("kind") == "random",
+            "backbone": describe_weights(identity)}
+
+
+def _classify_scene(model, samples, record: AdapterRecord, device, output_path,
+                    confidence_path, *, batch_size: int, progress, cancel) -> None:
+    """The training raster classified with the model just trained, as its adapter file will
+    classify it (mode, vote, clean-up)."""
+    adapters.merge_adapters(model)
+    with RasterReader(samples.info) as reader:
+        classify_and_clean(reader=reader, model=model, adaptation=samples.adaptation,
+                           classes=samples.pixels.classes, output_path=output_path,
+                           window_size=samples.window_size, device=device,
+                           step=options.classify_step(record.classify_mode, samples.window_size),
+                           segment_size=record.segment_size, majority_size=record.majority_size,
+                           sieve_pixels=record.sieve_pixels, batch_size=batch_size,
+                           confidence_path=confidence_path, progress=progress, cancel=cancel)
+
+
 def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path: str, *,
               settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
               class_colors: dict | None = None, class_names: dict | None = None,
@@ -437,8 +468,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         samples = _training_samples(raster_path, vector_path, class_field, settings,
                                     layer_name=layer_name, class_colors=class_colors,
                                     class_names=class_names, progress=progress, cancel=cancel)
-        info, adaptation, pixels = samples.info, samples.adaptation, samples.pixels
-        window_size, classes = samples.window_size, pixels.classes
+        info, classes = samples.info, samples.pixels.classes
         notes = list(samples.notes)
         # Continuing from an adapter and saving over it is allowed: the new one replaces it
         # only at the end (StagedFiles), after the old one has been read.
@@ -452,20 +482,9 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             samples, settings, train_x, train_y, val_x, val_y, device=device, warm=warm,
             notes=notes, progress=_scaled(progress, 0.12, end_of_training), cancel=cancel,
             on_epoch=on_epoch)
-        metrics = _validation_metrics(model, val_x, val_y, classes, settings, device, notes,
-                                      cancel)
-        metrics.update({
-            "kind": "validation", "notes": list(notes),
-            "split": {"train_pixels": int(len(split.train)),
-                      "validation_pixels": int(len(split.validation)),
-                      "train_features": split.train_features,
-                      "validation_features": split.validation_features,
-                      "training_only_classes": [classes[c].name
-                                                for c in split.training_only_classes]},
-            "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
-            "stopped_early": outcome.stopped_early,
-            "random_start": identity.get("kind") == "random",
-            "backbone": describe_weights(identity)})
+        metrics = {**_validation_metrics(model, val_x, val_y, classes, settings, device, notes,
+                                         cancel),
+                   **_run_figures(split, classes, outcome, identity, notes)}
         metrics["rounds"] = labelling_rounds(warm, metrics)
         record = _adapter_record(
             samples, settings, model, identity, outcome, metrics, adapter_config,
@@ -475,21 +494,10 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         # Under torchrun every process has trained the same model; rank 0 alone writes.
         if classification_path and rank == 0:
             _report(progress, end_of_training, "Classifying the raster")
-            adapters.merge_adapters(model)
-            with RasterReader(info) as reader:
-                classify_and_clean(reader=reader, model=model, adaptation=adaptation,
-                                   classes=classes,
-                                   output_path=staged.stage(classification_path, raster_files),
-                                   window_size=window_size, device=device,
-                                   step=options.classify_step(record.classify_mode, window_size),
-                                   segment_size=record.segment_size,
-                                   majority_size=record.majority_size,
-                                   sieve_pixels=record.sieve_pixels,
-                                   batch_size=max(64, settings.batch_size),
-                                   confidence_path=(staged.stage(confidence_path, raster_files)
-                                                    if confidence_path else None),
-                                   progress=_scaled(progress, end_of_training, 0.97),
-                                   cancel=cancel)
+            _classify_scene(model, samples, record, device, staged.stage(
+                classification_path, raster_files), staged.stage(confidence_path, raster_files)
+                if confidence_path else None, batch_size=max(64, settings.batch_size),
+                progress=_scaled(progress, end_of_training, 0.97), cancel=cancel)
         raise_if_cancelled(cancel)
         if report_path and rank == 0:
             details = _report_details(samples, settings, identity, outcome, len(train_x),
