@@ -103,6 +103,8 @@ def test_geotiff_fine_tune_writes_adapter_classification_and_report(geotiff_run)
     assert any("labelled pixel(s) on nodata were left out" in n for n in metrics["notes"])
     assert result.adapter_bytes == Path(result.adapter_path).stat().st_size
     assert result.backbone["kind"] == "random"
+    # 5-pixel windows: tile mode steps 2 pixels, and the report says how the scene was classified
+    assert "tile mode (a window every 2 pixels" in (folder / "report.html").read_text()
 
 
 def test_adapter_file_records_what_classify_needs(geotiff_run):
