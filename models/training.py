@@ -13,6 +13,11 @@ of the first epoch for many epochs. Stopping on patience alone then kept an epoc
 classified near chance (8-17 % overall accuracy on Indian Pines with 2 polygons per class).
 So no epoch of the warm-up can be the kept one once a later epoch exists, and training never stops
 before half of its epochs.
+
+``train_classifier`` is longer than this project's functions usually are (about 85 lines beside
+its docstring): its loop carries the schedule, the batch that an out-of-memory error halves, the
+processes' shares of each batch and the running loss together, and splitting it would pass all of
+them back and forth; a step (``_train_step``) and the kept epoch (``_BestEpoch``) are apart.
 """
 from __future__ import annotations
 
@@ -143,6 +148,49 @@ def _draw_batch(windows: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     return x[mine], labels[index][mine].to(device), keep, weight
 
 
+def _train_step(trainer, optimizer, scaler, x, y, keep, weight: float, *, dtype,
+                device: torch.device):
+    """One optimizer step on a batch: (summed loss times ``weight``, logits), or None after a
+    CUDA out-of-memory error (gradients and the allocator's cache cleared; the caller halves the
+    batch)."""
+    try:
+        x = x.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = trainer(x) if keep is None else trainer(x, context_keep=keep)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
+        backward_and_step(loss, optimizer, scaler)
+        return loss, logits
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+    optimizer.zero_grad(set_to_none=True)
+    release_cached_memory(device)
+    return None
+
+
+class _BestEpoch:
+    """The epoch whose trainable state training keeps: the best validation (accuracy, then loss;
+    without validation the latest) once the warm-up is over, the first epoch until then; and
+    the epochs since it (early stopping)."""
+
+    def __init__(self):
+        self.key, self.state, self.epoch = None, None, 0
+        self.accuracy = self.loss = None
+        self.after_warmup = False
+        self.stale = 0
+
+    def consider(self, model, record: dict, key: tuple, *, after_warmup: bool) -> None:
+        if (self.key is None or (after_warmup and not self.after_warmup)
+                or (after_warmup and key > self.key)):
+            self.key, self.epoch, self.after_warmup = key, record["epoch"], after_warmup
+            self.state = trainable_state_dict(model)
+            self.accuracy, self.loss = record["val_accuracy"], record["val_loss"]
+            self.stale = 0
+        else:
+            self.stale += 1
+
+
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
                      val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
                      epochs: int, learning_rate: float, lr_ratio: float = 1.0,
@@ -195,12 +243,9 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     batch_size = max(1, int(batch_size))
     total_samples = epochs * num_train
     seen = 0
-    best_key, best_state, best_epoch = None, None, 0
-    best_accuracy = best_loss = None
+    best = _BestEpoch()
     history: list[dict] = []
-    best_after_warmup = False
     min_epochs = math.ceil(epochs / 2) if min_epochs is None else min(int(min_epochs), epochs)
-    stale = 0
     stopped_early = False
     epoch = 0
     for epoch in range(1, epochs + 1):
@@ -216,25 +261,16 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             x, y, keep, weight = _draw_batch(train_windows, train_labels, index, generator,
                                              augment=augment, context_dropout=context_dropout,
                                              rank=rank, world=world, device=device)
-            try:
-                x = x.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    logits = trainer(x) if keep is None else trainer(x, context_keep=keep)
-                loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
-                backward_and_step(loss, optimizer, scaler)
-            except RuntimeError as error:
-                if not is_out_of_memory(error):
-                    raise
-                optimizer.zero_grad(set_to_none=True)
-                x = logits = loss = None
-                release_cached_memory(device)
+            stepped = _train_step(trainer, optimizer, scaler, x, y, keep, weight, dtype=dtype,
+                                  device=device)
+            if stepped is None:              # out of GPU memory: halve the batch and go on
                 if len(index) <= 1:
-                    raise HyperAdaptError(OUT_OF_MEMORY) from error
+                    raise HyperAdaptError(OUT_OF_MEMORY)
                 batch_size = max(1, len(index) // 2)
                 chunks = list(torch.split(index, batch_size)) + [
                     piece for chunk in chunks for piece in torch.split(chunk, batch_size)]
                 continue
+            loss, logits = stepped
             # Over the whole batch: the mean of the processes' weighted sums, and their hits.
             batch_loss = mean_over_processes(loss.detach(), world)
             hits = ((logits.detach().argmax(dim=1) == y).float() * (weight > 0)).sum()
@@ -261,15 +297,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         else:
             key = (epoch, 0.0)
         history.append(record)
-        after_warmup = seen >= warmup_fraction * total_samples
-        if (best_key is None or (after_warmup and not best_after_warmup)
-                or (after_warmup and key > best_key)):
-            best_key, best_epoch, best_after_warmup = key, epoch, after_warmup
-            best_state = trainable_state_dict(model)
-            best_accuracy, best_loss = record["val_accuracy"], record["val_loss"]
-            stale = 0
-        else:
-            stale += 1
+        best.consider(model, record, key, after_warmup=seen >= warmup_fraction * total_samples)
         if on_epoch is not None:
             on_epoch(dict(record))
         if progress is not None:
@@ -277,10 +305,10 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             if has_val:
                 message += f", validation accuracy {100 * record['val_accuracy']:.1f} %"
             progress(seen / total_samples, message)
-        if has_val and stale >= patience and epoch >= min_epochs:
+        if has_val and best.stale >= patience and epoch >= min_epochs:
             stopped_early = epoch < epochs
             break
-    return TrainingOutcome(best_state=best_state, best_epoch=best_epoch,
-                           best_val_accuracy=best_accuracy, best_val_loss=best_loss,
+    return TrainingOutcome(best_state=best.state, best_epoch=best.epoch,
+                           best_val_accuracy=best.accuracy, best_val_loss=best.loss,
                            epochs_run=epoch, stopped_early=stopped_early, batch_size=batch_size,
                            seconds=time.perf_counter() - started, history=history)
