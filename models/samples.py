@@ -246,9 +246,9 @@ def read_labelled_pixels(info: RasterInfo, vector_path, class_field: str, *,
         del layer, source
 
 
-def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, class_names,
-                   cancel, min_classes: int, role: str) -> LabelledPixels:
-    field_index, kind = _field_kind(layer, class_field)
+def _layer_to_raster(info: RasterInfo, layer, role: str):
+    """(the raster's SRS, the transformation from the layer's, or None when they are the same);
+    a layer or raster without a CRS is one sentence."""
     layer_srs = layer.GetSpatialRef()
     # GeoPackages store "no CRS" as an undefined geographic or Cartesian SRS.
     if layer_srs is None or (layer_srs.GetName() or "").startswith("Undefined"):
@@ -262,7 +262,66 @@ def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, c
     raster_srs = _spatial_ref(info.crs_wkt)
     transform = None if layer_srs.IsSame(raster_srs) else osr.CoordinateTransformation(
         layer_srs, raster_srs)
+    return raster_srs, transform
 
+
+def _add_small_polygons(info: RasterInfo, geometries, rows, cols, ids, contested_cells):
+    """Polygons smaller than a pixel hold no pixel centre; they still mark the pixel they sit in
+    (unless another feature or a contested pixel has it). Points are burnt as they are."""
+    hit = np.zeros(len(geometries), dtype=bool)
+    hit[ids] = True
+    if hit.all():
+        return rows, cols, ids
+    x0, dx, _, y0, _, dy = info.geotransform
+    extra = []
+    taken = set((rows * info.width + cols).tolist())
+    for number in np.flatnonzero(~hit):
+        geometry = geometries[number]
+        if ogr.GT_Flatten(geometry.GetGeometryType()) in (ogr.wkbPoint, ogr.wkbMultiPoint):
+            continue
+        point = geometry.PointOnSurface()
+        if point is None or point.IsEmpty():
+            continue
+        col = int(math.floor((point.GetX() - x0) / dx))
+        row = int(math.floor((point.GetY() - y0) / dy))
+        cell = row * info.width + col
+        if (0 <= row < info.height and 0 <= col < info.width and cell not in taken
+                and cell not in contested_cells):
+            taken.add(cell)
+            extra.append((row, col, number))
+    if not extra:
+        return rows, cols, ids
+    extra_arr = np.array(extra, dtype=np.int64)
+    return (np.concatenate([rows, extra_arr[:, 0]]), np.concatenate([cols, extra_arr[:, 1]]),
+            np.concatenate([ids, extra_arr[:, 2]]))
+
+
+def _burn_notes(classes, key_to_class: dict, contested_sets: dict, class_field: str, *,
+                skipped_no_class: int, skipped_no_geometry: int) -> list[str]:
+    """What reading the layer left out or renamed, one sentence each."""
+    notes = []
+    if contested_sets:
+        listed = "; ".join(f"{' and '.join(classes[i].name for i in key)}: {count}"
+                           for key, count in sorted(contested_sets.items(),
+                                                    key=lambda item: -item[1]))
+        notes.append(f"{sum(contested_sets.values())} pixel(s) lie under features of more than "
+                     f"one class and were left out ({listed}).")
+    if skipped_no_class:
+        notes.append(f"{skipped_no_class} feature(s) without a value in '{class_field}' were "
+                     f"left out.")
+    if skipped_no_geometry:
+        notes.append(f"{skipped_no_geometry} feature(s) without a usable geometry were left out.")
+    renamed = [f"{key} = {classes[index].name}" for key, index in key_to_class.items()
+               if classes[index].name != str(key)]
+    if renamed:
+        notes.append(f"Class names from the labels of the layer's style: {', '.join(renamed)}.")
+    return notes
+
+
+def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, class_names,
+                   cancel, min_classes: int, role: str) -> LabelledPixels:
+    field_index, kind = _field_kind(layer, class_field)
+    raster_srs, transform = _layer_to_raster(info, layer, role)
     memory = ogr.GetDriverByName("Memory").CreateDataSource("")
     burn_layer = memory.CreateLayer("samples", srs=raster_srs, geom_type=ogr.wkbUnknown)
     burn_layer.CreateField(ogr.FieldDefn(_FEATURE_FIELD, ogr.OFTInteger))
@@ -319,34 +378,10 @@ def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, c
             or envelope[3] < r_min_y):
         raise no_overlap
 
-    x0, dx, _, y0, _, dy = info.geotransform
     rows, cols, ids, contested_sets, contested_cells = _rasterize(info, burn_layer, envelope,
                                                                   len(classes), cancel)
 
-    # Polygons smaller than a pixel hold no pixel centre; they still mark the pixel they sit in.
-    hit = np.zeros(len(geometries), dtype=bool)
-    hit[ids] = True
-    extra = []
-    taken = set((rows * info.width + cols).tolist()) if (~hit).any() else set()
-    for number in np.flatnonzero(~hit):
-        geometry = geometries[number]
-        if ogr.GT_Flatten(geometry.GetGeometryType()) in (ogr.wkbPoint, ogr.wkbMultiPoint):
-            continue
-        point = geometry.PointOnSurface()
-        if point is None or point.IsEmpty():
-            continue
-        col = int(math.floor((point.GetX() - x0) / dx))
-        row = int(math.floor((point.GetY() - y0) / dy))
-        cell = row * info.width + col
-        if (0 <= row < info.height and 0 <= col < info.width and cell not in taken
-                and cell not in contested_cells):
-            taken.add(cell)
-            extra.append((row, col, number))
-    if extra:
-        extra_arr = np.array(extra, dtype=np.int64)
-        rows = np.concatenate([rows, extra_arr[:, 0]])
-        cols = np.concatenate([cols, extra_arr[:, 1]])
-        ids = np.concatenate([ids, extra_arr[:, 2]])
+    rows, cols, ids = _add_small_polygons(info, geometries, rows, cols, ids, contested_cells)
     contested: dict[int, int] = {}
     for key, count in contested_sets.items():
         for index in key:
@@ -354,22 +389,9 @@ def _burn_features(info: RasterInfo, layer, class_field: str, *, class_colors, c
     if len(rows) == 0 and not contested:
         raise no_overlap
 
-    notes = []
-    if contested_sets:
-        listed = "; ".join(f"{' and '.join(classes[i].name for i in key)}: {count}"
-                           for key, count in sorted(contested_sets.items(),
-                                                    key=lambda item: -item[1]))
-        notes.append(f"{sum(contested_sets.values())} pixel(s) lie under features of more than "
-                     f"one class and were left out ({listed}).")
-    if skipped_no_class:
-        notes.append(f"{skipped_no_class} feature(s) without a value in '{class_field}' were "
-                     f"left out.")
-    if skipped_no_geometry:
-        notes.append(f"{skipped_no_geometry} feature(s) without a usable geometry were left out.")
-    renamed = [f"{key} = {classes[index].name}" for key, index in key_to_class.items()
-               if classes[index].name != str(key)]
-    if renamed:
-        notes.append(f"Class names from the labels of the layer's style: {', '.join(renamed)}.")
+    notes = _burn_notes(classes, key_to_class, contested_sets, class_field,
+                        skipped_no_class=skipped_no_class,
+                        skipped_no_geometry=skipped_no_geometry)
     return LabelledPixels(rows=rows.astype(np.int64), cols=cols.astype(np.int64),
                           class_index=feature_class[ids], feature_index=ids, classes=classes,
                           feature_class=feature_class, notes=notes, contested=contested)
