@@ -11,6 +11,12 @@ Two starting points: continue from the official ViT-B weights ("base" with ``wei
 named configuration from scratch ("tiny", fast enough for a laptop CPU; "base", the official shape).
 The work stops at an epoch or a wall-clock budget, whichever ends first; a cancelled run leaves a
 resumable state beside the output (``<backbone>.resume``) and no backbone file.
+
+This module is longer than this project's modules usually are, and ``pretrain_backbone`` longer
+than its functions: the backbone file's format, the scenes' windows and the resumable loop belong
+together, and the loop's counters (epoch, step, seconds, running loss) are what the resumable
+state saves, so it stays one function; a step's inputs (``_step_inputs``), the step itself
+(``_masked_step``) and writing the file (``_write_backbone``) are apart.
 """
 from __future__ import annotations
 
@@ -493,6 +499,76 @@ class _Budget:
         return max(shares)
 
 
+def _step_inputs(scene: ScenePixels, batch, settings: PretrainSettings, epoch: int, step: int,
+                 device: torch.device) -> torch.Tensor:
+    """A step's windows, augmented and resized to the model input, on the device."""
+    windows = scene.windows(batch, settings.window_size)
+    if settings.augment:
+        # Seeded by the step, so a resumed run draws what an uninterrupted one would.
+        windows = augment_batch(windows, torch.Generator().manual_seed(int(
+            np.random.SeedSequence([settings.seed, epoch, step, 1]).generate_state(1)[0])))
+    return resize_windows(windows.to(device), settings.input_size)
+
+
+def _masked_step(forward, optimizer, scaler, inputs: torch.Tensor, *, mask_ratio: float,
+                 generator: torch.Generator, amp_dtype, device: torch.device) -> float:
+    """One optimizer step of the masked autoencoder on a batch: this process's share of its
+    rows under torchrun (the masks are drawn for the whole batch); the batch's mean loss."""
+    rank, world = distributed_rank()
+    rows = torch.arange(rank, len(inputs), world)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss, _, _ = forward(inputs[rows.to(inputs.device)] if world > 1 else inputs,
+                             mask_ratio=mask_ratio, generator=generator,
+                             rows=rows if world > 1 else None, global_batch=len(inputs))
+    if not torch.isfinite(loss):
+        raise HyperAdaptError("The pretraining loss is no longer a finite number; lower the "
+                              "learning rate.")
+    optimizer.zero_grad(set_to_none=True)
+    backward_and_step(loss, optimizer, scaler)
+    return float(mean_over_processes(loss.detach(), world))
+
+
+def _mask_ratio(settings: PretrainSettings, config: dict) -> float:
+    """The share of tokens masked: the settings', or the default for the model's token count
+    (checked to leave some tokens visible)."""
+    num_tokens = ((config["img_size"] // config["patch_size"]) ** 2
+                  * (config["in_bands"] // config["tubelet_bands"]))
+    mask_ratio = settings.mask_ratio or default_mask_ratio(num_tokens)
+    num_kept_tokens(num_tokens, mask_ratio)
+    return mask_ratio
+
+
+def _band_adaptation(settings: PretrainSettings, infos, state: dict | None, say,
+                     cancel) -> BandAdaptation:
+    """The resumed run's band adaptation, or one fitted on the rasters."""
+    if state is not None:
+        return BandAdaptation.from_state(state["band_adaptation"])
+    say(0.0, "Fitting the band adaptation")
+    return fit_band_adaptation(infos, settings.band_adaptation, seed=settings.seed,
+                               max_pixels=FIT_PIXELS, cancel=cancel)
+
+
+def _write_backbone(backbone_path: Path, encoder, adaptation: BandAdaptation,
+                    settings: PretrainSettings, info, sensor_name: str, pretraining: dict, *,
+                    world: int) -> tuple[str, int]:
+    """Rank 0 writes the backbone file and removes the resumable state; every process then
+    returns the file's (id, size)."""
+    rank, _ = distributed_rank()
+    if rank == 0:
+        sensor_info = {"name": sensor_name, "band_count": info.band_count,
+                       "wavelengths_nm": info.wavelengths_nm,
+                       "band_indices": list(adaptation.band_indices)}
+        written = save_backbone_file(backbone_path, model=encoder, band_adaptation=adaptation,
+                                     window_size=settings.window_size,
+                                     input_size=settings.input_size, sensor=sensor_info,
+                                     pretraining=pretraining)
+        resume_path_for(backbone_path).unlink(missing_ok=True)
+    wait_for_all(world)
+    if rank:                            # the file rank 0 wrote, with its id
+        written = read_backbone_file(backbone_path)["id"], backbone_path.stat().st_size
+    return written
+
+
 def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings | None = None,
                       sensor: str | None = None, progress=None, cancel=None,
                       resume: bool = True) -> PretrainResult:
@@ -527,19 +603,10 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
     infos = check_rasters(raster_paths)
     sensor_name = sensor or infos[0].sensor
     config = settings.backbone_config()
-    num_tokens = ((config["img_size"] // config["patch_size"]) ** 2
-                  * (config["in_bands"] // config["tubelet_bands"]))
-    mask_ratio = settings.mask_ratio or default_mask_ratio(num_tokens)
-    num_kept_tokens(num_tokens, mask_ratio)
+    mask_ratio = _mask_ratio(settings, config)
     fingerprint = _run_fingerprint(settings, infos, mask_ratio)
-
     state = _matching_resume(resume_path, fingerprint, say) if resume else None
-    if state is not None:
-        adaptation = BandAdaptation.from_state(state["band_adaptation"])
-    else:
-        say(0.0, "Fitting the band adaptation")
-        adaptation = fit_band_adaptation(infos, settings.band_adaptation, seed=settings.seed,
-                                         max_pixels=FIT_PIXELS, cancel=cancel)
+    adaptation = _band_adaptation(settings, infos, state, say, cancel)
     scene = load_scene_pixels(infos, adaptation, settings.window_size, seed=settings.seed,
                               cancel=cancel, progress=lambda f, m: say(0.0, m))
 
@@ -599,29 +666,14 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                 raise JobCancelled(f"Pretraining was cancelled; its state is kept in "
                                    f"{resume_path.name}, so running it again continues from there.")
             batch = numbers[step * settings.batch_size:(step + 1) * settings.batch_size]
-            windows = scene.windows(batch, settings.window_size)
-            if settings.augment:
-                # Seeded by the step, so a resumed run draws what an uninterrupted one would.
-                windows = augment_batch(windows, torch.Generator().manual_seed(int(
-                    np.random.SeedSequence([settings.seed, epoch, step, 1]).generate_state(1)[0])))
-            inputs = resize_windows(windows.to(device), settings.input_size)
-            rows = torch.arange(rank, len(batch), world)
+            inputs = _step_inputs(scene, batch, settings, epoch, step, device)
             spent = budget.fraction(counters["global_step"],
                                     seconds_before + time.monotonic() - loop_start)
-            learning_rate = learning_rate_at(spent, peak_lr)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate
+                group["lr"] = learning_rate_at(spent, peak_lr)
             generator.manual_seed(settings.seed * 1_000_003 + counters["global_step"])
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, _, _ = forward(inputs[rows.to(inputs.device)] if world > 1 else inputs,
-                                     mask_ratio=mask_ratio, generator=generator,
-                                     rows=rows if world > 1 else None, global_batch=len(batch))
-            if not torch.isfinite(loss):
-                raise HyperAdaptError("The pretraining loss is no longer a finite number; lower "
-                                      "the learning rate.")
-            optimizer.zero_grad(set_to_none=True)
-            backward_and_step(loss, optimizer, scaler)
-            value = float(mean_over_processes(loss.detach(), world))
+            value = _masked_step(forward, optimizer, scaler, inputs, mask_ratio=mask_ratio,
+                                 generator=generator, amp_dtype=amp_dtype, device=device)
             running = value if running is None else 0.95 * running + 0.05 * value
             counters["loss_sum"] += value
             counters["loss_count"] += 1
@@ -648,7 +700,6 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
             last_save = time.monotonic()
 
     model.eval()
-    encoder = model.encoder.cpu()
     pretraining = {"epochs": counters["epoch"], "steps": counters["global_step"],
                    "seconds": round(counters["seconds"], 2),
                    "final_loss": losses[-1] if losses else None, "losses": losses,
@@ -656,20 +707,9 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                    "preset": settings.preset, "continued_from": continued_from,
                    "settings": {**settings.to_dict(), "weights": fingerprint["weights"]},
                    "device": str(device)}
-    sensor_info = {"name": sensor_name, "band_count": infos[0].band_count,
-                   "wavelengths_nm": infos[0].wavelengths_nm,
-                   "band_indices": list(adaptation.band_indices)}
     say(1.0, "Writing the backbone file")
-    if rank == 0:
-        backbone_id, size = save_backbone_file(
-            backbone_path, model=encoder, band_adaptation=adaptation,
-            window_size=settings.window_size, input_size=settings.input_size,
-            sensor=sensor_info, pretraining=pretraining)
-        if resume_path.exists():
-            resume_path.unlink()
-    wait_for_all(world)
-    if rank:                            # the file rank 0 wrote, with its id
-        backbone_id, size = read_backbone_file(backbone_path)["id"], backbone_path.stat().st_size
+    backbone_id, size = _write_backbone(backbone_path, model.encoder.cpu(), adaptation, settings,
+                                        infos[0], sensor_name, pretraining, world=world)
     log.info("Pretrained %s in %.0f s (%d epochs, loss %.4f).", backbone_path.name,
              time.monotonic() - started, counters["epoch"], losses[-1] if losses else float("nan"))
     return PretrainResult(backbone_path=str(backbone_path), backbone_id=backbone_id, losses=losses,
