@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from . import options
+from .adapters import param_groups
 from .adapter_file import (BACKBONE_FILE_FORMAT, BACKBONE_FILE_KIND, atomic_torch_save, now_iso,
                            state_fingerprint, to_plain)
 from .bands import METHODS as BAND_ADAPTATIONS
@@ -400,18 +401,6 @@ def resume_path_for(backbone_path) -> Path:
     return backbone_path.with_name(backbone_path.name + RESUME_SUFFIX)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only, as MAE (not biases, norms, embeddings)."""
-    skip = model.no_weight_decay()
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim <= 1 or name in skip else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
-
-
 def _matching_resume(resume_path: Path, fingerprint: dict, say) -> dict | None:
     """The state a cancelled run left, when it was made with the same settings and rasters."""
     if not resume_path.exists():
@@ -620,8 +609,10 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
     if rank:
         say = (lambda fraction, message: None)
     peak_lr = settings.peak_learning_rate()
-    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=peak_lr,
-                                  betas=(0.9, 0.95), foreach=True)
+    # Fine-tuning's groups (models.adapters.param_groups): weight decay on matrices only, as MAE.
+    optimizer = torch.optim.AdamW(
+        param_groups(model, lr=peak_lr, weight_decay=settings.weight_decay), lr=peak_lr,
+        betas=(0.9, 0.95), foreach=True)
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
