@@ -15,6 +15,7 @@ from .errors import HyperAdaptError
 from .seeding import seeded
 from .settings import FineTuneSettings
 from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
+from .weights import recorded_weights
 
 BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
 
@@ -72,13 +73,7 @@ def _weights_path_for(identity: dict, weights) -> Path | None:
         if not path.is_file():
             raise HyperAdaptError(f"The weights file {path} does not exist.")
         return path
-    recorded = identity.get("path")
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    if identity.get("kind") == "official":
-        from .weights import find_cached_weights
-        return find_cached_weights(identity.get("name") or "SpectralGPT+.pth")
-    return None
+    return recorded_weights(identity)
 
 
 def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Module, list[str]]:

@@ -52,6 +52,7 @@ from .samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels, grou
 from .seeding import seeded
 from .settings import FineTuneSettings
 from .suggest import suggest  # noqa: F401 (jobs)
+from .weights import is_random_start
 from .windows import collect_windows
 
 @dataclass
@@ -317,7 +318,7 @@ def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, 
                             on_epoch=on_epoch, warm=warm, classes=classes)
 
     model, identity, outcome = train_model(train_x, train_y, 0)
-    if identity.get("kind") == "random":
+    if is_random_start(identity):
         notes.append("The backbone started from random weights (no pretraining), so accuracy "
                      "is not representative of SpectralGPT.")
     for round_number in range(settings.self_training_rounds):
@@ -414,7 +415,7 @@ def _run_figures(split, classes, outcome, identity: dict, notes: list[str]) -> d
                                                 for c in split.training_only_classes]},
             "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
             "stopped_early": outcome.stopped_early,
-            "random_start": identity.get("kind") == "random",
+            "random_start": is_random_start(identity),
             "backbone": describe_weights(identity)}
 
 

@@ -52,6 +52,23 @@ def find_cached_weights(name: str = DEFAULT_WEIGHTS, *, dest_dir=None) -> Path |
     return path if path.is_file() and path.stat().st_size > 0 else None
 
 
+def is_random_start(identity: dict | None) -> bool:
+    """Whether a weights identity (an adapter's or a fine-tune's ``backbone``) is a seeded random
+    start rather than pretrained weights."""
+    return (identity or {}).get("kind") == "random"
+
+
+def recorded_weights(identity: dict) -> Path | None:
+    """The weights an adapter or backbone records, where this machine has them: the file it was
+    made from, else for the official weights the download cache; None when neither is here."""
+    recorded = identity.get("path")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    if identity.get("kind") == "official":
+        return find_cached_weights(identity.get("name") or DEFAULT_WEIGHTS)
+    return None
+
+
 def _open(url: str, headers: dict | None = None):
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
     return urllib.request.urlopen(request, timeout=TIMEOUT_S)

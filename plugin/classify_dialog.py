@@ -40,15 +40,10 @@ def run_classify(raster_path: str, adapter_path: str, output_path: str,
 
 def needed_weights(entry: library.LibraryEntry) -> str | None:
     """The weights file an adapter was trained on, where it can be found on this machine."""
-    identity = entry.backbone or {}
-    recorded = identity.get("path")
-    if recorded and Path(recorded).is_file():
-        return recorded
-    if identity.get("kind") == "official":
-        from ..models.weights import find_cached_weights
-        cached = find_cached_weights(identity.get("name") or "SpectralGPT+.pth")
-        return str(cached) if cached else None
-    return None
+    from ..models.weights import recorded_weights
+
+    found = recorded_weights(entry.backbone or {})
+    return str(found) if found else None
 
 
 class ClassifyDialog(JobDialog, FORM_CLASS):

@@ -37,7 +37,9 @@ def method_label(method: str) -> str:
 
 
 def is_random_start(entry: library.LibraryEntry) -> bool:
-    return (entry.backbone or {}).get("kind") == "random"
+    from ..models.weights import is_random_start as random_identity
+
+    return random_identity(entry.backbone)
 
 
 class LibraryDialog(QDialog, FORM_CLASS):
