@@ -279,7 +279,7 @@ def _part(progress, start: float, end: float):
 def postprocess(classification_path: str, output_path: str, *, sieve_pixels: int = 0,
                 majority_size: int = 0, segment_size: int = 0, raster_path: str | None = None,
                 progress=None, cancel=None) -> dict:
-    """Clean a class raster: segment vote, majority filter, sieve (models.postprocess).
+    """The postprocess job: clean a class raster (segment vote, majority filter, sieve).
 
     Returns {"pixels_per_class", "changed_pixels", "steps", "classes"}.
     """

@@ -177,7 +177,7 @@ def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int
             class_field: str | None = None, layer_name: str | None = None,
             weights: str | None = None, device: str = "auto", batch_size: int = 64,
             progress=None, cancel=None) -> dict:
-    """Propose ``count`` pixels to label next (models.suggest) as a GeoPackage point layer.
+    """The suggest job: ``count`` pixels to label next as a GeoPackage point layer.
 
     The most uncertain pixels (smallest margin between the two best classes), at least
     ``min_spacing`` pixels apart and from the training layer's pixels, taken in turn from each
