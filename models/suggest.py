@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import options
 from .adapter_file import load_adapter_file
 from .bands import BandAdaptation
 from .classification import compatible_raster, load_adapter
@@ -187,11 +188,11 @@ def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int
     started = time.perf_counter()
     if not output_path:
         raise HyperAdaptError("No output file name was given.")
-    for value, what, least in ((count, "number of suggestions", 1),
-                               (min_spacing, "spacing between suggestions", 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10**6:
-            raise HyperAdaptError(f"The {what} must be a whole number from {least} to 1000000 "
-                                  f"(got {value!r}).")
+    problem = (options.whole_number_problem(count, "number of suggestions", 1, 10**6)
+               or options.whole_number_problem(min_spacing, "spacing between suggestions", 0,
+                                               10**6))
+    if problem:
+        raise HyperAdaptError(problem)
     if training_path and not class_field:
         raise HyperAdaptError("Name the training layer's class field, or leave the layer out.")
     check_job_files({"suggestions layer": output_path},
