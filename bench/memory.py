@@ -344,14 +344,13 @@ def tile_count(side: int, adapter: str, mode: str) -> int:
     from hyperadapt.models import options
     from hyperadapt.models.adapter_file import load_adapter_file
     from hyperadapt.models.bands import BandAdaptation
+    from hyperadapt.models.predict import classify_halo
     from hyperadapt.models.raster import iter_tiles, tile_side_for
 
     record = load_adapter_file(adapter)
     adaptation = BandAdaptation.from_state(record.band_adaptation)
-    step = options.classify_step(mode, record.window_size)
-    # classify_raster's halo: the window's, the tile mode's step and the segment vote's margin.
-    halo = (record.window_size // 2 + (step if step > 1 else 0)
-            + (3 * record.segment_size if record.segment_size else 0))
+    halo = classify_halo(record.window_size, options.classify_step(mode, record.window_size),
+                         record.segment_size)
     tile = tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
     return len(list(iter_tiles(side, side, tile)))
 

@@ -284,7 +284,12 @@ class SegmentVote:
 
     @property
     def margin(self) -> int:
-        return 3 * int(self.size)
+        return segment_margin(self.size)
+
+
+def segment_margin(size: int) -> int:
+    """The margin around a tile for a segment vote of ``size``-pixel superpixels (SegmentVote)."""
+    return 3 * int(size)
 
 
 def fit_segment_vote(reader: RasterReader, adaptation: BandAdaptation, size: int,
@@ -353,6 +358,12 @@ def grid_probabilities(model, region: torch.Tensor, rows: np.ndarray, cols: np.n
                         batch_size=max(batch_size, 4096), cancel=cancel)
 
 
+def classify_halo(window_size: int, step: int = 1, segment_size: int = 0) -> int:
+    """Pixels read around a tile: half a window; in tile mode also a step, for the grid windows
+    beyond the tile's last pixels; with a segment vote also its margin (SegmentVote.margin)."""
+    return window_size // 2 + (step if step > 1 else 0) + segment_margin(segment_size)
+
+
 def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                        box: tuple[int, int, int, int], *, window_size: int, num_classes: int,
                        device: torch.device, batch_size: int, vote: SegmentVote | None = None,
@@ -370,7 +381,7 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
     margin = vote.margin if vote is not None else 0
     x0, y0 = max(0, x - margin), max(0, y - margin)
     x1, y1 = min(reader.width, x + w + margin), min(reader.height, y + h + margin)
-    halo = window_size // 2 + (step if step > 1 else 0)
+    halo = classify_halo(window_size, step)
     region, valid = read_adapted_region(reader, adaptation, x0, y0, x1 - x0, y1 - y0, halo)
     probs = np.zeros((num_classes, y1 - y0, x1 - x0), dtype=np.float32)
     rows, cols = np.nonzero(valid)
@@ -494,8 +505,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
     """
     window_size = check_window_size(window_size)
     step = int(step)
-    halo = (window_size // 2 + (3 * int(segment_size) if segment_size else 0)
-            + (step if step > 1 else 0))
+    halo = classify_halo(window_size, step, segment_size)
     output_path = Path(output_path)
     confidence_path = Path(confidence_path) if confidence_path else None
     if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
