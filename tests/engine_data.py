@@ -339,6 +339,27 @@ def potsdam_class_colors(path=POTSDAM_POINTS) -> dict[str, tuple[int, int, int]]
 TINY_BACKBONE = {"depth": 2, "embed_dim": 32, "num_heads": 4}
 
 
+def read_band(path) -> np.ndarray:
+    """The first band of a raster file (a class map, a confidence raster)."""
+    dataset = gdal.Open(str(path))   # kept while its band is read (GDAL frees bands with it)
+    return dataset.GetRasterBand(1).ReadAsArray()
+
+
+def valid_mask(raster_path) -> np.ndarray:
+    """Where the raster has data, as the engine reads it."""
+    from hyperadapt.models.raster import RasterReader, read_raster_info
+
+    info = read_raster_info(raster_path)
+    with RasterReader(info) as reader:
+        return reader.read(0, 0, info.width, info.height)[1]
+
+
+def class_changes(values: np.ndarray) -> int:
+    """Neighbouring pixel pairs (across and down) of a map whose classes differ: fewer is
+    smoother."""
+    return int((values[:, 1:] != values[:, :-1]).sum() + (values[1:] != values[:-1]).sum())
+
+
 def tiny_settings(**overrides):
     """FineTuneSettings for tests: the tiny backbone from a seeded random start, 16 px input,
     5 px windows, a few epochs."""

@@ -15,24 +15,14 @@ from osgeo import gdal, osr
 
 from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_vrt, indian_pines_crop,
                          labels_to_polygons, make_polygons, make_test_raster, pixel_box_polygon,
-                         potsdam_class_colors, tiny_settings, write_label_raster, write_layer)
+                         potsdam_class_colors, read_band, tiny_settings, valid_mask,
+                         write_label_raster, write_layer)
 from hyperadapt.models.adapter_file import load_adapter_file
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs import classify, evaluate, fine_tune, read_class_raster_classes
 from hyperadapt.models.raster import RasterReader, read_raster_info
 from hyperadapt.models.spectralgpt import spectralgpt_tiny
 
-
-
-def valid_mask(raster_path) -> np.ndarray:
-    info = read_raster_info(raster_path)
-    with RasterReader(info) as reader:
-        return reader.read(0, 0, info.width, info.height)[1]
-
-
-def read_classes(path) -> np.ndarray:
-    dataset = gdal.Open(str(path))   # kept while its band is read (GDAL frees bands with it)
-    return dataset.GetRasterBand(1).ReadAsArray()
 
 
 def check_classification(path, raster_path, classes, *, confidence_path=None) -> np.ndarray:
@@ -128,10 +118,10 @@ def test_reloaded_adapter_reproduces_the_classification(geotiff_run, tmp_path):
     again = classify(str(raster.path), result.adapter_path, str(tmp_path / "again.tif"),
                      confidence_path=str(tmp_path / "again_conf.tif"),
                      progress=lambda f, m: progress.append(f))
-    np.testing.assert_array_equal(read_classes(again.output_path),
-                                  read_classes(result.classification_path))
-    np.testing.assert_allclose(read_classes(again.confidence_path),
-                               read_classes(result.confidence_path), atol=1e-5)
+    np.testing.assert_array_equal(read_band(again.output_path),
+                                  read_band(result.classification_path))
+    np.testing.assert_allclose(read_band(again.confidence_path),
+                               read_band(result.confidence_path), atol=1e-5)
     assert progress[-1] == pytest.approx(1.0) and progress == sorted(progress)
     assert sum(again.pixels_per_class.values()) == int(valid_mask(raster.path).sum())
 
@@ -142,7 +132,7 @@ def test_evaluate_against_polygons_and_a_reference_raster(geotiff_run, tmp_path)
                         html_path=str(tmp_path / "e.html"), json_path=str(tmp_path / "e.json"))
     reference = write_label_raster(tmp_path / "truth.tif", raster)
     by_raster = evaluate(result.classification_path, str(reference))
-    values = read_classes(result.classification_path)
+    values = read_band(result.classification_path)
     valid = valid_mask(raster.path)
     assert by_raster["overall_accuracy"] == pytest.approx(
         (values[valid] == raster.labels[valid]).mean())
@@ -188,8 +178,8 @@ def test_envi_copy_with_integer_classes_and_sentinel2_resampling(tmp_path):
     check_classification(result.classification_path, raster.path, result.classes)
     assert load_adapter_file(result.adapter_path).band_adaptation["method"] == "s2"
     again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"))
-    np.testing.assert_array_equal(read_classes(again.output_path),
-                                  read_classes(result.classification_path))
+    np.testing.assert_array_equal(read_band(again.output_path),
+                                  read_band(result.classification_path))
     metrics = evaluate(result.classification_path, str(layer), class_field="class")
     assert metrics["num_samples"] > 0 and [c["value"] for c in metrics["classes"]] == [10, 20, 30]
 
@@ -207,7 +197,7 @@ def test_indian_pines_crop_end_to_end(tmp_path, capsys):
     values = check_classification(result.classification_path, raster.path, result.classes)
     assert values.shape == (48, 48) and (values > 0).all()
     again = classify(str(raster.path), result.adapter_path, str(tmp_path / "ip2.tif"))
-    np.testing.assert_array_equal(read_classes(again.output_path), values)
+    np.testing.assert_array_equal(read_band(again.output_path), values)
     reference = write_label_raster(tmp_path / "truth.tif", raster)
     metrics = evaluate(result.classification_path, str(reference))
     assert metrics["num_samples"] == int((raster.labels > 0).sum())
@@ -231,7 +221,7 @@ def test_enmap_potsdam_vrt_mosaic_from_styled_points(tmp_path):
     assert record.sensor["name"] == "EnMAP" and record.sensor["band_count"] == 224
     assert len(record.band_adaptation["band_indices"]) < 224      # bad bands (bbl) left out
     again = classify(str(vrt), result.adapter_path, str(tmp_path / "again.tif"))
-    np.testing.assert_array_equal(read_classes(again.output_path), values)
+    np.testing.assert_array_equal(read_band(again.output_path), values)
     metrics = evaluate(result.classification_path, str(POTSDAM_POINTS), class_field="level_2")
     assert 50 <= metrics["num_samples"] <= 60
     # A reference raster on another grid (the whole scene's labels, 330 x 200 on the same 30 m
@@ -399,7 +389,7 @@ def test_official_weights_are_recorded_and_other_weights_refused(tmp_path):
     assert result.metrics["random_start"] is False
     again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"),
                      weights=str(weights))
-    np.testing.assert_array_equal(read_classes(again.output_path), read_classes(tmp_path / "c.tif"))
+    np.testing.assert_array_equal(read_band(again.output_path), read_band(tmp_path / "c.tif"))
     (tmp_path / "other").mkdir()
     other = _fake_official_checkpoint(tmp_path / "other" / "SpectralGPT+.pth", 2)
     with pytest.raises(HyperAdaptError) as caught:
@@ -435,7 +425,7 @@ def test_backbone_file_brings_its_band_adaptation(tmp_path):
     assert record.band_adaptation == adaptation.to_state()
     assert record.window_size == 7
     again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"))
-    np.testing.assert_array_equal(read_classes(again.output_path), read_classes(tmp_path / "c.tif"))
+    np.testing.assert_array_equal(read_band(again.output_path), read_band(tmp_path / "c.tif"))
 
 
 # -- training and prediction details -------------------------------------------------------------
@@ -629,7 +619,7 @@ def test_two_random_start_jobs_in_two_threads_give_the_maps_they_give_alone(geot
     alone = {}
     for name, adapter in (("first", result.adapter_path), ("second", str(second))):
         classify(str(raster.path), adapter, str(tmp_path / f"alone_{name}.tif"))
-        alone[name] = read_classes(tmp_path / f"alone_{name}.tif")
+        alone[name] = read_band(tmp_path / f"alone_{name}.tif")
     errors, threads = [], []
 
     def run(name, adapter):
@@ -648,7 +638,7 @@ def test_two_random_start_jobs_in_two_threads_give_the_maps_they_give_alone(geot
     assert errors == []
     for name in ("first", "second"):
         for turn in range(3):
-            np.testing.assert_array_equal(read_classes(tmp_path / f"{name}_{turn}.tif"),
+            np.testing.assert_array_equal(read_band(tmp_path / f"{name}_{turn}.tif"),
                                           alone[name])
 
 

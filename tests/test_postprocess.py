@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from osgeo import gdal
 
-from engine_data import make_polygons, make_test_raster, tiny_settings
+from engine_data import make_polygons, make_test_raster, read_band, tiny_settings
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.adapter_file import load_adapter_file
 from hyperadapt.models.jobs import classify, fine_tune, postprocess, read_class_raster_classes
@@ -22,11 +21,6 @@ def test_majority_vote_takes_the_commonest_class_and_keeps_nodata():
     assert voted[2, 4] == 0 and (voted[3, :2] == 0).all()     # nodata stays nodata
     assert set(np.unique(voted)) <= {0, 1, 2, 3}
     assert voted[0, 4] == 2
-
-
-def _read(path) -> np.ndarray:
-    dataset = gdal.Open(str(path))
-    return dataset.GetRasterBand(1).ReadAsArray()
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +41,11 @@ def speckled(tmp_path_factory):
                                                         "segment_size": 4}])
 def test_each_clean_up_keeps_classes_colours_names_and_nodata(speckled, tmp_path, step):
     raster, result = speckled
-    before = _read(result.classification_path)
+    before = read_band(result.classification_path)
     output = tmp_path / "clean.tif"
     done = postprocess(result.classification_path, str(output), raster_path=str(raster.path),
                        **step)
-    after = _read(output)
+    after = read_band(output)
     assert (after == 0).sum() == (before == 0).sum() and ((after == 0) == (before == 0)).all()
     assert set(np.unique(after[after > 0])) <= {c.value for c in result.classes}
     assert 0 < done["changed_pixels"] == int((after != before).sum())
@@ -101,9 +95,9 @@ def test_fine_tune_and_classify_apply_the_clean_up_the_adapter_records(speckled,
     # The same seed trains the same model, so the cleaned map is the speckled one cleaned.
     expected = tmp_path / "expected.tif"
     postprocess(plain.classification_path, str(expected), majority_size=3, sieve_pixels=4)
-    assert (_read(cleaned.classification_path) == _read(expected)).all()
+    assert (read_band(cleaned.classification_path) == read_band(expected)).all()
     again = classify(str(raster.path), cleaned.adapter_path, str(tmp_path / "again.tif"))
-    assert (_read(again.output_path) == _read(expected)).all()
-    assert again.pixels_per_class == {c.value: int((_read(expected) == c.value).sum())
+    assert (read_band(again.output_path) == read_band(expected)).all()
+    assert again.pixels_per_class == {c.value: int((read_band(expected) == c.value).sum())
                                       for c in plain.classes}
     assert not [p.name for p in tmp_path.iterdir() if "unclean" in p.name]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from osgeo import gdal
 
-from engine_data import make_polygons, make_test_raster, tiny_settings
+from engine_data import (class_changes, make_polygons, make_test_raster, read_band, tiny_settings,
+                         valid_mask)
 from hyperadapt.models.adapter_file import load_adapter_file
 from hyperadapt.models.bands import BandAdaptation
 from hyperadapt.models.jobs import fine_tune, rebuild_model
@@ -70,11 +70,6 @@ def test_a_block_with_a_halo_gets_the_whole_rasters_superpixels_in_its_middle():
     assert agree >= 0.98
 
 
-def _read(path) -> np.ndarray:
-    dataset = gdal.Open(str(path))
-    return dataset.GetRasterBand(1).ReadAsArray()
-
-
 def test_tiled_classification_with_the_vote_matches_one_tile_and_keeps_classes_and_nodata(
         tmp_path):
     # Noisy stripes and a briefly trained model: a speckled map with every class in it.
@@ -95,13 +90,12 @@ def test_tiled_classification_with_the_vote_matches_one_tile_and_keeps_classes_a
                             classes=record.classes, output_path=out,
                             window_size=record.window_size, device=torch.device("cpu"),
                             segment_size=segment_size, tile=tile)
-        return _read(out)
+        return read_band(out)
 
     unvoted = classify("plain", tile=64, segment_size=0)
     whole = classify("whole", tile=64, segment_size=6)
     tiled = classify("tiled", tile=16, segment_size=6)
-    with RasterReader(info) as reader:
-        valid = reader.read(0, 0, info.width, info.height)[1]
+    valid = valid_mask(raster.path)
     values = {c.value for c in record.classes}
     assert set(np.unique(unvoted[valid])) == values
     for voted in (whole, tiled):
@@ -111,8 +105,4 @@ def test_tiled_classification_with_the_vote_matches_one_tile_and_keeps_classes_a
     # of this map differed).
     assert (tiled[valid] == whole[valid]).mean() >= 0.995
 
-    def changes(map_values):
-        return int((map_values[:, 1:] != map_values[:, :-1]).sum()
-                   + (map_values[1:] != map_values[:-1]).sum())
-
-    assert changes(whole) < 0.8 * changes(unvoted)
+    assert class_changes(whole) < 0.8 * class_changes(unvoted)

@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from engine_data import make_polygons, make_test_raster, tiny_settings
+from engine_data import (class_changes, make_polygons, make_test_raster, read_band, tiny_settings,
+                         valid_mask)
 from osgeo import gdal
 
 from hyperadapt.models import options
@@ -23,11 +24,6 @@ from hyperadapt.models.windows import extract_windows, read_adapted_region
 
 WINDOW = 7          # tile mode steps 3 pixels
 CPU = torch.device("cpu")
-
-
-def _read(path) -> np.ndarray:
-    dataset = gdal.Open(str(path))
-    return dataset.GetRasterBand(1).ReadAsArray()
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +53,7 @@ def _classify(trained, out, *, tile, step, segment_size=0):
                         adaptation=BandAdaptation.from_state(record.band_adaptation),
                         classes=record.classes, output_path=out, window_size=WINDOW, device=CPU,
                         step=step, tile=tile, segment_size=segment_size)
-    return _read(out)
-
-
-def _valid(raster) -> np.ndarray:
-    info = read_raster_info(raster.path)
-    with RasterReader(info) as reader:
-        return reader.read(0, 0, info.width, info.height)[1]
+    return read_band(out)
 
 
 def test_new_adapters_record_the_default_mode_and_tile_mode_steps_two_fifths_of_a_window(trained):
@@ -102,7 +92,7 @@ def test_tile_mode_shows_no_seams_and_keeps_nodata(trained, tmp_path):
     raster = trained[0]
     whole = _classify(trained, tmp_path / "whole.tif", tile=64, step=3)
     tiled = _classify(trained, tmp_path / "tiled.tif", tile=10, step=3)
-    valid = _valid(raster)
+    valid = valid_mask(raster.path)
     assert not valid[:, -3:].any() and not valid[10:16, 20:25].any()
     values = {c.value for c in trained[2].classes}
     for map_values in (whole, tiled):
@@ -113,16 +103,12 @@ def test_tile_mode_shows_no_seams_and_keeps_nodata(trained, tmp_path):
 
 def test_the_segment_vote_follows_tile_mode_too(trained, tmp_path):
     raster = trained[0]
-    valid = _valid(raster)
+    valid = valid_mask(raster.path)
     plain = _classify(trained, tmp_path / "plain.tif", tile=64, step=3)
     whole = _classify(trained, tmp_path / "whole.tif", tile=64, step=3, segment_size=6)
     tiled = _classify(trained, tmp_path / "tiled.tif", tile=16, step=3, segment_size=6)
 
-    def changes(map_values):
-        return int((map_values[:, 1:] != map_values[:, :-1]).sum()
-                   + (map_values[1:] != map_values[:-1]).sum())
-
-    assert changes(whole) < 0.8 * changes(plain)
+    assert class_changes(whole) < 0.8 * class_changes(plain)
     assert (whole[~valid] == 0).all() and (whole[valid] > 0).all()
     assert (tiled[valid] == whole[valid]).mean() >= 0.995
 
@@ -133,7 +119,7 @@ def test_a_raster_smaller_than_a_step_and_a_window_is_classified(trained, tmp_pa
     gdal.Translate(str(small), str(raster.path), srcWin=[1, 30, 2, 2])
     out = tmp_path / "small_map.tif"
     classify(str(small), result.adapter_path, str(out), mode="tile")
-    values = _read(out)
+    values = read_band(out)
     assert values.shape == (2, 2) and set(np.unique(values)) <= {c.value for c in record.classes}
     assert (values > 0).all()
 
@@ -162,8 +148,8 @@ def test_an_adapter_of_either_mode_classifies_in_both(trained, tmp_path):
                                 ("tile", tmp_path / "older.pt", "tile"),
                                 ("default", result.adapter_path, None)):
         classify(str(raster.path), str(adapter), str(tmp_path / f"{name}.tif"), mode=mode)
-        maps[name] = _read(tmp_path / f"{name}.tif")
-    valid = _valid(raster)
+        maps[name] = read_band(tmp_path / f"{name}.tif")
+    valid = valid_mask(raster.path)
     np.testing.assert_array_equal(maps["own"], maps["window"])
     np.testing.assert_array_equal(maps["tile"], maps["default"])
     assert (maps["tile"][valid] == maps["window"][valid]).mean() >= 0.8
