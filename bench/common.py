@@ -6,6 +6,7 @@ before torch loads OpenMP.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -80,6 +81,23 @@ def time_repeats(fn, *, repeats: int, warmup: int = 1, device=None) -> dict:
         synchronize(device)
         runs.append(time.perf_counter() - start)
     return {"min_s": min(runs), "median_s": statistics.median(runs), "runs_s": runs}
+
+
+@contextlib.contextmanager
+def cpu_precision(name: str):
+    """The engine classifies on the CPU in ``name`` ("fp32" or "bf16", HYPERADAPT_CPU_PRECISION)
+    inside the block; the setting before it comes back after."""
+    from hyperadapt.models.device import CPU_PRECISION_ENV
+
+    previous = os.environ.get(CPU_PRECISION_ENV)
+    os.environ[CPU_PRECISION_ENV] = name
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CPU_PRECISION_ENV, None)
+        else:
+            os.environ[CPU_PRECISION_ENV] = previous
 
 
 def mean_std(values) -> dict:

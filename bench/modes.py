@@ -21,13 +21,12 @@ Writes bench/results/modes.json, modes.md and modes.png.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from .common import (RESULTS, log, machine_info, markdown_table, publish, pyplot, save_figure,
-                     set_threads, write_markdown)
+from .common import (RESULTS, cpu_precision, log, machine_info, markdown_table, publish,
+                     pyplot, save_figure, set_threads, write_markdown)
 from .memory import write_synthetic_raster
 
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
@@ -60,7 +59,6 @@ def build_model(backbone: str, input_size: int):
 def time_mode(model, raster: Path, adaptation, *, window: int, mode: str, precision: str,
               out: Path) -> dict:
     from hyperadapt.models import options
-    from hyperadapt.models.device import CPU_PRECISION_ENV
     from hyperadapt.models.predict import classify_raster
     from hyperadapt.models.raster import RasterReader, read_raster_info
     from hyperadapt.models.samples import ClassInfo
@@ -68,20 +66,12 @@ def time_mode(model, raster: Path, adaptation, *, window: int, mode: str, precis
     classes = [ClassInfo(value=i + 1, name=f"class {i + 1}", color=(i * 15, 80, 160))
                for i in range(NUM_CLASSES)]
     info = read_raster_info(raster)
-    previous = os.environ.get(CPU_PRECISION_ENV)
-    os.environ[CPU_PRECISION_ENV] = precision
-    try:
-        with RasterReader(info) as reader:
-            started = time.perf_counter()
-            classify_raster(reader=reader, model=model, adaptation=adaptation, classes=classes,
-                            output_path=out, window_size=window, device=torch.device("cpu"),
-                            step=options.classify_step(mode, window), batch_size=64)
-            seconds = time.perf_counter() - started
-    finally:
-        if previous is None:
-            os.environ.pop(CPU_PRECISION_ENV, None)
-        else:
-            os.environ[CPU_PRECISION_ENV] = previous
+    with cpu_precision(precision), RasterReader(info) as reader:
+        started = time.perf_counter()
+        classify_raster(reader=reader, model=model, adaptation=adaptation, classes=classes,
+                        output_path=out, window_size=window, device=torch.device("cpu"),
+                        step=options.classify_step(mode, window), batch_size=64)
+        seconds = time.perf_counter() - started
     pixels = info.width * info.height
     return {"mode": mode, "pixels": pixels, "seconds": seconds, "pixels_per_s": pixels / seconds,
             "minutes_per_mpx": 1e6 / (pixels / seconds) / 60,

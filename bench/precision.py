@@ -13,13 +13,12 @@ Writes bench/results/precision.json and precision.md.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 from .accuracy import PER_CLASS, SCENES, pretrained_backbone, split_pixels, write_training_layer
-from .common import (RESULTS, log, machine_info, markdown_table, publish, run_in_work_folder,
-                     set_threads, write_markdown)
+from .common import (RESULTS, cpu_precision, log, machine_info, markdown_table, publish,
+                     run_in_work_folder, set_threads, write_markdown)
 
 import numpy as np  # noqa: E402
 
@@ -29,7 +28,7 @@ LIMIT_SHARE = 0.005
 def run_benchmark(args, work: Path) -> dict:
     from osgeo import gdal
 
-    from hyperadapt.models.device import CPU_PRECISION_ENV, cpu_computes_bf16
+    from hyperadapt.models.device import cpu_computes_bf16
     from hyperadapt.models.jobs import FineTuneSettings, classify, fine_tune
 
     started = time.perf_counter()
@@ -40,19 +39,19 @@ def run_benchmark(args, work: Path) -> dict:
         split = split_pixels(scene.labels, "polygons", PER_CLASS, 0)
         layer = write_training_layer(work / f"{scene.name}_precision.gpkg", scene, split)
         adapter = work / f"{scene.name}_precision.pt"
-        os.environ[CPU_PRECISION_ENV] = "fp32"
-        fine_tune(scene.raster, str(layer), "class_id", str(adapter),
-                  settings=FineTuneSettings(weights=backbone, seed=0, device="cpu"),
-                  layer_name="training", sensor=scene.sensor)
+        with cpu_precision("fp32"):
+            fine_tune(scene.raster, str(layer), "class_id", str(adapter),
+                      settings=FineTuneSettings(weights=backbone, seed=0, device="cpu"),
+                      layer_name="training", sensor=scene.sensor)
         maps, seconds = {}, {}
         for precision in ("fp32", "bf16", "fp32", "bf16"):     # twice each, the faster kept
-            os.environ[CPU_PRECISION_ENV] = precision
             out = work / f"{scene.name}_{precision}.tif"
-            begun = time.perf_counter()
-            classify(scene.raster, str(adapter), str(out), device="cpu")
-            seconds[precision] = min(seconds.get(precision, np.inf), time.perf_counter() - begun)
+            with cpu_precision(precision):
+                begun = time.perf_counter()
+                classify(scene.raster, str(adapter), str(out), device="cpu")
+                seconds[precision] = min(seconds.get(precision, np.inf),
+                                         time.perf_counter() - begun)
             maps[precision] = gdal.Open(str(out)).ReadAsArray()
-        os.environ.pop(CPU_PRECISION_ENV, None)
         valid = maps["fp32"] > 0
         changed = float((maps["fp32"] != maps["bf16"])[valid].mean())
         rows.append({"scene": scene.name, "pixels": int(valid.sum()), "changed_share": changed,
