@@ -14,7 +14,7 @@ classified near chance (8-17 % overall accuracy on Indian Pines with 2 polygons 
 So no epoch of the warm-up can be the kept one once a later epoch exists, and training never stops
 before half of its epochs.
 
-``train_classifier`` is longer than this project's functions usually are (about 85 lines beside
+``train_classifier`` is longer than this project's functions usually are (about 80 lines beside
 its docstring): its loop carries the schedule, the batch that an out-of-memory error halves, the
 processes' shares of each batch and the running loss together, and splitting it would pass all of
 them back and forth; a step (``_train_step``) and the kept epoch (``_BestEpoch``) are apart.
@@ -180,7 +180,9 @@ class _BestEpoch:
         self.after_warmup = False
         self.stale = 0
 
-    def consider(self, model, record: dict, key: tuple, *, after_warmup: bool) -> None:
+    def consider(self, model, record: dict, *, after_warmup: bool) -> None:
+        validated = record["val_accuracy"] is not None
+        key = (record["val_accuracy"], -record["val_loss"]) if validated else (record["epoch"], 0.0)
         if (self.key is None or (after_warmup and not self.after_warmup)
                 or (after_warmup and key > self.key)):
             self.key, self.epoch, self.after_warmup = key, record["epoch"], after_warmup
@@ -189,6 +191,13 @@ class _BestEpoch:
             self.stale = 0
         else:
             self.stale += 1
+
+
+def _epoch_message(record: dict) -> str:
+    message = f"Epoch {record['epoch']}/{record['epochs']}: loss {record['loss']:.3f}"
+    if record["val_accuracy"] is not None:
+        message += f", validation accuracy {100 * record['val_accuracy']:.1f} %"
+    return message
 
 
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
@@ -293,18 +302,12 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             record["val_accuracy"], record["val_loss"] = _evaluate(
                 model, val_windows, val_labels, device=device,
                 batch_size=max(batch_size, 64), cancel=cancel)
-            key = (record["val_accuracy"], -record["val_loss"])
-        else:
-            key = (epoch, 0.0)
         history.append(record)
-        best.consider(model, record, key, after_warmup=seen >= warmup_fraction * total_samples)
+        best.consider(model, record, after_warmup=seen >= warmup_fraction * total_samples)
         if on_epoch is not None:
             on_epoch(dict(record))
         if progress is not None:
-            message = f"Epoch {epoch}/{epochs}: loss {record['loss']:.3f}"
-            if has_val:
-                message += f", validation accuracy {100 * record['val_accuracy']:.1f} %"
-            progress(seen / total_samples, message)
+            progress(seen / total_samples, _epoch_message(record))
         if has_val and best.stale >= patience and epoch >= min_epochs:
             stopped_early = epoch < epochs
             break
