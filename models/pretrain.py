@@ -537,6 +537,17 @@ def _band_adaptation(settings: PretrainSettings, infos, state: dict | None, say,
                                max_pixels=FIT_PIXELS, cancel=cancel)
 
 
+def _close_epoch(counters: dict, losses: list[float], steps_per_epoch: int, *,
+                 done: bool) -> None:
+    """The epoch's mean masked loss joins ``losses``, and the epoch counts as run once its steps
+    are done or the budget has ended it early; the running sums start again."""
+    if counters["loss_count"]:
+        losses.append(counters["loss_sum"] / counters["loss_count"])
+    if counters["step_in_epoch"] >= steps_per_epoch or done:
+        counters.update(epoch=counters["epoch"] + 1, step_in_epoch=0)
+    counters.update(loss_sum=0.0, loss_count=0)
+
+
 def _write_backbone(backbone_path: Path, encoder, adaptation: BandAdaptation,
                     settings: PretrainSettings, info, sensor_name: str, pretraining: dict, *,
                     world: int) -> tuple[str, int]:
@@ -678,14 +689,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
             if fraction >= 1.0:
                 done = True
                 break
-        if counters["loss_count"]:
-            losses.append(counters["loss_sum"] / counters["loss_count"])
-        if counters["step_in_epoch"] >= steps_per_epoch:
-            counters.update(epoch=epoch + 1, step_in_epoch=0)
-        elif done:
-            # A time budget can end an epoch early; it still counts as run.
-            counters.update(epoch=epoch + 1, step_in_epoch=0)
-        counters.update(loss_sum=0.0, loss_count=0)
+        _close_epoch(counters, losses, steps_per_epoch, done=done)
         if not done and time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
             save_state()
             last_save = time.monotonic()
