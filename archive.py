@@ -63,8 +63,8 @@ def classify_archive(adapter_path: str, rasters: list[str], out_dir: str, *,
     """
     import ray
 
-    from .models.adapter_file import load_adapter_file
     from .models.errors import HyperAdaptError
+    from .models.stores.adapter_file import load_adapter_file
 
     load_adapter_file(adapter_path)        # a bad adapter is one sentence before Ray starts
     Path(out_dir).mkdir(parents=True, exist_ok=True)

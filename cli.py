@@ -8,12 +8,12 @@
     python -m hyperadapt.cli pretrain backbone.pt scene1.tif scene2.tif --epochs 40
 
 Every fine-tuning and pretraining setting is an option named after its field in
-models.settings.FineTuneSettings or models.pretrain.PretrainSettings (``--learning-rate 3e-3``,
-``--targets attn.q attn.v``); what is not given keeps the engine's default. A problem with the
-input is one sentence on stderr and exit status 2; cancel with Ctrl-C (exit status 130), which
-leaves no output behind. Pretraining and fine-tuning run on several processes under torchrun
-(DDP: gloo on CPUs, NCCL on GPUs), each taking its share of every batch, the same steps as one
-process; rank 0 writes the files:
+models.settings.FineTuneSettings or models.jobs.pretraining.PretrainSettings
+(``--learning-rate 3e-3``, ``--targets attn.q attn.v``); what is not given keeps the engine's
+default. A problem with the input is one sentence on stderr and exit status 2; cancel with Ctrl-C
+(exit status 130), which leaves no output behind. Pretraining and fine-tuning run on several
+processes under torchrun (DDP: gloo on CPUs, NCCL on GPUs), each taking its share of every batch,
+the same steps as one process; rank 0 writes the files:
 
     torchrun --nproc_per_node 4 -m hyperadapt.cli pretrain backbone.pt scenes/*.tif --epochs 40
     torchrun --nproc_per_node 4 -m hyperadapt.cli finetune scene.tif fields.gpkg class adapter.pt
@@ -76,7 +76,7 @@ class _Progress:
 
 def _parser() -> argparse.ArgumentParser:
     from .models import options
-    from .models.pretrain import PretrainSettings
+    from .models.jobs.pretraining import PretrainSettings
     from .models.settings import FineTuneSettings
 
     parser = argparse.ArgumentParser(prog="python -m hyperadapt.cli",
@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 def run(args) -> str:
     """Run the job named by ``args.job``; returns the line that says what it did."""
     from .models import jobs
-    from .models.samples import describe_class_pixels
+    from .models.data.samples import describe_class_pixels
 
     progress = _Progress()
     if args.job == "finetune":
@@ -184,7 +184,7 @@ def run(args) -> str:
                                 raster_path=args.raster, progress=progress)
         return (f"Cleaned ({', '.join(done['steps'])}), {done['changed_pixels']} pixels changed: "
                 f"{args.output}")
-    from .models.pretrain import PretrainSettings, pretrain_backbone
+    from .models.jobs.pretraining import PretrainSettings, pretrain_backbone
 
     result = pretrain_backbone(args.rasters, args.backbone,
                                settings=_settings_from(args, PretrainSettings),
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     rank = _start_processes()
     # A scheduler's SIGTERM (Slurm's time limit, a kill) ends the job the way Ctrl-C does: what
-    # it was writing goes, earlier results stay (models.files.StagedFiles).
+    # it was writing goes, earlier results stay (models.stores.files.StagedFiles).
     signal.signal(signal.SIGTERM, _terminated)
     try:
         line = run(args)

@@ -17,14 +17,14 @@ Samplings, 10 training pixels per class (half of a smaller class), a new draw pe
 - "scattered": single pixels at random over the class (the protocol of most papers), as points.
 Every other labelled pixel is a test pixel.
 
-Each deep row runs the user's path: ``models.pretrain.pretrain_backbone`` once per scene and band
-adaptation (the tiny backbone, masked pretraining on the unlabelled scene, a fixed number of
+Each deep row runs the user's path: ``models.jobs.pretraining.pretrain_backbone`` once per scene and
+band adaptation (the tiny backbone, masked pretraining on the unlabelled scene, a fixed number of
 epochs so that every row gets the same backbone), then ``models.jobs.fine_tune`` with its
 classification of the whole scene, whose class raster is scored at the test pixels. The classical
 baselines (scikit-learn) get the same training pixels: an RBF SVM (C and gamma by 3-fold
 cross-validation) and a Random Forest of 300 trees, each on the standardised spectra and on 15
-principal components plus their means over 9 x 9 and 15 x 15 windows; the best of them per scene
-and sampling is "the strongest classical".
+principal components plus their means over 9 x 9 and 15 x 15 windows; the best of them per scene and
+sampling is "the strongest classical".
 
     python -m bench.accuracy [--quick] [--rows ...] [--seeds 0 1 2] [--pretrain-epochs 40]
 
@@ -143,7 +143,7 @@ def prepare_indian_pines(work: Path) -> Scene:
 def prepare_enmap_potsdam(work: Path) -> Scene:
     from osgeo import gdal
 
-    from hyperadapt.models.raster import RasterReader
+    from hyperadapt.models.data.raster import RasterReader
 
     gdal.UseExceptions()
     images = sorted(glob.glob(str(ENMAP_DIR / "images" / "*.tif")))
@@ -217,8 +217,8 @@ def write_training_layer(path: Path, scene: Scene, split: dict) -> Path:
 
 def score(scene: Scene, reference: np.ndarray, predicted: np.ndarray) -> dict:
     """OA and AA in per cent, and kappa, over every test pixel."""
-    from hyperadapt.models.metrics import metrics_from_labels
-    from hyperadapt.models.samples import ClassInfo
+    from hyperadapt.models.data.samples import ClassInfo
+    from hyperadapt.models.learning.metrics import metrics_from_labels
 
     values = sorted(scene.class_names)
     classes = [ClassInfo(value=v, name=scene.class_names[v], color=(0, 0, 0)) for v in values]
@@ -240,7 +240,7 @@ def classical_features(scene: Scene) -> dict:
     from scipy.ndimage import uniform_filter
     from sklearn.decomposition import PCA
 
-    from hyperadapt.models.raster import RasterReader
+    from hyperadapt.models.data.raster import RasterReader
 
     with RasterReader(scene.raster) as reader:
         cube, valid = reader.read(0, 0, reader.width, reader.height)
@@ -306,7 +306,7 @@ def pretrained_backbone(scene: Scene, band_adaptation: str, window_size: int | N
                         work: Path) -> tuple[str, dict]:
     """The tiny backbone pretrained on the scene (kept in the work folder) and its description."""
     from hyperadapt.models import options
-    from hyperadapt.models.pretrain import PretrainSettings, pretrain_backbone
+    from hyperadapt.models.jobs.pretraining import PretrainSettings, pretrain_backbone
 
     window_size = window_size or options.PRETRAIN_WINDOW_SIZE
     path = (work / "backbones" /

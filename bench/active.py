@@ -61,13 +61,13 @@ def label_squares(labels: np.ndarray, chosen: np.ndarray, spots) -> int:
 
 def next_spots(strategy: str, scene, adapter: str, layer: Path, chosen: np.ndarray, count: int,
                rng, work: Path, args) -> list[tuple[int, int]]:
-    from hyperadapt.models import adapters as adapter_methods
-    from hyperadapt.models.adapter_file import load_adapter_file
-    from hyperadapt.models.bands import BandAdaptation
-    from hyperadapt.models.device import choose_device
+    from hyperadapt.models.data.bands import BandAdaptation
+    from hyperadapt.models.data.raster import RasterReader, read_raster_info
     from hyperadapt.models.jobs import rebuild_model, suggest
-    from hyperadapt.models.raster import RasterReader, read_raster_info
-    from hyperadapt.models.suggest import scene_candidates
+    from hyperadapt.models.jobs.suggestion import scene_candidates
+    from hyperadapt.models.learning.device import choose_device
+    from hyperadapt.models.network import adapters as adapter_methods
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
 
     if strategy == "random":
         rows, cols = np.nonzero((scene.labels > 0) & ~chosen)

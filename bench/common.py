@@ -87,7 +87,7 @@ def time_repeats(fn, *, repeats: int, warmup: int = 1, device=None) -> dict:
 def cpu_precision(name: str):
     """The engine classifies on the CPU in ``name`` ("fp32" or "bf16", HYPERADAPT_CPU_PRECISION)
     inside the block; the setting before it comes back after."""
-    from hyperadapt.models.device import CPU_PRECISION_ENV
+    from hyperadapt.models.learning.device import CPU_PRECISION_ENV
 
     previous = os.environ.get(CPU_PRECISION_ENV)
     os.environ[CPU_PRECISION_ENV] = name

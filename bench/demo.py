@@ -123,7 +123,7 @@ def official_weights() -> Path | None:
         if not path.is_file():
             raise SystemExit(f"HYPERADAPT_WEIGHTS names {path}, which does not exist.")
         return path
-    from hyperadapt.models.weights import find_cached_weights
+    from hyperadapt.models.network.weights import find_cached_weights
 
     return find_cached_weights()
 
@@ -138,7 +138,7 @@ def pretrain_on_scene(env: dict, raster: str, backbone_path: Path, minutes: floa
                                 "OUTPUT": backbone_path},
                                what=f"Pretraining the tiny backbone on the scene ({minutes:g} min budget)")
         return result["seconds"]
-    from hyperadapt.models.pretrain import PretrainSettings, pretrain_backbone
+    from hyperadapt.models.jobs.pretraining import PretrainSettings, pretrain_backbone
 
     say(f"\n== Pretraining the tiny backbone on the scene ({minutes:g} min budget), in this process")
     started = time.monotonic()
@@ -157,7 +157,7 @@ def pretrain_on_scene(env: dict, raster: str, backbone_path: Path, minutes: floa
 
 
 def pretraining_available() -> bool:
-    return (ROOT / "models" / "pretrain.py").exists()
+    return (ROOT / "models" / "jobs" / "pretraining.py").exists()
 
 
 # -- figure and report ----------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def write_figure(path: Path, inputs: dict, classification: str, title: str) -> N
 
 def write_demo_report(path: Path, metrics: dict, details: dict, figure: Path,
                       random_start: bool) -> None:
-    from hyperadapt.models.report import render_html_report
+    from hyperadapt.models.stores.report import render_html_report
 
     page = render_html_report(metrics, title="HyperAdapt demo: Indian Pines (AVIRIS)", details=details)
     if random_start:

@@ -342,10 +342,10 @@ def verdict_lines(sizes: list[dict], cache: str, max_minutes: float) -> list[str
 
 def tile_count(side: int, adapter: str, mode: str) -> int:
     from hyperadapt.models import options
-    from hyperadapt.models.adapter_file import load_adapter_file
-    from hyperadapt.models.bands import BandAdaptation
-    from hyperadapt.models.predict import classify_halo
-    from hyperadapt.models.raster import iter_tiles, tile_side_for
+    from hyperadapt.models.data.bands import BandAdaptation
+    from hyperadapt.models.data.raster import iter_tiles, tile_side_for
+    from hyperadapt.models.learning.predict import classify_halo
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
 
     record = load_adapter_file(adapter)
     adaptation = BandAdaptation.from_state(record.band_adaptation)

@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hyperadapt.models.adapters import (METHODS, PLUS_METHODS, AdapterConfig, apply_adapter,
-                                        count_parameters, merge_adapters, param_groups,
-                                        trainable_state_dict, unmerge_adapters)
-from hyperadapt.models.spectralgpt import spectralgpt_base
+from hyperadapt.models.network.adapters import (METHODS, PLUS_METHODS, AdapterConfig, apply_adapter,
+                                                count_parameters, merge_adapters, param_groups,
+                                                trainable_state_dict, unmerge_adapters)
+from hyperadapt.models.network.spectralgpt import spectralgpt_base
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCH_METHODS = ("fft", "head", "lora", "lora_plus", "krona", "krona_plus", "lokr")

@@ -1,6 +1,6 @@
 """Whole-raster classification speed, window mode against tile mode, side by side in one run.
 
-Each row times ``models.predict.classify_raster`` (the product's path: tiles read and
+Each row times ``models.learning.predict.classify_raster`` (the product's path: tiles read and
 band-adapted, windows cut, the backbone in batches, the head, the GeoTIFF written) on a synthetic
 200-band raster (bench.memory's), for a backbone shape x model input x precision, in both modes:
 
@@ -43,9 +43,9 @@ NUM_CLASSES = 16
 
 def build_model(backbone: str, input_size: int):
     from hyperadapt.models import options
-    from hyperadapt.models.adapters import AdapterConfig, apply_adapter, merge_adapters
-    from hyperadapt.models.pretrain import PRETRAIN_PRESETS
-    from hyperadapt.models.spectralgpt import build_backbone
+    from hyperadapt.models.jobs.pretraining import PRETRAIN_PRESETS
+    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter, merge_adapters
+    from hyperadapt.models.network.spectralgpt import build_backbone
 
     torch.manual_seed(0)
     model = build_backbone({**PRETRAIN_PRESETS[backbone], "img_size": input_size,
@@ -59,9 +59,9 @@ def build_model(backbone: str, input_size: int):
 def time_mode(model, raster: Path, adaptation, *, window: int, mode: str, precision: str,
               out: Path) -> dict:
     from hyperadapt.models import options
-    from hyperadapt.models.predict import classify_raster
-    from hyperadapt.models.raster import RasterReader, read_raster_info
-    from hyperadapt.models.samples import ClassInfo
+    from hyperadapt.models.data.raster import RasterReader, read_raster_info
+    from hyperadapt.models.data.samples import ClassInfo
+    from hyperadapt.models.learning.predict import classify_raster
 
     classes = [ClassInfo(value=i + 1, name=f"class {i + 1}", color=(i * 15, 80, 160))
                for i in range(NUM_CLASSES)]
@@ -81,10 +81,11 @@ def time_mode(model, raster: Path, adaptation, *, window: int, mode: str, precis
 def write_report(report: dict, out: Path) -> None:
     lines = ["# Whole-raster classification: window mode against tile mode", "",
              f"Machine: {report['machine']['cpu']}, {report['threads']} threads, shared with "
-             f"other work. Path: `models.predict.classify_raster` on synthetic 200-band rasters "
-             f"(PCA to 12 components), batch 64, a merged KronA+ adapter and the centre-pixel "
-             f"head, {NUM_CLASSES} classes. Minutes per megapixel are extrapolated from the "
-             f"pixels timed. Run in {report['seconds'] / 60:.1f} min.", "", "## Verdict", ""]
+             f"other work. Path: `models.learning.predict.classify_raster` on synthetic 200-band "
+             f"rasters (PCA to 12 components), batch 64, a merged KronA+ adapter and the "
+             f"centre-pixel head, {NUM_CLASSES} classes. Minutes per megapixel are extrapolated "
+             f"from the pixels timed. Run in {report['seconds'] / 60:.1f} min.", "", "## Verdict",
+             ""]
     lines += [f"- {line}" for line in report["verdict"]]
     rows = []
     for row in report["rows"]:
@@ -139,8 +140,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    from hyperadapt.models.bands import fit_band_adaptation
-    from hyperadapt.models.raster import read_raster_info
+    from hyperadapt.models.data.bands import fit_band_adaptation
+    from hyperadapt.models.data.raster import read_raster_info
 
     configs = CONFIGS[:1] if args.quick else CONFIGS
     started = time.perf_counter()

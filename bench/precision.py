@@ -28,8 +28,8 @@ LIMIT_SHARE = 0.005
 def run_benchmark(args, work: Path) -> dict:
     from osgeo import gdal
 
-    from hyperadapt.models.device import cpu_computes_bf16
     from hyperadapt.models.jobs import FineTuneSettings, classify, fine_tune
+    from hyperadapt.models.learning.device import cpu_computes_bf16
 
     started = time.perf_counter()
     rows = []

@@ -4,9 +4,9 @@ On Indian Pines (AVIRIS, 145 x 145 x 200, 16 classes; see bench/indian_pines.py)
 pixels per class drawn as small polygons (``make_indian_pines_inputs``, one set per seed):
 
 1. the "tiny" SpectralGPT-shaped backbone is pretrained once on the unlabelled scene with
-   SpectralGPT's masked-autoencoder objective (models/pretrain.py) within a wall-clock budget,
-   on 15 x 15 windows (resized to the 16 x 16 input; the backbone file carries the window size
-   and the band adaptation into fine-tuning);
+   SpectralGPT's masked-autoencoder objective (models/jobs/pretraining.py) within a wall-clock
+   budget, on 15 x 15 windows (resized to the 16 x 16 input; the backbone file carries the window
+   size and the band adaptation into fine-tuning);
 2. per seed, KronA+ is fine-tuned on that backbone for each lambda of the sweep, KronA+ on every
    linear layer of the blocks (not only the query and value projections), and full fine-tuning
    (FFT) on it; KronA+ (default lambda) and FFT from a random start of the same
@@ -243,9 +243,10 @@ def main(argv=None) -> dict:
     app = start_qgis()  # noqa: F841 (kept alive for the GeoPackage styles)
 
     from .indian_pines import make_indian_pines_inputs
-    from hyperadapt.models.adapters import TARGETS
     from hyperadapt.models.jobs import FineTuneSettings
-    from hyperadapt.models.pretrain import PretrainSettings, load_backbone_file, pretrain_backbone
+    from hyperadapt.models.jobs.pretraining import PretrainSettings, pretrain_backbone
+    from hyperadapt.models.network.adapters import TARGETS
+    from hyperadapt.models.stores.backbone_file import load_backbone_file
 
     work = Path(args.work or tempfile.mkdtemp(prefix="hyperadapt_bench_pretrain_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def project_gpus(pixels_per_scene: int, bytes_per_scene: int, bandwidth_mb_s: fl
     """8 GPUs' scenes per minute from a GPU's measured pixels/s (speed.json) or, unmeasured, from
     the FLOPs of a window at an assumed share of an H100's peak; and the storage's."""
     from hyperadapt.models import options
-    from hyperadapt.models.spectralgpt import BASE_CONFIG
+    from hyperadapt.models.network.spectralgpt import BASE_CONFIG
 
     from .speed import model_flops_per_window
 

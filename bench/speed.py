@@ -1,8 +1,8 @@
 """Classification speed at SpectralGPT ViT-B size, against the machine's compute-bound limit.
 
-Pixels per second through the engine's batched prediction path (``models.predict.predict_windows``:
-windows of 12 x 9 x 9 are resized to the model input on the device, run through the model in
-batches, softmaxed) for:
+Pixels per second through the engine's batched prediction path
+(``models.learning.predict.predict_windows``: windows of 12 x 9 x 9 are resized to the model input
+on the device, run through the model in batches, softmaxed) for:
 
 - the plain frozen backbone (no adapter), the adapter unmerged and the adapter merged (KronA+ by
   default; ``--methods`` adds others);
@@ -103,7 +103,7 @@ def precision_context(name: str, device):
 
 
 def build_variants(base, method: str) -> dict:
-    from hyperadapt.models.adapters import AdapterConfig, apply_adapter, merge_adapters
+    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter, merge_adapters
 
     torch.manual_seed(0)
     unmerged = apply_adapter(copy.deepcopy(base), AdapterConfig(method=method, init_weights=False))
@@ -115,7 +115,7 @@ def build_variants(base, method: str) -> dict:
 def time_classification(variants: dict, windows: torch.Tensor, *, input_size: int, device,
                         batch_size: int, precision: str, repeats: int, warmup: int) -> dict:
     """Pixels per second of each variant; variants take turns so load drifts hit all alike."""
-    from hyperadapt.models.predict import predict_windows
+    from hyperadapt.models.learning.predict import predict_windows
 
     def classify(model, inputs=windows):
         with precision_context(precision, device):
@@ -164,10 +164,10 @@ def write_report(report: dict, out: Path) -> None:
         f"{machine['load_average_1min_at_start']}; "
         f"the cores are shared with other work, so each figure is the best of "
         f"{report['repeats']} runs), torch {machine['torch']}.",
-        f"Path: `models.predict.predict_windows` on {report['pixels']} random windows of 12 x "
-        f"{report['window_size']} x {report['window_size']} (resized to the input inside), batch "
-        f"{report['batch_size']} (jobs.classify uses 64), {report['num_classes']} classes; the "
-        f"adapter targets attn.q and attn.v of all 12 blocks.",
+        f"Path: `models.learning.predict.predict_windows` on {report['pixels']} random windows "
+        f"of 12 x {report['window_size']} x {report['window_size']} (resized to the input "
+        f"inside), batch {report['batch_size']} (jobs.classify uses 64), {report['num_classes']} "
+        f"classes; the adapter targets attn.q and attn.v of all 12 blocks.",
         "",
         *markdown_table(["Input", "Precision", "Adapter", "Model", "Pixels/s", "x frozen",
                          "Compute-bound limit (px/s)", "Share of limit"], rows,
@@ -285,9 +285,9 @@ def main(argv=None) -> dict:
         args.input_sizes, args.repeats, args.warmup = [16], 1, 0
         args.batch_size, args.pixels = 16, 16
 
-    from hyperadapt.models.adapters import METHODS
-    from hyperadapt.models.device import choose_device
-    from hyperadapt.models.spectralgpt import BASE_CONFIG, spectralgpt_base
+    from hyperadapt.models.learning.device import choose_device
+    from hyperadapt.models.network.adapters import METHODS
+    from hyperadapt.models.network.spectralgpt import BASE_CONFIG, spectralgpt_base
 
     set_threads(args.threads)
     device = choose_device(args.device)

@@ -57,7 +57,7 @@ PRESETS = {"paper": "As in the paper (input 32)", "fast": "Fast (input 16, fewer
 DEFAULT_PRESET = "paper"
 FAST_INPUT_SIZE = 16
 FAST_MAX_STEPS = 200
-# Backbones pretrained on the user's own scenes (models.pretrain).
+# Backbones pretrained on the user's own scenes (models.jobs.pretraining).
 PRETRAIN_PRESETS = {"tiny": "Tiny (from scratch, fast on a laptop CPU)",
                     "base": "Base (the official ViT-B shape; continues from the official weights)"}
 DEFAULT_PRETRAIN_PRESET = "tiny"
@@ -154,12 +154,12 @@ CLASSIFY_MODES = {
     "tile": "Tile: a window every few pixels, features resampled to each pixel (fast)",
     "window": "Window: one window through the backbone per pixel",
 }
-# Tile mode (models.predict.grid_probabilities): windows 0.4 of a window apart, their pooled
-# features mixed bilinearly at each pixel, the head given the pixel's own inputs. Against a window
-# per pixel, the default path moved OA by -0.4 and -0.2 points on Indian Pines (polygons,
+# Tile mode (models.learning.predict.grid_probabilities): windows 0.4 of a window apart, their
+# pooled features mixed bilinearly at each pixel, the head given the pixel's own inputs. Against a
+# window per pixel, the default path moved OA by -0.4 and -0.2 points on Indian Pines (polygons,
 # scattered) and 0.0 and 0.0 on EnMAP Potsdam (bench/results/accuracy.md), for 1/36 of the
-# backbone's windows (bench/results/modes.md). Half a window apart (7 of 15 pixels) lost 1.0 and
-# 1.8 points on Indian Pines in a screen of the same draws, 0.4 of a window 0.0 and 0.8 there.
+# backbone's windows (bench/results/modes.md). Half a window apart (7 of 15 pixels) lost 1.0 and 1.8
+# points on Indian Pines in a screen of the same draws, 0.4 of a window 0.0 and 0.8 there.
 # Training stays window by window: moving each training window's context up to 3 or 5 pixels off
 # its labelled pixel, as tile mode's pixels see it, cost 2.6 to 3.5 OA points on Indian Pines'
 # scattered pixels in that screen (whichever step classified) and gained under 0.4 elsewhere.
@@ -186,14 +186,14 @@ def classify_mode_problem(mode) -> str | None:
 
 
 # -- spatial clean-up -----------------------------------------------------------------------------
-# Superpixel side in pixels for the segment vote after classifying (models.segments); 0 = off.
+# Superpixel side in pixels for the segment vote after classifying (models.data.segments); 0 = off.
 # +2.5 and +2.6 OA points on Indian Pines, -0.1 and +0.5 on EnMAP Potsdam; 8-pixel superpixels
 # did no better (bench/results/accuracy.md).
 DEFAULT_SEGMENT_SIZE = 5
 MAX_SEGMENT_SIZE = 50
-# Majority filter side and sieve threshold applied after the vote (models.postprocess); 0 = off.
-# Off by default: the segment vote already removes most single-pixel noise, and both change the
-# map's outlines, which map makers choose for their own minimum mapping unit.
+# Majority filter side and sieve threshold applied after the vote (models.jobs.postprocessing);
+# 0 = off. Off by default: the segment vote already removes most single-pixel noise, and both
+# change the map's outlines, which map makers choose for their own minimum mapping unit.
 DEFAULT_MAJORITY_SIZE = 0
 MAX_MAJORITY_SIZE = 51
 DEFAULT_SIEVE_PIXELS = 0
@@ -210,7 +210,7 @@ WARM_START_STEP_SHARE = 0.5
 
 # -- self-training --------------------------------------------------------------------------------
 # Rounds of training again with confident pseudo-labels of the scene's other pixels
-# (models.pseudo). Off: two rounds moved OA by -5.6 to +0.5 points on the bench
+# (models.learning.pseudo). Off: two rounds moved OA by -5.6 to +0.5 points on the bench
 # (bench/results/accuracy.md) for three times the training time.
 DEFAULT_SELF_TRAINING_ROUNDS = 0
 MAX_SELF_TRAINING_ROUNDS = 5

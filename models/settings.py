@@ -70,7 +70,7 @@ class FineTuneSettings:
         majority_size: side of the majority filter after the vote (odd; 0: none).
         sieve_pixels: patches smaller than this many pixels are merged into a neighbour (0: none).
         self_training_rounds: rounds of training again with confident pseudo-labels of the
-            scene's other pixels (models.pseudo); 0: none.
+            scene's other pixels (models.learning.pseudo); 0: none.
         pseudo_threshold: the least top probability of a pseudo-labelled pixel.
         warm_start: an adapter file made earlier on the same backbone with the same method: its
             adapter (and its head, where the classes are the same) is the start, and training

@@ -15,9 +15,9 @@ from qgis.PyQt.QtCore import Qt, pyqtSlot
 from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import QTreeWidgetItem
 
-from ..models import library
+from ..models.data.samples import describe_class_pixels
 from ..models.errors import HyperAdaptError
-from ..models.samples import describe_class_pixels
+from ..models.stores import library
 from .fine_tune_dialog import detect_devices
 from .layers import safe_file_stem, unique_stem
 from .library_dialog import accuracy_text, is_random_start, method_label
@@ -40,7 +40,7 @@ def run_classify(raster_path: str, adapter_path: str, output_path: str,
 
 def needed_weights(entry: library.LibraryEntry) -> str | None:
     """The weights file an adapter was trained on, where it can be found on this machine."""
-    from ..models.weights import recorded_weights
+    from ..models.network.weights import recorded_weights
 
     found = recorded_weights(entry.backbone or {})
     return str(found) if found else None
@@ -109,7 +109,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         raster = self.raster_layer()
         info = None
         if raster is not None and raster.providerType() == "gdal":
-            from ..models.raster import read_raster_info
+            from ..models.data.raster import read_raster_info
             try:
                 info = read_raster_info(raster.source())
             except HyperAdaptError:

@@ -113,13 +113,13 @@ def run_fine_tune(request: FineTuneRequest, progress, cancel):
 
 
 def run_download(progress, cancel):
-    from ..models.weights import download_weights
+    from ..models.network.weights import download_weights
     return str(download_weights(progress=progress, cancel=cancel))
 
 
 def run_pretrain(raster_path: str, backbone_path: str, sensor: str, settings: dict,
                  progress, cancel):
-    from ..models.pretrain import PretrainSettings, pretrain_backbone
+    from ..models.jobs.pretraining import PretrainSettings, pretrain_backbone
     return pretrain_backbone([raster_path], backbone_path, settings=PretrainSettings(**settings),
                              sensor=sensor, progress=progress, cancel=cancel, resume=True)
 
@@ -322,7 +322,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         return None
 
     def _library_path(self) -> Path:
-        from ..models.library import library_adapter_path
+        from ..models.stores.library import library_adapter_path
         return library_adapter_path(self.sensor_edit.text().strip() or "unknown",
                                     self.adapter_name_edit.text().strip() or "adapter")
 
@@ -357,7 +357,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
 
     @staticmethod
     def _sensor_from_metadata(path: str) -> str:
-        from ..models.raster import read_raster_info
+        from ..models.data.raster import read_raster_info
         try:
             return read_raster_info(path).sensor
         except HyperAdaptError:
@@ -438,7 +438,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             return
         candidate = self._sensor_backbone_path()
         if candidate is None or not candidate.is_file():
-            from ..models.weights import find_cached_weights
+            from ..models.network.weights import find_cached_weights
             candidate = find_cached_weights()
         self.weights_file.blockSignals(True)
         self.weights_file.setFilePath(str(candidate) if candidate else "")
@@ -459,13 +459,13 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         sensor = self.sensor_edit.text().strip()
         if not sensor:
             return None
-        from ..models.pretrain import default_backbone_path
+        from ..models.stores.backbone_file import default_backbone_path
         return default_backbone_path(sensor, self.backbone_combo.currentData())
 
     @pyqtSlot()
     def _update_prepare_button(self, *args) -> None:
         path = self._sensor_backbone_path()
-        from ..models.pretrain import resume_path_for
+        from ..models.jobs.pretraining import resume_path_for
         if path is not None and resume_path_for(path).exists():
             self.prepare_button.setText("Resume preparing the backbone for this sensor")
         else:

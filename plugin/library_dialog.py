@@ -1,7 +1,7 @@
 """The adapter library window: adapters grouped by sensor, renamed, deleted, imported and exported.
 
 Adapters are small files (a few hundred kilobytes) in ``<library>/<sensor>/<name>.pt``
-(models.library), so reading them for the list is quick enough for the GUI thread.
+(models.stores.library), so reading them for the list is quick enough for the GUI thread.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from qgis.PyQt.QtGui import QDesktopServices, QFont
 from qgis.PyQt.QtWidgets import (QDialog, QFileDialog, QInputDialog, QMessageBox,
                                  QTreeWidgetItem)
 
-from ..models import library
-from ..models.adapter_file import describe_weights, load_adapter_file, save_adapter_file
-from ..models.adapters import METHODS
 from ..models.errors import HyperAdaptError
+from ..models.network.adapters import METHODS
+from ..models.stores import library
+from ..models.stores.adapter_file import describe_weights, load_adapter_file, save_adapter_file
 from .widgets import classes_icon, format_bytes
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -37,7 +37,7 @@ def method_label(method: str) -> str:
 
 
 def is_random_start(entry: library.LibraryEntry) -> bool:
-    from ..models.weights import is_random_start as random_identity
+    from ..models.network.weights import is_random_start as random_identity
 
     return random_identity(entry.backbone)
 

@@ -27,8 +27,8 @@ def band_wavelengths(layer: QgsRasterLayer) -> list[float] | None:
     """Centre wavelength of every band in nm, from the metadata HyperAdapt's engine reads."""
     if layer is None or not layer.isValid() or layer.providerType() != "gdal":
         return None
+    from ..models.data.raster import read_raster_info
     from ..models.errors import HyperAdaptError
-    from ..models.raster import read_raster_info
 
     try:
         return read_raster_info(layer.source()).wavelengths_nm

@@ -139,9 +139,9 @@ class SuggestionsBox(QGroupBox):
         if raster is None:
             self._update_buttons()
             return
-        from ..models import library
+        from ..models.data.raster import read_raster_info
         from ..models.errors import HyperAdaptError
-        from ..models.raster import read_raster_info
+        from ..models.stores import library
 
         try:
             entries = [e for e in library.list_adapters(read_raster_info(raster.source()))

@@ -77,7 +77,7 @@ def library_dir(tmp_path, monkeypatch):
     return folder
 
 
-# --- Engine jobs (models/raster, samples, bands, training, predict, jobs) ----------------------
+# --- Engine jobs (models/data, models/learning, models/jobs) -----------------------------------
 @pytest.fixture(autouse=True, scope="session")
 def torch_single_thread():
     """One PyTorch thread for the whole run.

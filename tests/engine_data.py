@@ -347,7 +347,7 @@ def read_band(path) -> np.ndarray:
 
 def valid_mask(raster_path) -> np.ndarray:
     """Where the raster has data, as the engine reads it."""
-    from hyperadapt.models.raster import RasterReader, read_raster_info
+    from hyperadapt.models.data.raster import RasterReader, read_raster_info
 
     info = read_raster_info(raster_path)
     with RasterReader(info) as reader:

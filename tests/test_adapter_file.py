@@ -6,15 +6,15 @@ import datetime as dt
 import pytest
 import torch
 
-from hyperadapt.models.adapter_file import (ADAPTER_FORMAT_VERSION, AdapterRecord,
-                                            backbone_problem, check_compatible,
-                                            compatibility_problem, load_adapter_file,
-                                            save_adapter_file)
+from hyperadapt.models.data.raster import RasterInfo
+from hyperadapt.models.data.samples import ClassInfo
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.library import (add_to_library, library_adapter_path, library_root,
-                                       list_adapters, remove_from_library)
-from hyperadapt.models.raster import RasterInfo
-from hyperadapt.models.samples import ClassInfo
+from hyperadapt.models.stores.adapter_file import (ADAPTER_FORMAT_VERSION, AdapterRecord,
+                                                   backbone_problem, check_compatible,
+                                                   compatibility_problem, load_adapter_file,
+                                                   save_adapter_file)
+from hyperadapt.models.stores.library import (add_to_library, library_adapter_path, library_root,
+                                              list_adapters, remove_from_library)
 
 ENMAP_WAVES = [420.0 + 9.0 * i for i in range(224)]
 OFFICIAL = {"kind": "official", "name": "SpectralGPT+.pth", "sha256": "ab" * 32}

@@ -6,14 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperadapt.models.adapters import (DEFAULT_METHOD, METHODS, AdapterConfig, KronALinear,
-                                        LoKrLinear, LoRALinear, adapter_layers, apply_adapter,
-                                        choose_kronecker_factors, count_parameters,
-                                        describe_method, kronecker_apply,
-                                        load_trainable_state_dict, merge_adapters, param_groups,
-                                        trainable_state_dict, unmerge_adapters)
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.spectralgpt import spectralgpt_base, spectralgpt_tiny
+from hyperadapt.models.network.adapters import (DEFAULT_METHOD, METHODS, AdapterConfig, KronALinear,
+                                                LoKrLinear, LoRALinear, adapter_layers,
+                                                apply_adapter, choose_kronecker_factors,
+                                                count_parameters, describe_method, kronecker_apply,
+                                                load_trainable_state_dict, merge_adapters,
+                                                param_groups, trainable_state_dict,
+                                                unmerge_adapters)
+from hyperadapt.models.network.spectralgpt import spectralgpt_base, spectralgpt_tiny
 
 NUM_CLASSES = 5
 TARGETS = ("attn.q", "attn.v")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from engine_data import SHARED
-from hyperadapt.models.bands import (NUM_MODEL_BANDS, S2_BAND_NAMES, S2_CENTER_NM, S2_FWHM_NM,
-                                     BandAdaptation, fit_pca_reduction, fit_s2_resampling,
-                                     gaussian_resampling_matrix)
+from hyperadapt.models.data.bands import (NUM_MODEL_BANDS, S2_BAND_NAMES, S2_CENTER_NM, S2_FWHM_NM,
+                                          BandAdaptation, fit_pca_reduction, fit_s2_resampling,
+                                          gaussian_resampling_matrix)
 from hyperadapt.models.errors import HyperAdaptError
 
 
@@ -130,7 +130,7 @@ def _noisy_band_scene(size=40, num_bands=30, seed=0):
 
 
 def test_mnf_orders_components_by_signal_to_noise_at_one_common_scale():
-    from hyperadapt.models.bands import fit_mnf_reduction
+    from hyperadapt.models.data.bands import fit_mnf_reduction
 
     pixels, differences = _noisy_band_scene()
     bands = list(range(pixels.shape[1]))
@@ -156,7 +156,7 @@ def test_mnf_orders_components_by_signal_to_noise_at_one_common_scale():
 
 
 def test_mnf_treats_texture_like_differences_as_equal_noise_in_standardised_bands():
-    from hyperadapt.models.bands import fit_mnf_reduction, noise_covariance
+    from hyperadapt.models.data.bands import fit_mnf_reduction, noise_covariance
 
     rng = np.random.default_rng(1)
     pixels = _spectra(num_pixels=3000, num_bands=30) * rng.uniform(0.5, 20.0, 30)
@@ -174,7 +174,7 @@ def test_mnf_treats_texture_like_differences_as_equal_noise_in_standardised_band
 
 
 def test_mnf_is_stored_and_reapplied_like_the_other_adaptations():
-    from hyperadapt.models.bands import fit_mnf_reduction
+    from hyperadapt.models.data.bands import fit_mnf_reduction
 
     pixels, differences = _noisy_band_scene()
     mnf = fit_mnf_reduction(pixels, differences, list(range(30)))

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperadapt.models.adapters import AdapterConfig, apply_adapter
-from hyperadapt.models.checkpoint import (filter_checkpoint, load_checkpoint_file, load_pretrained,
-                                          resample_pos_embed, resample_spectral_pos_embed)
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.spectralgpt import spectralgpt_base, spectralgpt_tiny
+from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
+from hyperadapt.models.network.checkpoint import (filter_checkpoint, load_checkpoint_file,
+                                                  load_pretrained, resample_pos_embed,
+                                                  resample_spectral_pos_embed)
+from hyperadapt.models.network.spectralgpt import spectralgpt_base, spectralgpt_tiny
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LAYOUT = json.loads((SHARED / "spectralgpt" / "checkpoint_keys.json").read_text())

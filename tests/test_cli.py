@@ -29,7 +29,7 @@ def test_fine_tune_classify_evaluate_suggest_and_clean_from_a_shell(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Fine-tuned 3 classes in ")
     assert "[100 %] Done" in done.stderr
-    from hyperadapt.models.adapter_file import load_adapter_file
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
     record = load_adapter_file(tmp_path / "adapter.pt")
     assert record.training["targets"] == ["attn.q", "attn.k", "attn.v"]
     assert record.training["epochs"] == 2

@@ -46,7 +46,7 @@ def test_raster_is_georeferenced_with_200_bands_and_wavelengths(inputs):
     assert read == pytest.approx(wavelengths, abs=0.005) and units == {"nm"}
     assert 395 < read[0] < 405 and read[-1] > 2490
 
-    from hyperadapt.models.raster import read_raster_info
+    from hyperadapt.models.data.raster import read_raster_info
 
     info = read_raster_info(inputs["raster"])
     assert info.wavelengths_nm == pytest.approx(wavelengths, abs=0.005)

@@ -9,7 +9,7 @@ import pytest
 
 from engine_data import make_polygons, make_test_raster
 from hyperadapt.models.jobs import FineTuneSettings, fine_tune
-from hyperadapt.models.pretrain import read_backbone_file
+from hyperadapt.models.stores.backbone_file import read_backbone_file
 
 PRETRAIN = ["--epochs", "2", "--samples-per-epoch", "64", "--batch-size", "16",
             "--window-size", "5", "--band-adaptation", "pca"]
@@ -46,7 +46,7 @@ def test_two_processes_fine_tune_as_one_and_only_one_writes(tmp_path):
     import json
 
     from engine_data import TINY_BACKBONE
-    from hyperadapt.models.adapter_file import load_adapter_file
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
 
     raster = make_test_raster(tmp_path / "scene.tif", width=40, height=36)
     layer = make_polygons(tmp_path / "fields.gpkg", raster)

@@ -13,9 +13,9 @@ from osgeo import gdal
 
 from engine_data import make_polygons, make_test_raster, tiny_settings
 from hyperadapt.models.errors import HyperAdaptError, os_error_sentence
-from hyperadapt.models.guard import check_job_files
 from hyperadapt.models.jobs import classify, cross_validate, evaluate, fine_tune, postprocess
-from hyperadapt.models.pretrain import PretrainSettings, pretrain_backbone
+from hyperadapt.models.jobs.pretraining import PretrainSettings, pretrain_backbone
+from hyperadapt.models.stores.guard import check_job_files
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_a_late_failure_leaves_the_previous_results_as_they_were(folder, tmp_pat
     """A write that fails after training and classifying (a full disk while writing the report),
     or a cancel at that point: the previous run's adapter, map, style, report and figures are
     byte for byte what they were, and nothing of the failed run is left."""
-    import hyperadapt.models.jobs as jobs
+    import hyperadapt.models.jobs.fine_tuning as fine_tuning
 
     outputs = dict(classification_path=str(tmp_path / "c.tif"),
                    confidence_path=str(tmp_path / "conf.tif"),
@@ -223,7 +223,7 @@ def test_a_late_failure_leaves_the_previous_results_as_they_were(folder, tmp_pat
             return
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(jobs, "write_html_report", failing_report)
+    monkeypatch.setattr(fine_tuning, "write_html_report", failing_report)
     with pytest.raises((OSError, HyperAdaptError)) as caught:
         fine_tune(str(folder / "scene.tif"), str(folder / "fields.gpkg"), "class",
                   str(tmp_path / "adapter.pt"), settings=tiny_settings(epochs=2, seed=5),
@@ -253,7 +253,7 @@ def test_a_second_run_replaces_every_output_and_leaves_no_temporary_file(folder,
 
 def test_an_evaluation_that_fails_writing_keeps_the_previous_report_and_figures(
         folder, tmp_path, monkeypatch):
-    import hyperadapt.models.evaluation as evaluation
+    import hyperadapt.models.jobs.evaluation as evaluation
 
     paths = dict(html_path=str(tmp_path / "e.html"), json_path=str(tmp_path / "e.json"))
     evaluate(str(folder / "classes.tif"), str(folder / "fields.gpkg"), class_field="class",

@@ -19,7 +19,7 @@ from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QApplication
 
 import hyperadapt
-from hyperadapt.models import library
+from hyperadapt.models.stores import library
 from hyperadapt.plugin.fine_tune_dialog import FineTuneDialog
 from gui_data import (CLASSES, ORIGIN_X, ORIGIN_Y, PIXEL_SIZE, SENSOR, render_map_with_legend,
                       screenshot_paths, style_by_class, write_test_raster,
@@ -298,7 +298,8 @@ def test_invalid_inputs_start_nothing_and_say_why(iface, open_dialog, scene, lib
 
 def test_prepare_backbone_shows_loss_cancels_and_resumes(iface, open_dialog, scene, library_dir,
                                                         tmp_path):
-    from hyperadapt.models.pretrain import default_backbone_path, resume_path_for
+    from hyperadapt.models.jobs.pretraining import resume_path_for
+    from hyperadapt.models.stores.backbone_file import default_backbone_path
 
     raster, polygons = scene
     dialog = open_dialog()

@@ -18,9 +18,9 @@ from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QApplication, QFileDialog, QInputDialog, QMessageBox
 
 import hyperadapt
-from hyperadapt.models import library
-from hyperadapt.models.adapter_file import load_adapter_file, save_adapter_file
 from hyperadapt.models.jobs import FineTuneSettings, fine_tune
+from hyperadapt.models.stores import library
+from hyperadapt.models.stores.adapter_file import load_adapter_file, save_adapter_file
 from hyperadapt.plugin.worker import limit_torch_threads, restore_torch_threads
 from gui_data import SENSOR, screenshot_paths, write_test_raster, write_training_polygons
 

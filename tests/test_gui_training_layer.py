@@ -169,8 +169,8 @@ def test_suggestions_are_walked_through_and_accepted_ones_become_training_square
 
     from engine_data import TINY_BACKBONE
     from gui_data import write_training_polygons
-    from hyperadapt.models import library
     from hyperadapt.models.jobs import FineTuneSettings, fine_tune
+    from hyperadapt.models.stores import library
 
     monkeypatch.setenv("HYPERADAPT_OUTPUT", str(tmp_path / "outputs"))
     raster = _add_raster(tmp_path)

@@ -17,11 +17,11 @@ from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_v
                          labels_to_polygons, make_polygons, make_test_raster, pixel_box_polygon,
                          potsdam_class_colors, read_band, tiny_settings, valid_mask,
                          write_label_raster, write_layer)
-from hyperadapt.models.adapter_file import load_adapter_file
+from hyperadapt.models.data.raster import RasterReader, read_raster_info
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs import classify, evaluate, fine_tune, read_class_raster_classes
-from hyperadapt.models.raster import RasterReader, read_raster_info
-from hyperadapt.models.spectralgpt import spectralgpt_tiny
+from hyperadapt.models.network.spectralgpt import spectralgpt_tiny
+from hyperadapt.models.stores.adapter_file import load_adapter_file
 
 
 
@@ -401,9 +401,9 @@ def test_official_weights_are_recorded_and_other_weights_refused(tmp_path):
 
 
 def test_backbone_file_brings_its_band_adaptation(tmp_path):
-    from hyperadapt.models.bands import fit_pca_reduction
-    from hyperadapt.models.pretrain import save_backbone_file
-    from hyperadapt.models.raster import sample_valid_pixels
+    from hyperadapt.models.data.bands import fit_pca_reduction
+    from hyperadapt.models.data.raster import sample_valid_pixels
+    from hyperadapt.models.stores.backbone_file import save_backbone_file
 
     raster = make_test_raster(tmp_path / "scene.tif")
     layer = make_polygons(tmp_path / "t.gpkg", raster)
@@ -452,7 +452,7 @@ def test_the_kept_epoch_is_the_best_after_the_warm_up(tmp_path):
 def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():
     """A validation set that only gets worse as training learns (here: wrong labels) scores best
     by chance in epoch 1, while the head has barely started; that epoch must not end training."""
-    from hyperadapt.models.training import train_classifier
+    from hyperadapt.models.learning.training import train_classifier
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(3).repeat_interleave(16)
@@ -470,7 +470,7 @@ def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():
 
 
 def _tiny_adapted_model(num_classes=3):
-    from hyperadapt.models.adapters import AdapterConfig, apply_adapter
+    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
 
     torch.manual_seed(0)
     model = spectralgpt_tiny(img_size=16, num_classes=num_classes, **TINY_BACKBONE)
@@ -493,7 +493,7 @@ def _fail_batches_larger_than(model, limit):
 
 
 def test_out_of_memory_halves_the_training_batch_and_carries_on():
-    from hyperadapt.models.training import train_classifier
+    from hyperadapt.models.learning.training import train_classifier
 
     generator = torch.Generator().manual_seed(0)
     windows = torch.rand(40, 12, 5, 5, generator=generator)
@@ -511,7 +511,7 @@ def test_out_of_memory_halves_the_training_batch_and_carries_on():
 
 
 def test_out_of_memory_halves_the_prediction_batch_with_the_same_result():
-    from hyperadapt.models.predict import predict_windows
+    from hyperadapt.models.learning.predict import predict_windows
 
     windows = torch.rand(50, 12, 5, 5, generator=torch.Generator().manual_seed(1))
     model = _tiny_adapted_model()
@@ -527,7 +527,7 @@ def test_out_of_memory_halves_the_prediction_batch_with_the_same_result():
 
 
 def test_classifying_reports_progress_within_a_tile_and_the_time_left(geotiff_run, tmp_path):
-    from hyperadapt.models.predict import _time_left
+    from hyperadapt.models.learning.predict import _time_left
 
     raster, _, result, _ = geotiff_run
     heard = []
@@ -543,7 +543,7 @@ def test_classifying_reports_progress_within_a_tile_and_the_time_left(geotiff_ru
 
 
 def test_classifying_estimates_the_whole_time_from_the_first_windows(geotiff_run, tmp_path):
-    from hyperadapt.models.predict import _estimate
+    from hyperadapt.models.learning.predict import _estimate
 
     raster, _, result, _ = geotiff_run
     heard = []
@@ -563,8 +563,8 @@ def test_classifying_estimates_the_whole_time_from_the_first_windows(geotiff_run
 
 
 def test_cpu_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
-    from hyperadapt.models import device as devices
-    from hyperadapt.models.predict import predict_probabilities
+    from hyperadapt.models.learning import device as devices
+    from hyperadapt.models.learning.predict import predict_probabilities
 
     cpu = torch.device("cpu")
     monkeypatch.setenv(devices.CPU_PRECISION_ENV, "auto")
@@ -585,7 +585,7 @@ def test_cpu_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
 
 
 def test_device_choice():
-    from hyperadapt.models.device import choose_device, describe_devices
+    from hyperadapt.models.learning.device import choose_device, describe_devices
 
     assert choose_device("cpu").type == "cpu"
     assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -643,9 +643,9 @@ def test_two_random_start_jobs_in_two_threads_give_the_maps_they_give_alone(geot
 
 
 def test_an_empty_map_is_an_error_without_the_vote_too(geotiff_run, tmp_path):
-    from hyperadapt.models.bands import BandAdaptation
+    from hyperadapt.models.data.bands import BandAdaptation
     from hyperadapt.models.jobs import rebuild_model
-    from hyperadapt.models.predict import classify_raster
+    from hyperadapt.models.learning.predict import classify_raster
 
     _, _, result, _ = geotiff_run
     record = load_adapter_file(result.adapter_path)

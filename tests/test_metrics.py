@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
-from hyperadapt.models.metrics import (classification_metrics, confusion_matrix,
-                                       metrics_from_labels)
-from hyperadapt.models.report import (confusion_matrix_png, png_bytes, write_html_report,
-                                      write_metrics_json)
-from hyperadapt.models.samples import ClassInfo
+from hyperadapt.models.data.samples import ClassInfo
+from hyperadapt.models.learning.metrics import (classification_metrics, confusion_matrix,
+                                                metrics_from_labels)
+from hyperadapt.models.stores.report import (confusion_matrix_png, png_bytes, write_html_report,
+                                             write_metrics_json)
 
 CLASSES = [ClassInfo(1, "water", (0, 0, 255)), ClassInfo(2, "forest", (0, 128, 0)),
            ClassInfo(5, "urban <built>", (200, 0, 0))]
@@ -97,7 +97,7 @@ def test_reports_are_json_and_html_with_an_embedded_confusion_picture(tmp_path):
 def test_area_adjusted_estimates_match_olofssons_worked_example():
     """Olofsson et al. (2014), section 5: four classes, a 10,000,000-pixel map of 30 m pixels
     (0.09 ha), stratified sample by map class."""
-    from hyperadapt.models.metrics import area_adjusted_accuracy
+    from hyperadapt.models.learning.metrics import area_adjusted_accuracy
 
     # Rows: map classes deforestation, forest gain, stable forest, stable non-forest.
     by_map = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])

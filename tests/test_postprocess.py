@@ -6,9 +6,9 @@ import pytest
 
 from engine_data import make_polygons, make_test_raster, read_band, tiny_settings
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
-from hyperadapt.models.adapter_file import load_adapter_file
 from hyperadapt.models.jobs import classify, fine_tune, postprocess, read_class_raster_classes
-from hyperadapt.models.postprocess import majority_vote
+from hyperadapt.models.jobs.postprocessing import majority_vote
+from hyperadapt.models.stores.adapter_file import load_adapter_file
 
 
 def test_majority_vote_takes_the_commonest_class_and_keeps_nodata():

@@ -1,4 +1,5 @@
-"""Self-supervised pretraining of the backbone on a sensor's own scenes (models/pretrain.py, models/mae.py)."""
+"""Self-supervised pretraining of the backbone on a sensor's own scenes (models/jobs/pretraining.py,
+models/stores/backbone_file.py, models/data/scene_pixels.py, models/network/mae.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +9,11 @@ from osgeo import gdal, ogr, osr
 
 from hyperadapt.models import options
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
-from hyperadapt.models.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
-from hyperadapt.models.pretrain import (BACKBONE_FORMAT, PretrainSettings, load_backbone_file,
-                                        pretrain_backbone, resume_path_for, save_backbone_file)
-from hyperadapt.models.spectralgpt import spectralgpt_tiny
+from hyperadapt.models.jobs.pretraining import PretrainSettings, pretrain_backbone, resume_path_for
+from hyperadapt.models.network.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
+from hyperadapt.models.network.spectralgpt import spectralgpt_tiny
+from hyperadapt.models.stores.backbone_file import (BACKBONE_FORMAT, load_backbone_file,
+                                                    save_backbone_file)
 
 
 NUM_BANDS = 24

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine_data import make_polygons, make_test_raster, tiny_settings
+from hyperadapt.models.data.raster import RasterReader, read_raster_info
 from hyperadapt.models.jobs import fine_tune
-from hyperadapt.models.pseudo import candidate_pixels, select_pseudo_labels
-from hyperadapt.models.raster import RasterReader, read_raster_info
+from hyperadapt.models.learning.pseudo import candidate_pixels, select_pseudo_labels
 
 
 def test_pseudo_labels_honour_the_threshold_and_each_class_cap():

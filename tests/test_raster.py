@@ -6,9 +6,9 @@ import pytest
 from osgeo import gdal
 
 from engine_data import POTSDAM, enmap_potsdam_vrt, make_test_raster, write_raster
+from hyperadapt.models.data.raster import (RasterReader, group_pixels_by_tile, iter_tiles,
+                                           read_raster_info, sample_valid_pixels)
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.raster import (RasterReader, group_pixels_by_tile, iter_tiles,
-                                      read_raster_info, sample_valid_pixels)
 
 GT = (500000.0, 30.0, 0.0, 5800000.0, 0.0, -30.0)
 

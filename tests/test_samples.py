@@ -7,10 +7,10 @@ from osgeo import ogr
 
 from engine_data import (POTSDAM_POINTS, make_polygons, make_test_raster, pixel_box_polygon,
                          potsdam_class_colors, write_layer)
+from hyperadapt.models.data.raster import read_raster_info
+from hyperadapt.models.data.samples import (DEFAULT_CLASS_COLORS, ClassInfo, check_class_pixels,
+                                            read_labelled_pixels, split_by_feature)
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.raster import read_raster_info
-from hyperadapt.models.samples import (DEFAULT_CLASS_COLORS, ClassInfo, check_class_pixels,
-                                       read_labelled_pixels, split_by_feature)
 
 
 @pytest.fixture()
@@ -196,7 +196,7 @@ def test_bad_vectors_get_one_sentence(tmp_path, raster):
 
 
 def test_grouped_folds_never_split_a_polygon_and_spread_every_class():
-    from hyperadapt.models.samples import grouped_folds
+    from hyperadapt.models.data.samples import grouped_folds
 
     rng = np.random.default_rng(1)
     feature_class = np.repeat([0, 1, 2], [10, 6, 3])
@@ -240,7 +240,7 @@ def test_pixels_under_features_of_two_classes_are_left_out_and_said(tmp_path, ra
 
 
 def test_a_summary_names_each_class_with_its_pixels_and_a_class_never_mapped():
-    from hyperadapt.models.samples import describe_class_pixels
+    from hyperadapt.models.data.samples import describe_class_pixels
 
     classes = [ClassInfo(1, "Corn", (1, 2, 3)), ClassInfo(4, "Wheat", (4, 5, 6))]
     assert describe_class_pixels(classes, {1: 1204}) == "Corn: 1,204 px, Wheat: none"

@@ -7,12 +7,12 @@ import torch
 
 from engine_data import (class_changes, make_polygons, make_test_raster, read_band, tiny_settings,
                          valid_mask)
-from hyperadapt.models.adapter_file import load_adapter_file
-from hyperadapt.models.bands import BandAdaptation
+from hyperadapt.models.data.bands import BandAdaptation
+from hyperadapt.models.data.raster import RasterReader, read_raster_info
+from hyperadapt.models.data.segments import segment_vote, slic_segments
 from hyperadapt.models.jobs import fine_tune, rebuild_model
-from hyperadapt.models.predict import classify_raster
-from hyperadapt.models.raster import RasterReader, read_raster_info
-from hyperadapt.models.segments import segment_vote, slic_segments
+from hyperadapt.models.learning.predict import classify_raster
+from hyperadapt.models.stores.adapter_file import load_adapter_file
 
 
 def _two_fields(height=30, width=40, boundary=17):

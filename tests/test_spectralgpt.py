@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.spectralgpt import (SpectralGPT, build_backbone, spectralgpt_base,
-                                           spectralgpt_tiny)
+from hyperadapt.models.network.spectralgpt import (SpectralGPT, build_backbone, spectralgpt_base,
+                                                   spectralgpt_tiny)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -151,7 +151,7 @@ def test_reset_classifier_and_no_weight_decay():
 
 
 def test_centre_pixel_of_odd_and_even_windows():
-    from hyperadapt.models.spectralgpt import centre_pixel
+    from hyperadapt.models.network.spectralgpt import centre_pixel
 
     odd = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
     torch.testing.assert_close(centre_pixel(odd), odd[:, :, 2, 2])

@@ -6,11 +6,11 @@ import pytest
 from osgeo import ogr
 
 from engine_data import make_polygons, make_test_raster, tiny_settings
+from hyperadapt.models.data.raster import read_raster_info
+from hyperadapt.models.data.samples import read_labelled_pixels
 from hyperadapt.models.errors import HyperAdaptError
 from hyperadapt.models.jobs import fine_tune, suggest
-from hyperadapt.models.raster import read_raster_info
-from hyperadapt.models.samples import read_labelled_pixels
-from hyperadapt.models.suggest import choose_suggestions, score_candidates
+from hyperadapt.models.jobs.suggestion import choose_suggestions, score_candidates
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tm
     import torch
 
     from hyperadapt.models import options
-    from hyperadapt.models.adapter_file import load_adapter_file
     from hyperadapt.models.settings import FineTuneSettings
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
 
     raster, layer, result = trained
     earlier = load_adapter_file(result.adapter_path)
@@ -132,7 +132,7 @@ def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tm
 
 def test_each_round_of_labelling_keeps_its_accuracy_in_the_adapter_and_the_report(trained,
                                                                                     tmp_path):
-    from hyperadapt.models.adapter_file import load_adapter_file
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
 
     raster, layer, result = trained
     first = load_adapter_file(result.adapter_path)

@@ -1,6 +1,7 @@
 """Tile mode: the backbone sees a window every few pixels and each pixel's features are resampled
-from them (models.predict.grid_probabilities). Tiny backbone, seeded random start: these check the
-machinery (alignment, seams, nodata, small rasters, cancel, adapters of either mode), not accuracy.
+from them (models.learning.predict.grid_probabilities). Tiny backbone, seeded random start: these
+check the machinery (alignment, seams, nodata, small rasters, cancel, adapters of either mode), not
+accuracy.
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from engine_data import (class_changes, make_polygons, make_test_raster, read_ba
 from osgeo import gdal
 
 from hyperadapt.models import options
-from hyperadapt.models.adapter_file import load_adapter_file, save_adapter_file
-from hyperadapt.models.bands import BandAdaptation
+from hyperadapt.models.data.bands import BandAdaptation
+from hyperadapt.models.data.raster import RasterReader, read_raster_info
+from hyperadapt.models.data.windows import extract_windows, read_adapted_region
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs import classify, fine_tune, rebuild_model
-from hyperadapt.models.predict import classify_raster, grid_probabilities, predict_probabilities
-from hyperadapt.models.raster import RasterReader, read_raster_info
-from hyperadapt.models.windows import extract_windows, read_adapted_region
+from hyperadapt.models.learning.predict import (classify_raster, grid_probabilities,
+                                                predict_probabilities)
+from hyperadapt.models.stores.adapter_file import load_adapter_file, save_adapter_file
 
 WINDOW = 7          # tile mode steps 3 pixels
 CPU = torch.device("cpu")

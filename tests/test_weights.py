@@ -9,9 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hyperadapt.models import weights
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
-from hyperadapt.models.weights import download_weights, find_cached_weights, weights_cache_dir
+from hyperadapt.models.network import weights
+from hyperadapt.models.network.weights import (download_weights, find_cached_weights,
+                                               weights_cache_dir)
 
 NAME = "SpectralGPT+.pth"
 RECORD_PATH = "/api/records/8412455"

@@ -91,8 +91,8 @@ class ClassifyAlgorithm(HyperAdaptAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)
         require_engine()
+        from ...models.data.samples import describe_class_pixels
         from ...models.jobs import classify
-        from ...models.samples import describe_class_pixels
 
         raster = raster_file(self.parameterAsRasterLayer(parameters, self.INPUT, context),
                              "hyperspectral raster")

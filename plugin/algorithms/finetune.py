@@ -379,7 +379,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         for note in result.notes:
             feedback.pushInfo(note)
         backbone = describe_backbone(result.backbone)
-        from ...models.weights import is_random_start
+        from ...models.network.weights import is_random_start
         if is_random_start(result.backbone):
             feedback.pushWarning("RANDOM START: the backbone was not pretrained; accuracy is far below "
                                  "what pretrained weights give.")
@@ -407,8 +407,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
 
 def describe_backbone(identity: dict | None) -> str:
     """One line naming the backbone; a random start says so in words."""
-    from ...models.adapter_file import describe_weights
-    from ...models.weights import is_random_start
+    from ...models.network.weights import is_random_start
+    from ...models.stores.adapter_file import describe_weights
 
     text = describe_weights(identity or {})
     if is_random_start(identity) and "random start" not in text.lower():

@@ -131,7 +131,7 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
 
     # -- run ------------------------------------------------------------------------------------
     def settings_from_parameters(self, parameters, context):
-        from ...models.pretrain import PretrainSettings
+        from ...models.jobs.pretraining import PretrainSettings
 
         epochs = self.parameterAsInt(parameters, self.EPOCHS, context)
         minutes = self.parameterAsDouble(parameters, self.TIME_BUDGET, context)
@@ -151,8 +151,9 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS's name)
         require_engine()
-        from ...models.pretrain import default_backbone_path, pretrain_backbone, resume_path_for
-        from ...models.raster import read_raster_info
+        from ...models.data.raster import read_raster_info
+        from ...models.jobs.pretraining import pretrain_backbone, resume_path_for
+        from ...models.stores.backbone_file import default_backbone_path
 
         layers = self.parameterAsLayerList(parameters, self.RASTERS, context)
         rasters = [raster_file(layer, f"raster '{layer.name()}'") for layer in layers]
@@ -162,7 +163,7 @@ class PretrainAlgorithm(HyperAdaptAlgorithm):
             feedback.pushInfo(f"Sensor: {sensor} (guessed from {layers[0].name()}).")
         settings = run_engine_job(self.settings_from_parameters, parameters, context)
         if settings.preset == "base" and not settings.weights:
-            from ...models.weights import find_cached_weights
+            from ...models.network.weights import find_cached_weights
             cached = find_cached_weights()
             if cached is not None:
                 settings.weights = str(cached)

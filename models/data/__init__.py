@@ -1,0 +1,1 @@
+"""The data: rasters, labelled pixels, band adaptation, windows, segments, a scene's pixels."""

@@ -1,0 +1,1 @@
+"""Training and prediction: the loop, tiled prediction, pseudo-labels, metrics, devices, seeds."""

@@ -1,0 +1,91 @@
+"""Which torch device a job runs on, and how to recognise running out of its memory."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..errors import HyperAdaptError
+
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """The device for ``preference``: "auto" takes the first CUDA GPU when there is one, else the CPU.
+
+    "cuda:1" style names pick a given GPU.
+    """
+    name = (preference or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise HyperAdaptError("A CUDA GPU was asked for, but this PyTorch sees none; choose "
+                                  "'auto' or 'cpu'.")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise HyperAdaptError(f"There is no GPU {device.index}; this machine has "
+                                  f"{torch.cuda.device_count()}.")
+        return device
+    raise HyperAdaptError(f"The device '{preference}' is unknown; choose one of "
+                          f"{', '.join(DEVICE_CHOICES)}.")
+
+
+def describe_devices() -> list[str]:
+    """One line per device this PyTorch can use, the CPU first (for dialogs and logs)."""
+    lines = [f"CPU ({os.cpu_count() or 1} cores, {torch.get_num_threads()} PyTorch threads)"]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            lines.append(f"cuda:{index} {props.name} ({props.total_memory / 2**30:.1f} GiB)")
+    return lines
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for ``device``: bfloat16 where the GPU has it, else float16; none on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# "auto": bfloat16 for classifying on a CPU that computes it natively; "fp32" or "bf16" force it
+# (the precision bench compares the two on the same maps).
+CPU_PRECISION_ENV = "HYPERADAPT_CPU_PRECISION"
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX): elsewhere PyTorch emulates
+    it, slower than float32. Read from /proc/cpuinfo; False where there is none (Windows, macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def inference_autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for classifying: the GPU's (autocast_dtype), and on a CPU
+    bfloat16 where it computes it natively (bench/results/precision.md: the labels it changes
+    and the speed it gives), float32 elsewhere."""
+    if device.type == "cuda":
+        return autocast_dtype(device)
+    choice = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower()
+    if choice == "bf16" or (choice == "auto" and cpu_computes_bf16()):
+        return torch.bfloat16
+    return None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (the one failure that a smaller batch can fix)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the allocator's cached blocks back after an out-of-memory error."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,0 +1,317 @@
+"""The fine-tuning loop: AdamW, warm-up then cosine decay, early stopping on validation accuracy.
+
+Windows are held in memory as one float tensor at their native window size; the model resizes
+them to its input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
+Batches are drawn in the loop itself, never by DataLoader workers: QGIS must never fork. On CUDA
+the forward pass runs in mixed precision, and an out-of-memory error halves the batch and
+retries it. The best state (highest validation accuracy, lower validation loss on a tie) is the
+one kept.
+
+Early stopping waits: with a handful of polygons the validation features lie elsewhere in the
+scene, and while the head is still learning, validation accuracy can sit below its chance value
+of the first epoch for many epochs. Stopping on patience alone then kept an epoch-1 model that
+classified near chance (8-17 % overall accuracy on Indian Pines with 2 polygons per class).
+So no epoch of the warm-up can be the kept one once a later epoch exists, and training never stops
+before half of its epochs.
+
+``train_classifier`` is longer than this project's functions usually are (about 80 lines beside
+its docstring): its loop carries the schedule, the batch that an out-of-memory error halves, the
+processes' shares of each batch and the running loss together, and splitting it would pass all of
+them back and forth; a step (``_train_step``) and the kept epoch (``_BestEpoch``) are apart.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import HyperAdaptError, raise_if_cancelled
+from ..network.adapters import param_groups, trainable_state_dict
+from .device import autocast_dtype, is_out_of_memory, release_cached_memory
+from .distributed import distributed_rank, mean_over_processes
+from .predict import OUT_OF_MEMORY
+
+
+@dataclass
+class TrainingOutcome:
+    """What training produced: the kept state and how it got there."""
+
+    best_state: dict
+    best_epoch: int
+    best_val_accuracy: float | None
+    best_val_loss: float | None
+    epochs_run: int
+    stopped_early: bool
+    batch_size: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_factor(progress: float, warmup_fraction: float, min_factor: float = 0.0,
+              warmup_floor: float = 1e-3) -> float:
+    """Learning-rate multiplier at ``progress`` (0..1 of the run): linear warm-up from
+    ``warmup_floor``, then cosine down to ``min_factor``. Fine-tuning and pretraining both."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup_fraction > 0 and progress < warmup_fraction:
+        return max(progress / warmup_fraction, warmup_floor)
+    span = max(1.0 - warmup_fraction, 1e-9)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup_fraction) / span))
+    return min_factor + (1.0 - min_factor) * cosine
+
+
+def backward_and_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
+    """Backpropagate and take an optimizer step, through the fp16 gradient scaler when there is one."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
+def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random quarter turns and mirror flips per window (a scene has no preferred orientation).
+    Fine-tuning and pretraining both."""
+    turns = torch.randint(0, 4, (len(batch),), generator=generator)
+    flips = torch.randint(0, 2, (len(batch),), generator=generator).bool()
+    out = batch.clone()
+    for k in range(4):
+        for flip in (False, True):
+            members = torch.nonzero((turns == k) & (flips == flip)).flatten()
+            if len(members) == 0 or (k == 0 and not flip):
+                continue
+            part = batch[members.to(batch.device)]
+            if flip:
+                part = torch.flip(part, dims=(-1,))
+            out[members.to(batch.device)] = torch.rot90(part, k, dims=(-2, -1))
+    return out
+
+
+def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: torch.device,
+              batch_size: int, cancel) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the model on windows."""
+    correct, loss_sum = 0, 0.0
+    dtype = autocast_dtype(device)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            raise_if_cancelled(cancel)
+            x = windows[start:start + batch_size].to(device)
+            y = labels[start:start + batch_size].to(device)
+            if dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=dtype):
+                    logits = model(x)
+            else:
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+    model.train()
+    return correct / len(windows), loss_sum / len(windows)
+
+
+def _optimizer(model, learning_rate: float, lr_ratio: float, weight_decay: float):
+    """AdamW over the trainable tensors' groups (models.network.adapters.param_groups), each keeping
+    its own peak learning rate as ``base_lr`` for the schedule."""
+    groups = param_groups(model, lr=learning_rate, lr_ratio=lr_ratio, weight_decay=weight_decay)
+    if not groups:
+        raise HyperAdaptError("The model has nothing to train.")
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
+
+
+def _draw_batch(windows: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                generator: torch.Generator, *, augment: bool, context_dropout: float, rank: int,
+                world: int, device: torch.device):
+    """(x, y, keep, weight): this process's rows of the batch ``index``, augmented, with their
+    context-dropout draws (on ``device``) and their weight in the batch's mean loss.
+
+    The draws are made for the whole batch on every process (the same generator), then each takes
+    rows rank, rank + world, ...; a process left without rows runs one at weight 0, as DDP needs
+    every process's step.
+    """
+    x = windows[index]
+    if augment:
+        x = augment_batch(x, generator)
+    keep = None
+    if context_dropout > 0:
+        keep = torch.rand(len(index), generator=generator) >= context_dropout
+    mine = torch.arange(rank, len(index), world)
+    weight = world / len(index) if len(mine) else 0.0
+    mine = mine if len(mine) else torch.zeros(1, dtype=torch.long)
+    keep = None if keep is None else keep[mine].to(device)
+    return x[mine], labels[index][mine].to(device), keep, weight
+
+
+def _train_step(trainer, optimizer, scaler, x, y, keep, weight: float, *, dtype,
+                device: torch.device):
+    """One optimizer step on a batch: (summed loss times ``weight``, logits), or None after a
+    CUDA out-of-memory error (gradients and the allocator's cache cleared; the caller halves the
+    batch)."""
+    try:
+        x = x.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = trainer(x) if keep is None else trainer(x, context_keep=keep)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
+        backward_and_step(loss, optimizer, scaler)
+        return loss, logits
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+    optimizer.zero_grad(set_to_none=True)
+    release_cached_memory(device)
+    return None
+
+
+class _BestEpoch:
+    """The epoch whose trainable state training keeps: the best validation (accuracy, then loss;
+    without validation the latest) once the warm-up is over, the first epoch until then; and
+    the epochs since it (early stopping)."""
+
+    def __init__(self):
+        self.key, self.state, self.epoch = None, None, 0
+        self.accuracy = self.loss = None
+        self.after_warmup = False
+        self.stale = 0
+
+    def consider(self, model, record: dict, *, after_warmup: bool) -> None:
+        validated = record["val_accuracy"] is not None
+        key = (record["val_accuracy"], -record["val_loss"]) if validated else (record["epoch"], 0.0)
+        if (self.key is None or (after_warmup and not self.after_warmup)
+                or (after_warmup and key > self.key)):
+            self.key, self.epoch, self.after_warmup = key, record["epoch"], after_warmup
+            self.state = trainable_state_dict(model)
+            self.accuracy, self.loss = record["val_accuracy"], record["val_loss"]
+            self.stale = 0
+        else:
+            self.stale += 1
+
+
+def _epoch_message(record: dict) -> str:
+    message = f"Epoch {record['epoch']}/{record['epochs']}: loss {record['loss']:.3f}"
+    if record["val_accuracy"] is not None:
+        message += f", validation accuracy {100 * record['val_accuracy']:.1f} %"
+    return message
+
+
+def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
+                     val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
+                     epochs: int, learning_rate: float, lr_ratio: float = 1.0,
+                     weight_decay: float = 0.05, batch_size: int = 32,
+                     warmup_fraction: float = 0.1, patience: int = 10,
+                     min_epochs: int | None = None, seed: int = 0,
+                     device: torch.device = torch.device("cpu"), augment: bool = True,
+                     context_dropout: float = 0.0, progress=None, cancel=None,
+                     on_epoch=None) -> TrainingOutcome:
+    """Train the model's trainable tensors (adapter + head) on labelled windows.
+
+    Args:
+        model: backbone with an adapter applied (models.network.adapters.apply_adapter) and a head.
+        train_windows, train_labels: (N, 12, w, w) float32 windows and (N,) class indices.
+        val_windows, val_labels: the held-out validation set, or None.
+        epochs: the most passes over the training windows.
+        learning_rate: peak learning rate; lr_ratio scales the zero-initialised factors
+            (LoRA+ / KronA+).
+        weight_decay: AdamW weight decay (not on biases, norms, positional embeddings).
+        batch_size: windows per step; halved after a CUDA out-of-memory error.
+        warmup_fraction: share of all steps spent warming the learning rate up.
+        patience: epochs without a better validation result before stopping.
+        min_epochs: epochs always run before early stopping may end training; None: half of
+            ``epochs``.
+        seed: seeds the shuffling and the augmentation.
+        device: where to train.
+        augment: random flips and quarter turns.
+        context_dropout: share of training windows whose pooled tokens a pixel head does not see
+            (drawn per window from the seeded generator).
+        progress: ``progress(fraction, message)``; cancel: ``cancel() -> bool`` (checked every
+            batch); on_epoch: ``on_epoch(record)`` with epoch, epochs (planned), loss,
+            train_accuracy, val_accuracy, val_loss, learning_rate.
+    """
+    started = time.perf_counter()
+    num_train = len(train_windows)
+    if num_train == 0:
+        raise HyperAdaptError("There are no training windows.")
+    has_val = val_windows is not None and len(val_windows) > 0
+    model.to(device)
+    model.train()
+    optimizer = _optimizer(model, learning_rate, lr_ratio, weight_decay)
+    dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    generator = torch.Generator().manual_seed(int(seed))
+    rank, world = distributed_rank()
+    # Under torchrun every process draws the same batch and takes its share of the rows; DDP
+    # averages the gradients, so N processes take the steps of one (models.learning.distributed).
+    trainer = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    batch_size = max(1, int(batch_size))
+    total_samples = epochs * num_train
+    seen = 0
+    best = _BestEpoch()
+    history: list[dict] = []
+    min_epochs = math.ceil(epochs / 2) if min_epochs is None else min(int(min_epochs), epochs)
+    stopped_early = False
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(num_train, generator=generator)
+        chunks = list(torch.split(order, batch_size))
+        loss_sum, correct, count = 0.0, 0, 0
+        while chunks:
+            raise_if_cancelled(cancel)
+            index = chunks.pop(0)
+            factor = lr_factor(seen / total_samples, warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            x, y, keep, weight = _draw_batch(train_windows, train_labels, index, generator,
+                                             augment=augment, context_dropout=context_dropout,
+                                             rank=rank, world=world, device=device)
+            stepped = _train_step(trainer, optimizer, scaler, x, y, keep, weight, dtype=dtype,
+                                  device=device)
+            if stepped is None:              # out of GPU memory: halve the batch and go on
+                if len(index) <= 1:
+                    raise HyperAdaptError(OUT_OF_MEMORY)
+                batch_size = max(1, len(index) // 2)
+                chunks = list(torch.split(index, batch_size)) + [
+                    piece for chunk in chunks for piece in torch.split(chunk, batch_size)]
+                continue
+            loss, logits = stepped
+            # Over the whole batch: the mean of the processes' weighted sums, and their hits.
+            batch_loss = mean_over_processes(loss.detach(), world)
+            hits = ((logits.detach().argmax(dim=1) == y).float() * (weight > 0)).sum()
+            hits = mean_over_processes(hits, world) * world
+            if not torch.isfinite(batch_loss):
+                raise HyperAdaptError("Training diverged (the loss is not a number); lower the "
+                                      "learning rate.")
+            seen += len(index)
+            loss_sum += float(batch_loss) * len(index)
+            correct += int(round(float(hits)))
+            count += len(index)
+            if progress is not None:
+                progress(seen / total_samples,
+                         f"Epoch {epoch}/{epochs}: loss {loss_sum / count:.3f}")
+        record = {"epoch": epoch, "epochs": epochs, "loss": loss_sum / count,
+                  "train_accuracy": correct / count,
+                  "val_accuracy": None, "val_loss": None,
+                  "learning_rate": optimizer.param_groups[0]["lr"]}
+        if has_val:
+            record["val_accuracy"], record["val_loss"] = _evaluate(
+                model, val_windows, val_labels, device=device,
+                batch_size=max(batch_size, 64), cancel=cancel)
+        history.append(record)
+        best.consider(model, record, after_warmup=seen >= warmup_fraction * total_samples)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        if progress is not None:
+            progress(seen / total_samples, _epoch_message(record))
+        if has_val and best.stale >= patience and epoch >= min_epochs:
+            stopped_early = epoch < epochs
+            break
+    return TrainingOutcome(best_state=best.state, best_epoch=best.epoch,
+                           best_val_accuracy=best.accuracy, best_val_loss=best.loss,
+                           epochs_run=epoch, stopped_early=stopped_early, batch_size=batch_size,
+                           seconds=time.perf_counter() - started, history=history)

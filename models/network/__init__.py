@@ -1,0 +1,1 @@
+"""The network: SpectralGPT, its adapters, backbones, masked autoencoder, checkpoints, weights."""
