@@ -1,7 +1,6 @@
 """The engine's jobs, one entry point each and each in its own module: fine_tune (fine_tuning),
 cross_validate (cross_validation), classify (classification), suggest (suggestion), postprocess
-(postprocessing) and evaluate (evaluation), imported here; pretrain_backbone is imported from
-models.jobs.pretraining.
+(postprocessing), evaluate (evaluation) and pretrain_backbone (pretraining), imported here.
 
 The toolbar worker, the Processing algorithms, the command line, the benchmarks and the demo all
 call these. Each takes ``progress(fraction, message)`` and ``cancel() -> bool`` callbacks; a
@@ -9,8 +8,6 @@ cancelled job raises JobCancelled, a problem the user can fix raises HyperAdaptE
 sentence, outputs are checked before any work (models.stores.guard), and a failure leaves no new
 file and the previous results as they were.
 """
-# The fine-tune, cross-validate, classify, suggest, postprocess and evaluate jobs live in their own
-# modules; imported here so that every job is found in one place.
 from ..network.backbones import rebuild_model
 from ..settings import FineTuneSettings
 from .classification import ClassifyResult, LoadedAdapter, classify, classify_with, load_adapter
@@ -18,10 +15,11 @@ from .cross_validation import cross_validate
 from .evaluation import evaluate, read_class_raster_classes
 from .fine_tuning import FineTuneResult, fine_tune
 from .postprocessing import postprocess
+from .pretraining import pretrain_backbone
 from .suggestion import suggest
 
 __all__ = [
     "ClassifyResult", "FineTuneResult", "FineTuneSettings", "LoadedAdapter", "classify",
     "classify_with", "cross_validate", "evaluate", "fine_tune", "load_adapter", "postprocess",
-    "read_class_raster_classes", "rebuild_model", "suggest",
+    "pretrain_backbone", "read_class_raster_classes", "rebuild_model", "suggest",
 ]
