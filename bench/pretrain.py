@@ -98,7 +98,7 @@ def fine_tune_and_score(inputs: dict, work: Path, name: str, settings) -> dict:
     metrics = evaluate(str(classification), inputs["reference_raster"])
     return {"oa": 100.0 * metrics["overall_accuracy"], "aa": 100.0 * metrics["average_accuracy"],
             "kappa": metrics["kappa"], "train_seconds": result.seconds,
-            "backbone": result.backbone.get("kind"), "adapter_bytes": result.adapter_bytes}
+            "backbone": result.backbone.kind, "adapter_bytes": result.adapter_bytes}
 
 
 # -- the SVM baseline -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..models.errors import HyperAdaptError
 from ..models.stores import library
 from .fine_tune_dialog import detect_devices
 from .layers import safe_file_stem, unique_stem
-from .library_dialog import accuracy_text, is_random_start, method_label
+from .library_dialog import accuracy_text, method_label
 from .rendering import show_in_true_colour
 from .suggestions import open_suggestions
 from .widgets import JobDialog, classes_icon, format_duration, push_message
@@ -42,7 +42,7 @@ def needed_weights(entry: library.LibraryEntry) -> str | None:
     """The weights file an adapter was trained on, where it can be found on this machine."""
     from ..models.network.weights import recorded_weights
 
-    found = recorded_weights(entry.backbone or {})
+    found = recorded_weights(entry.backbone)
     return str(found) if found else None
 
 
@@ -120,7 +120,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         first_fitting = None
         for entry in self.entries:
             fits = "yes" if entry.fits else ("–" if entry.fits is None else "no")
-            name = entry.name + (" (random start)" if is_random_start(entry) else "")
+            name = entry.name + (" (random start)" if entry.backbone.is_random_start else "")
             item = QTreeWidgetItem(self.adapter_tree, [
                 name, entry.sensor, ", ".join(c["name"] for c in entry.classes),
                 method_label(entry.method), accuracy_text(entry.metrics), fits])
@@ -161,7 +161,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
     @pyqtSlot()
     def _adapter_selected(self) -> None:
         entry = self.selected_entry()
-        random_start = entry is not None and is_random_start(entry)
+        random_start = entry is not None and entry.backbone.is_random_start
         self.weights_file.setEnabled(not random_start)
         if entry is not None:
             self.weights_file.blockSignals(True)
@@ -185,7 +185,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
             return "Choose an adapter."
         if entry.fits is False:
             return entry.problem or "This adapter does not fit the raster."
-        if not is_random_start(entry):
+        if not entry.backbone.is_random_start:
             weights = self.weights_file.filePath().strip()
             if not weights:
                 return ("This adapter needs the backbone weights it was trained on; choose their "
@@ -226,7 +226,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
         output_path = str(output / f"{stem}_classification.tif")
         confidence_path = str(output / f"{stem}_confidence.tif") \
             if self.confidence_check.isChecked() else None
-        weights = None if is_random_start(entry) else self.weights_file.filePath().strip()
+        weights = None if entry.backbone.is_random_start else self.weights_file.filePath().strip()
         raster_path, adapter_path = raster.source(), str(entry.path)
         device = self.device_combo.currentData()
         self._running_adapter = entry
@@ -268,7 +268,7 @@ class ClassifyDialog(JobDialog, FORM_CLASS):
             if confidence.isValid():
                 project.addMapLayer(confidence)
                 self.confidence_layer = confidence
-        note = " Random-start adapter: for testing only." if is_random_start(entry) else ""
+        note = " Random-start adapter: for testing only." if entry.backbone.is_random_start else ""
         self.last_summary = (f"Classified with '{entry.name}' into {len(result.classes)} classes "
                              f"in {format_duration(result.seconds)}.{note}")
         self.show_outcome(f"{self.last_summary}\nPixels per class: "

@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import (QDialog, QFileDialog, QInputDialog, QMessageBox
 from ..models.errors import HyperAdaptError
 from ..models.network.adapters import METHODS
 from ..models.stores import library
-from ..models.stores.adapter_file import describe_weights, load_adapter_file, save_adapter_file
+from ..models.stores.adapter_file import load_adapter_file, save_adapter_file
 from .widgets import classes_icon, format_bytes
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -34,12 +34,6 @@ def accuracy_text(metrics: dict) -> str:
 
 def method_label(method: str) -> str:
     return METHODS.get(method, method or "?")
-
-
-def is_random_start(entry: library.LibraryEntry) -> bool:
-    from ..models.network.weights import is_random_start as random_identity
-
-    return random_identity(entry.backbone)
 
 
 class LibraryDialog(QDialog, FORM_CLASS):
@@ -95,7 +89,7 @@ class LibraryDialog(QDialog, FORM_CLASS):
                 parent.setExpanded(True)
                 sensors[entry.sensor] = parent
             size = entry.path.stat().st_size if entry.path.exists() else 0
-            name = entry.name + (" (random start)" if is_random_start(entry) else "")
+            name = entry.name + (" (random start)" if entry.backbone.is_random_start else "")
             item = QTreeWidgetItem(parent, [
                 name, ", ".join(c["name"] for c in entry.classes), method_label(entry.method),
                 accuracy_text(entry.metrics), entry.created[:10],
@@ -169,7 +163,7 @@ class LibraryDialog(QDialog, FORM_CLASS):
                  f"Classes: {swatches}",
                  f"Validation: overall accuracy {accuracy_text(entry.metrics)}"
                  + (f", kappa {float(kappa):.3f}" if kappa is not None else ""),
-                 f"Backbone: {html.escape(describe_weights(entry.backbone))}",
+                 f"Backbone: {html.escape(entry.backbone.describe())}",
                  f"File: {html.escape(str(entry.path))}"]
         self.details_label.setText("<br>".join(lines))
 

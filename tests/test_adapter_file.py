@@ -9,8 +9,9 @@ import torch
 from hyperadapt.models.data.raster import RasterInfo
 from hyperadapt.models.data.samples import ClassInfo
 from hyperadapt.models.errors import HyperAdaptError
+from hyperadapt.models.network.identity import BackboneIdentity
 from hyperadapt.models.stores.adapter_file import (ADAPTER_FORMAT_VERSION, AdapterRecord,
-                                                   backbone_problem, check_compatible,
+                                                   check_compatible,
                                                    compatibility_problem, load_adapter_file,
                                                    save_adapter_file)
 from hyperadapt.models.stores.library import (add_to_library, library_adapter_path, library_root,
@@ -107,16 +108,32 @@ def test_band_count_and_wavelength_mismatches_are_one_sentence():
 
 
 def test_a_different_backbone_is_refused():
-    other = {**OFFICIAL, "sha256": "cd" * 32}
-    assert backbone_problem(OFFICIAL, dict(OFFICIAL)) is None
-    assert backbone_problem(OFFICIAL, other) == (
+    official = BackboneIdentity.from_dict(OFFICIAL)
+    other = BackboneIdentity.official("SpectralGPT+.pth", "cd" * 32)
+    assert make_record().weights_identity == official
+    assert official.mismatch(BackboneIdentity.from_dict(dict(OFFICIAL))) is None
+    assert official.mismatch(other) == (
         "This adapter was trained on the weights SpectralGPT+.pth (sha256 abababababab…), but the "
         "given weights file SpectralGPT+.pth has sha256 cdcdcdcdcdcd….")
-    random = {"kind": "random", "seed": 0, "fingerprint": "f"}
-    assert backbone_problem(random, OFFICIAL).startswith(
+    random = BackboneIdentity.random_start(0, "f")
+    assert random.mismatch(official).startswith(
         "This adapter was trained on a random start (seed 0), not pretrained weights, but")
+    assert random.mismatch(BackboneIdentity.random_start(0, "g")).startswith(
+        "The random-start backbone this adapter was trained on could not be rebuilt")
     with pytest.raises(HyperAdaptError, match="sha256 cdcdcdcdcdcd"):
         check_compatible(make_record(), raster_info(), backbone_identity=other)
+
+
+def test_backbone_identity_reads_and_writes_the_dicts_adapter_files_hold():
+    file_identity = {"kind": "backbone-file", "name": "enmap.pt", "id": "12" * 32,
+                     "sensor": "EnMAP", "path": "/data/enmap.pt"}
+    random = {"kind": "random", "seed": 3, "fingerprint": "ef" * 32, "random_start": True}
+    for recorded in (OFFICIAL, file_identity, random):
+        assert BackboneIdentity.from_dict(recorded).to_dict() == recorded
+    assert BackboneIdentity.from_dict(file_identity).key == "12" * 32
+    assert BackboneIdentity.from_dict(random).is_random_start
+    assert not BackboneIdentity.from_dict(OFFICIAL).is_random_start
+    assert BackboneIdentity.from_dict({}).kind == ""
 
 
 def test_library_lists_fitting_adapters_first_and_copies_and_removes(tmp_path, library_dir):

@@ -18,6 +18,7 @@ from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
 from hyperadapt.models.network.checkpoint import (filter_checkpoint, load_checkpoint_file,
                                                   load_pretrained, resample_pos_embed,
                                                   resample_spectral_pos_embed)
+from hyperadapt.models.network.identity import BackboneIdentity
 from hyperadapt.models.network.spectralgpt import spectralgpt_base, spectralgpt_tiny
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -76,8 +77,8 @@ def test_official_layout_loads_into_vit_base(official_file, official_checkpoint)
     model.reset_classifier(16)
     head_before = model.head.weight.detach().clone()
     info = load_pretrained(model, official_file)
-    assert info == {"name": "SpectralGPT+.pth", "kind": "official",
-                    "sha256": hashlib.sha256(official_file.read_bytes()).hexdigest()}
+    assert info == BackboneIdentity.official(
+        "SpectralGPT+.pth", hashlib.sha256(official_file.read_bytes()).hexdigest(), official_file)
     weights = official_checkpoint["model"]
     state = model.state_dict()
     for name in LAYOUT["encoder_keys"]:
@@ -193,7 +194,7 @@ def test_wrong_file_for_load_pretrained_names_file_and_mismatch(tmp_path):
     torch.save(wrap_like_official(small.state_dict()), path)
     loaded = spectralgpt_tiny()
     info = load_pretrained(loaded, path)
-    assert info["name"] == "tiny.pth" and len(info["sha256"]) == 64
+    assert info.name == "tiny.pth" and len(info.key) == 64
     with pytest.raises(HyperAdaptError, match="The weights file tiny.pth does not fit this "
                                               "SpectralGPT model: 'pos_embed_spatial' has "
                                               "shape 1x16x64 where 1x16x32"):

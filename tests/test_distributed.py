@@ -38,7 +38,7 @@ def test_two_processes_pretrain_as_one_and_the_file_is_a_backbone_like_any(tmp_p
     layer = make_polygons(tmp_path / "fields.gpkg", raster)
     result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "adapter.pt"),
                        settings=FineTuneSettings(weights=str(tmp_path / "two.pt"), epochs=1))
-    assert result.backbone["kind"] == "backbone-file"
+    assert result.backbone.kind == "backbone-file"
 
 
 def test_two_processes_fine_tune_as_one_and_only_one_writes(tmp_path):

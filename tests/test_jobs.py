@@ -92,7 +92,7 @@ def test_geotiff_fine_tune_writes_adapter_classification_and_report(geotiff_run)
     assert metrics["split"]["validation_features"] == 3 and metrics["random_start"] is True
     assert any("labelled pixel(s) on nodata were left out" in n for n in metrics["notes"])
     assert result.adapter_bytes == Path(result.adapter_path).stat().st_size
-    assert result.backbone["kind"] == "random"
+    assert result.backbone.kind == "random"
     # 5-pixel windows: tile mode steps 2 pixels, and the report says how the scene was classified
     assert "tile mode (a window every 2 pixels" in (folder / "report.html").read_text()
 
@@ -105,7 +105,7 @@ def test_adapter_file_records_what_classify_needs(geotiff_run):
     assert record.sensor["band_count"] == 20 and len(record.sensor["wavelengths_nm"]) == 20
     assert record.band_adaptation["method"] == "pca"
     assert (record.window_size, record.input_size) == (5, 16)
-    assert record.backbone["weights"] == {**result.backbone}
+    assert record.backbone["weights"] == result.backbone.to_dict()
     assert record.backbone["config"]["depth"] == 2 and record.backbone["config"]["num_classes"] == 3
     assert record.adapter_config["method"] == "krona_plus"
     assert all(name.startswith("head.") or ".adapter_" in name for name in record.trainable_state)
@@ -385,7 +385,7 @@ def test_official_weights_are_recorded_and_other_weights_refused(tmp_path):
     result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
                        settings=tiny_settings(random_start=False, weights=str(weights), epochs=2),
                        classification_path=str(tmp_path / "c.tif"))
-    assert result.backbone["kind"] == "official" and result.backbone["name"] == "SpectralGPT+.pth"
+    assert result.backbone.kind == "official" and result.backbone.name == "SpectralGPT+.pth"
     assert result.metrics["random_start"] is False
     again = classify(str(raster.path), result.adapter_path, str(tmp_path / "c2.tif"),
                      weights=str(weights))
@@ -396,7 +396,7 @@ def test_official_weights_are_recorded_and_other_weights_refused(tmp_path):
         classify(str(raster.path), result.adapter_path, str(tmp_path / "c3.tif"),
                  weights=str(other))
     assert str(caught.value).startswith("This adapter was trained on the weights SpectralGPT+.pth "
-                                        f"(sha256 {result.backbone['sha256'][:12]}…), but the given")
+                                        f"(sha256 {result.backbone.key[:12]}…), but the given")
     assert not (tmp_path / "c3.tif").exists()
 
 

@@ -243,7 +243,7 @@ def test_adapter_trained_on_one_backbone_is_refused_on_another(scene, pretrained
     adapter = tmp_path / "adapter.pt"
     result = fine_tune(scene, training, "class_name", str(adapter),
                        settings=FineTuneSettings(weights=backbone_x, epochs=2, device="cpu"))
-    assert result.backbone["id"] == pretrained[0].backbone_id
+    assert result.backbone.key == pretrained[0].backbone_id
 
     classify(scene, str(adapter), str(tmp_path / "same.tif"), weights=backbone_x, device="cpu")
     assert (tmp_path / "same.tif").exists()

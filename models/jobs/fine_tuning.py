@@ -31,13 +31,13 @@ from ..learning.predict import predict_probabilities, predict_windows
 from ..learning.pseudo import candidate_pixels, select_pseudo_labels
 from ..learning.seeding import seeded
 from ..network import adapters
-from ..network.backbones import backbone_source, build_backbone_for_training
-from ..network.weights import is_random_start
+from ..network.backbones import (BackboneSource, backbone_source,
+                                 build_backbone_for_training)
+from ..network.identity import BACKBONE_FILE, BackboneIdentity
 from ..progress import report as _report
 from ..progress import scaled as _scaled
 from ..settings import FineTuneSettings
-from ..stores.adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
-                                   describe_weights, load_adapter_file, now_iso, save_adapter_file)
+from ..stores.adapter_file import AdapterRecord, load_adapter_file, now_iso, save_adapter_file
 from ..stores.files import StagedFiles
 from ..stores.guard import check_job_files, layer_files, map_bytes, raster_files, report_files
 from ..stores.report import write_html_report, write_metrics_json
@@ -53,7 +53,7 @@ class FineTuneResult:
     classes: list[ClassInfo]
     seconds: float
     adapter_bytes: int
-    backbone: dict
+    backbone: BackboneIdentity
     notes: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     cross_validation: dict | None = None      # cross_validate's pooled metrics, when asked
@@ -99,7 +99,7 @@ class _Samples:
     """The labelled pixels of a training layer on its raster, and their windows."""
 
     info: RasterInfo
-    source: dict
+    source: BackboneSource
     adaptation: BandAdaptation
     window_size: int
     input_size: int
@@ -118,11 +118,8 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
     window_size, input_size = settings.window_size, settings.input_size
     backbone_adaptation = None
     notes: list[str] = []
-    if source["kind"] == BACKBONE_FILE_KIND:
-        from ..stores.backbone_file import read_backbone_file
-        # Read and checked once; every model of the job (self-training rounds, folds) is built
-        # from these contents.
-        backbone_info = source["payload"] = read_backbone_file(source["path"])
+    if source.kind == BACKBONE_FILE:
+        backbone_info = source.payload
         backbone_adaptation = BandAdaptation.from_state(backbone_info["band_adaptation"])
         _check_backbone_adaptation(backbone_adaptation, info, backbone_info)
         window_size = int(backbone_info.get("window_size", window_size))
@@ -163,9 +160,9 @@ def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
                                   lr_ratio=settings.lr_ratio)
 
 
-def _train_model(source: dict, settings: FineTuneSettings, num_classes: int, input_size: int,
-                 train_x, train_y, val_x, val_y, *, device, progress=None, cancel=None,
-                 on_epoch=None, warm: AdapterRecord | None = None, classes=None):
+def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes: int,
+                 input_size: int, train_x, train_y, val_x, val_y, *, device, progress=None,
+                 cancel=None, on_epoch=None, warm: AdapterRecord | None = None, classes=None):
     """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time
     (or the ``warm`` adapter's state), trained on the windows and holding its best state."""
     from ..learning.training import train_classifier
@@ -224,9 +221,9 @@ def _warm_start_record(settings: FineTuneSettings, window_size: int) -> AdapterR
     return record
 
 
-def _continue_from(model, record: AdapterRecord, identity: dict, classes) -> None:
+def _continue_from(model, record: AdapterRecord, identity: BackboneIdentity, classes) -> None:
     """Load an earlier adapter into ``model``; its head too where the classes are the same."""
-    problem = backbone_problem(record.weights_identity, identity)
+    problem = record.weights_identity.mismatch(identity)
     if problem:
         raise HyperAdaptError(f"The adapter to continue from was made on another backbone: "
                               f"{problem} Continue from an adapter of this backbone, or start "
@@ -307,7 +304,7 @@ def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, 
                             on_epoch=on_epoch, warm=warm, classes=classes)
 
     model, identity, outcome = train_model(train_x, train_y, 0)
-    if is_random_start(identity):
+    if identity.is_random_start:
         notes.append("The backbone started from random weights (no pretraining), so accuracy "
                      "is not representative of SpectralGPT.")
     for round_number in range(settings.self_training_rounds):
@@ -338,9 +335,9 @@ def _validation_metrics(model, val_x, val_y, classes, settings: FineTuneSettings
     return classification_metrics(np.zeros((len(classes), len(classes)), np.int64), classes)
 
 
-def _adapter_record(samples, settings: FineTuneSettings, model, identity: dict, outcome,
-                    metrics: dict, adapter_config, *, name: str, sensor: str, raster_path,
-                    class_field: str, processes: int) -> AdapterRecord:
+def _adapter_record(samples, settings: FineTuneSettings, model, identity: BackboneIdentity,
+                    outcome, metrics: dict, adapter_config, *, name: str, sensor: str,
+                    raster_path, class_field: str, processes: int) -> AdapterRecord:
     """What the adapter file keeps: the trained tensors, and all a later classify needs."""
     info, window_size, input_size = samples.info, samples.window_size, samples.input_size
     return AdapterRecord(
@@ -350,7 +347,7 @@ def _adapter_record(samples, settings: FineTuneSettings, model, identity: dict, 
         sensor={"name": sensor, "band_count": info.band_count,
                 "wavelengths_nm": info.wavelengths_nm, "fwhm_nm": info.fwhm_nm,
                 "good_bands": info.good_bands},
-        backbone={"config": dict(model.config), "weights": identity},
+        backbone={"config": dict(model.config), "weights": identity.to_dict()},
         training={**settings.to_dict(), "window_size": window_size, "input_size": input_size,
                   "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
                   "batch_size_used": outcome.batch_size, "seconds": outcome.seconds,
@@ -371,13 +368,13 @@ def _describe_mode(mode: str, window_size: int) -> str:
             if step > 1 else "a window per pixel")
 
 
-def _report_details(samples, settings: FineTuneSettings, identity: dict, outcome,
+def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdentity, outcome,
                     num_train: int, *, raster_path, vector_path, class_field: str) -> dict:
     """The run's settings as the report's Details table shows them."""
     return {"raster": str(raster_path), "training layer": str(vector_path),
             "class field": class_field, "method": adapters.describe_method(settings.method),
             "band adaptation": samples.adaptation.method,
-            "backbone": describe_weights(identity),
+            "backbone": identity.describe(),
             "window / input size": f"{samples.window_size} / {samples.input_size}",
             "schedule": (f"{settings.epochs_for(num_train)} epochs of {num_train} windows, "
                          f"batches of {settings.batch_size}, learning rate "
@@ -392,7 +389,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: dict, outcome
             "clean-up": _describe_cleanup(settings)}
 
 
-def _run_figures(split, classes, outcome, identity: dict, notes: list[str]) -> dict:
+def _run_figures(split, classes, outcome, identity: BackboneIdentity, notes: list[str]) -> dict:
     """What a fine-tune's metrics tell beside the validation accuracy: the split, the epochs,
     the backbone and the notes."""
     return {"kind": "validation", "notes": list(notes),
@@ -404,8 +401,8 @@ def _run_figures(split, classes, outcome, identity: dict, notes: list[str]) -> d
                                                 for c in split.training_only_classes]},
             "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
             "stopped_early": outcome.stopped_early,
-            "random_start": is_random_start(identity),
-            "backbone": describe_weights(identity)}
+            "random_start": identity.is_random_start,
+            "backbone": identity.describe()}
 
 
 def _classify_scene(model, samples, record: AdapterRecord, device, output_path,

@@ -42,6 +42,7 @@ from ..learning.seeding import seeded
 from ..learning.training import augment_batch, backward_and_step, lr_factor
 from ..network.adapters import param_groups
 from ..network.checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
+from ..network.identity import BackboneIdentity
 from ..network.mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
 from ..network.spectralgpt import BASE_CONFIG, build_backbone
 from ..stores.adapter_file import atomic_torch_save, to_plain
@@ -255,7 +256,7 @@ def _load_official_weights(model: MaskedAutoencoder, weights) -> dict:
     decoder_loaded = model.load_official_decoder(checkpoint.get("model", checkpoint))
     if not decoder_loaded:
         log.info("The decoder of %s does not fit; the decoder starts from scratch.", path.name)
-    return {"name": path.name, "sha256": file_sha256(path), "kind": "official",
+    return {**BackboneIdentity.official(path.name, file_sha256(path)).to_dict(),
             "decoder_loaded": decoder_loaded}
 
 

@@ -4,6 +4,7 @@ built for fine-tuning, and rebuilt with an adapter file's adapter for classifyin
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,30 +12,44 @@ import torch
 from ..errors import HyperAdaptError
 from ..learning.seeding import seeded
 from ..settings import FineTuneSettings
-from ..stores.adapter_file import (BACKBONE_FILE_KIND, AdapterRecord, backbone_problem,
-                                   state_fingerprint)
+from ..stores.adapter_file import AdapterRecord, state_fingerprint
 from . import adapters
 from .checkpoint import load_pretrained
+from .identity import BACKBONE_FILE, OFFICIAL, RANDOM, BackboneIdentity
 from .spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
 from .weights import recorded_weights
 
 BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
 
 
-def backbone_source(settings: FineTuneSettings) -> dict:
-    """Which weights fine-tuning starts from: {"kind": "official" | "backbone-file" | "random", ...}."""
+@dataclass(frozen=True)
+class BackboneSource:
+    """Which weights fine-tuning starts from: ``kind`` (models.network.identity.KINDS), their file,
+    and a backbone file's contents, read and checked once however many models a job builds from
+    them (self-training rounds, folds)."""
+
+    kind: str
+    path: Path | None = None
+    payload: dict | None = None
+
+
+def backbone_source(settings: FineTuneSettings) -> BackboneSource:
+    """The weights the settings name, the downloaded official weights, or a random start where
+    allowed."""
     if settings.weights:
         path = Path(settings.weights)
         if not path.is_file():
             raise HyperAdaptError(f"The weights file {path} does not exist.")
-        from ..stores.backbone_file import is_backbone_file
-        return {"kind": BACKBONE_FILE_KIND if is_backbone_file(path) else "official", "path": path}
+        from ..stores.backbone_file import is_backbone_file, read_backbone_file
+        if is_backbone_file(path):
+            return BackboneSource(BACKBONE_FILE, path, read_backbone_file(path))
+        return BackboneSource(OFFICIAL, path)
     if settings.random_start:
-        return {"kind": "random"}
+        return BackboneSource(RANDOM)
     from .weights import find_cached_weights
     cached = find_cached_weights()
     if cached is not None:
-        return {"kind": "official", "path": cached}
+        return BackboneSource(OFFICIAL, cached)
     raise HyperAdaptError("No SpectralGPT weights were given or downloaded; download the official "
                           "weights, choose a backbone file, or allow a random start.")
 
@@ -44,30 +59,27 @@ def encoder_state(model) -> dict:
             if not name.startswith("head.")}
 
 
-def build_backbone_for_training(source: dict, settings: FineTuneSettings, num_classes: int,
-                                input_size: int):
+def build_backbone_for_training(source: BackboneSource, settings: FineTuneSettings,
+                                num_classes: int, input_size: int
+                                ) -> tuple[torch.nn.Module, BackboneIdentity]:
     """(model with a fresh head, weights identity) for fine-tuning."""
-    if source["kind"] == BACKBONE_FILE_KIND:
+    if source.kind == BACKBONE_FILE:
         from ..stores.backbone_file import backbone_from_payload, backbone_identity
-        model, _, info = backbone_from_payload(source["payload"], source["path"])
+        model, _, info = backbone_from_payload(source.payload, source.path)
         seeded(settings.seed, lambda: model.reset_classifier(
             num_classes, pixel_dim=settings.pixel_dim, two_views=settings.two_views()))
-        identity = {**backbone_identity(info), "path": str(source["path"])}
-        return model, identity
+        return model, backbone_identity(info, source.path)
     config = {**BACKBONE_PRESETS[settings.backbone], **(settings.backbone_overrides or {}),
               "img_size": input_size, "num_classes": num_classes, "pixel_dim": settings.pixel_dim,
               "two_views": settings.two_views()}
     model = seeded(settings.seed, lambda: build_backbone(config))
-    if source["kind"] == "official":
-        identity = {**load_pretrained(model, source["path"]), "path": str(source["path"])}
-    else:
-        identity = {"kind": "random", "seed": int(settings.seed),
-                    "fingerprint": state_fingerprint(encoder_state(model)),
-                    "random_start": True}
-    return model, identity
+    if source.kind == OFFICIAL:
+        return model, load_pretrained(model, source.path)
+    return model, BackboneIdentity.random_start(settings.seed,
+                                                state_fingerprint(encoder_state(model)))
 
 
-def _weights_path_for(identity: dict, weights) -> Path | None:
+def _weights_path_for(identity: BackboneIdentity, weights) -> Path | None:
     """The file to rebuild a backbone from: the given one, the recorded one, or the download cache."""
     if weights:
         path = Path(weights)
@@ -87,38 +99,36 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
     config = dict(record.backbone.get("config") or {})
     num_classes = len(record.classes)
     notes = []
-    kind = identity.get("kind")
-    if kind == "random":
+    if identity.kind == RANDOM:
         if weights:
             notes.append("The adapter was trained from a random start, so the given weights were "
                          "not used.")
-        model = seeded(identity.get("seed", 0), lambda: build_backbone(config))
-        given = {"kind": "random", "seed": identity.get("seed"),
-                 "fingerprint": state_fingerprint(encoder_state(model))}
-    elif kind == "official":
+        model = seeded(identity.seed or 0, lambda: build_backbone(config))
+        given = BackboneIdentity.random_start(identity.seed or 0,
+                                              state_fingerprint(encoder_state(model)))
+    elif identity.kind == OFFICIAL:
         path = _weights_path_for(identity, weights)
         if path is None:
             raise HyperAdaptError(f"This adapter needs the SpectralGPT weights "
-                                  f"{identity.get('name')}; download them or give their file.")
+                                  f"{identity.name}; download them or give their file.")
         from ..stores.backbone_file import is_backbone_file
         if is_backbone_file(path):
             from ..stores.backbone_file import backbone_identity, read_backbone_file
-            payload = read_backbone_file(path)
-            given = backbone_identity({**payload, "name": path.name})
+            given = backbone_identity({**read_backbone_file(path), "name": path.name})
             model = None
         else:
             # Every build draws from torch's generator: under the lock, so that a random start
             # rebuilt in another thread meanwhile draws its own numbers (models.learning.seeding).
             model = seeded(0, lambda: build_backbone(config))
             given = load_pretrained(model, path)
-    elif kind == BACKBONE_FILE_KIND:
+    elif identity.kind == BACKBONE_FILE:
         path = _weights_path_for(identity, weights)
         if path is None:
-            raise HyperAdaptError(f"This adapter needs the backbone file {identity.get('name')}; "
+            raise HyperAdaptError(f"This adapter needs the backbone file {identity.name}; "
                                   f"give its path as the weights.")
         from ..stores.backbone_file import backbone_identity, is_backbone_file, load_backbone_file
         if not is_backbone_file(path):
-            model, given = None, {"kind": "official", "name": path.name}
+            model, given = None, BackboneIdentity(OFFICIAL, name=path.name)
         else:
             model, _, info = load_backbone_file(path)
             given = backbone_identity(info)
@@ -127,7 +137,7 @@ def rebuild_model(record: AdapterRecord, *, weights=None) -> tuple[torch.nn.Modu
                 two_views=bool(config.get("two_views", False))))
     else:
         raise HyperAdaptError("The adapter file does not say which backbone it was trained on.")
-    problem = backbone_problem(identity, given)
+    problem = identity.mismatch(given)
     if problem:
         raise HyperAdaptError(problem)
     seeded(0, lambda: adapters.apply_adapter(

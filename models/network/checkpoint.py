@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import HyperAdaptError
+from .identity import BackboneIdentity
 from .spectralgpt import SpectralGPT
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,11 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def load_pretrained(model: SpectralGPT, path) -> dict:
+def load_pretrained(model: SpectralGPT, path) -> BackboneIdentity:
     """Load an official SpectralGPT checkpoint's encoder into ``model`` (before any adapter).
 
-    Returns the identity of the weights, ``{"name", "sha256", "kind": "official"}``, which adapter
-    files record so they are only applied on the backbone they were trained on.
+    Returns the identity of the weights (their file's name and sha256), which adapter files record
+    so they are only applied on the backbone they were trained on.
     """
     if any(".base_layer." in name for name in model.state_dict()):
         raise ValueError("Pretrained weights must be loaded before an adapter is applied.")
@@ -166,4 +167,4 @@ def load_pretrained(model: SpectralGPT, path) -> dict:
     missing, unexpected = model.load_state_dict(state, strict=False)
     # filter_checkpoint already matched every encoder name, so only the head can be left out.
     assert not unexpected and all(name.startswith(MODEL_ONLY_PREFIXES) for name in missing)
-    return {"name": path.name, "sha256": file_sha256(path), "kind": "official"}
+    return BackboneIdentity.official(path.name, file_sha256(path), path)

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import appdirs
 
 from ..errors import HyperAdaptError, JobCancelled
+from .identity import OFFICIAL, BackboneIdentity
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +53,13 @@ def find_cached_weights(name: str = DEFAULT_WEIGHTS, *, dest_dir=None) -> Path |
     return path if path.is_file() and path.stat().st_size > 0 else None
 
 
-def is_random_start(identity: dict | None) -> bool:
-    """Whether a weights identity (an adapter's or a fine-tune's ``backbone``) is a seeded random
-    start rather than pretrained weights."""
-    return (identity or {}).get("kind") == "random"
-
-
-def recorded_weights(identity: dict) -> Path | None:
-    """The weights an adapter or backbone records, where this machine has them: the file it was
-    made from, else for the official weights the download cache; None when neither is here."""
-    recorded = identity.get("path")
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    if identity.get("kind") == "official":
-        return find_cached_weights(identity.get("name") or DEFAULT_WEIGHTS)
+def recorded_weights(identity: BackboneIdentity) -> Path | None:
+    """The weights an adapter records, where this machine has them: the file it was made from,
+    else for the official weights the download cache; None when neither is here."""
+    if identity.path and Path(identity.path).is_file():
+        return Path(identity.path)
+    if identity.kind == OFFICIAL:
+        return find_cached_weights(identity.name or DEFAULT_WEIGHTS)
     return None
 
 

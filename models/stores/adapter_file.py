@@ -33,15 +33,12 @@ from .. import options
 from ..data.raster import RasterInfo
 from ..data.samples import ClassInfo
 from ..errors import HyperAdaptError
+from ..network.identity import BackboneIdentity
 from .files import atomic_write
 
 ADAPTER_FORMAT = "hyperadapt-adapter"
 ADAPTER_FORMAT_VERSION = 1
 BACKBONE_FILE_FORMAT = "hyperadapt-backbone"
-# Weights identity kinds: official checkpoint, HyperAdapt backbone file, seeded random start.
-OFFICIAL_KIND = "official"
-BACKBONE_FILE_KIND = "backbone-file"
-RANDOM_KIND = "random"
 ADAPTER_SUFFIX = ".pt"
 # Centre wavelengths further apart than this belong to another sensor or product.
 WAVELENGTH_TOLERANCE_NM = 5.0
@@ -129,8 +126,8 @@ class AdapterRecord:
         return str(self.adapter_config.get("method", ""))
 
     @property
-    def weights_identity(self) -> dict:
-        return dict(self.backbone.get("weights") or {})
+    def weights_identity(self) -> BackboneIdentity:
+        return BackboneIdentity.from_dict(self.backbone.get("weights"))
 
     def to_payload(self) -> dict:
         state = {str(k): v.detach().cpu().contiguous().clone()
@@ -179,7 +176,7 @@ class AdapterRecord:
                 "classes": [c.to_dict() for c in self.classes],
                 "band_adaptation": self.band_adaptation.get("method"),
                 "window_size": self.window_size, "input_size": self.input_size,
-                "backbone": self.weights_identity, "metrics": self.metrics}
+                "backbone": self.weights_identity.to_dict(), "metrics": self.metrics}
 
 
 def atomic_torch_save(obj, path) -> int:
@@ -235,41 +232,10 @@ def compatibility_problem(record: AdapterRecord, info: RasterInfo) -> str | None
 
 
 def check_compatible(record: AdapterRecord, info: RasterInfo, *,
-                     backbone_identity: dict | None = None) -> None:
+                     backbone_identity: BackboneIdentity | None = None) -> None:
     """Refuse, with one sentence, an adapter that does not fit the raster or the given backbone."""
     problem = compatibility_problem(record, info)
     if problem is None and backbone_identity is not None:
-        problem = backbone_problem(record.weights_identity, backbone_identity)
+        problem = record.weights_identity.mismatch(backbone_identity)
     if problem:
         raise HyperAdaptError(problem)
-
-
-def describe_weights(identity: dict) -> str:
-    """A short human description of a backbone's weights identity."""
-    kind = identity.get("kind")
-    if kind == "random":
-        return f"a random start (seed {identity.get('seed')}), not pretrained weights"
-    if kind == BACKBONE_FILE_KIND:
-        return (f"the backbone file {identity.get('name', '')} "
-                f"(id {str(identity.get('id', ''))[:12]}…)")
-    sha = str(identity.get("sha256", ""))[:12]
-    return f"the weights {identity.get('name', '')} (sha256 {sha}…)"
-
-
-def backbone_problem(recorded: dict, given: dict) -> str | None:
-    """One sentence when ``given`` weights are not the ones the adapter was trained on."""
-    kind = recorded.get("kind")
-    if kind != given.get("kind"):
-        return (f"This adapter was trained on {describe_weights(recorded)}, but "
-                f"{describe_weights(given)} was given.")
-    if kind == "official" and recorded.get("sha256") != given.get("sha256"):
-        return (f"This adapter was trained on {describe_weights(recorded)}, but the given weights "
-                f"file {given.get('name', '')} has sha256 {str(given.get('sha256', ''))[:12]}….")
-    if kind == BACKBONE_FILE_KIND and recorded.get("id") != given.get("id"):
-        return (f"This adapter was trained on {describe_weights(recorded)}, but the given backbone "
-                f"file has id {str(given.get('id', ''))[:12]}….")
-    if kind == "random" and (recorded.get("seed") != given.get("seed")
-                             or recorded.get("fingerprint") != given.get("fingerprint")):
-        return ("The random-start backbone this adapter was trained on could not be rebuilt "
-                "identically (another PyTorch version may initialise it differently).")
-    return None

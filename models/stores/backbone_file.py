@@ -16,8 +16,9 @@ from ..data.bands import BandAdaptation
 from ..errors import HyperAdaptError
 from ..learning.seeding import seeded
 from ..network.spectralgpt import SpectralGPT, build_backbone
-from .adapter_file import (BACKBONE_FILE_FORMAT, BACKBONE_FILE_KIND, atomic_torch_save, now_iso,
-                           state_fingerprint, to_plain)
+from ..network.identity import BACKBONE_FILE, BackboneIdentity
+from .adapter_file import (BACKBONE_FILE_FORMAT, atomic_torch_save, now_iso, state_fingerprint,
+                           to_plain)
 from .library import library_root, safe_name
 
 BACKBONE_FORMAT = BACKBONE_FILE_FORMAT
@@ -100,14 +101,15 @@ def backbone_from_payload(payload: dict, path) -> tuple[SpectralGPT, BandAdaptat
     adaptation = BandAdaptation.from_state(payload["band_adaptation"])
     info = {key: value for key, value in payload.items()
             if key not in ("state_dict", "band_adaptation")}
-    info.update({"path": str(path), "name": path.name, "kind": BACKBONE_FILE_KIND})
+    info.update({"path": str(path), "name": path.name, "kind": BACKBONE_FILE})
     return model, adaptation, info
 
 
-def backbone_identity(info: dict) -> dict:
-    """What an adapter file records about a backbone file (as load_pretrained does for official weights)."""
-    return {"kind": BACKBONE_FILE_KIND, "name": info.get("name"), "id": info["id"],
-            "sensor": (info.get("sensor") or {}).get("name")}
+def backbone_identity(info: dict, path=None) -> BackboneIdentity:
+    """The identity of a backbone file from its contents (``info``: backbone_from_payload's, or the
+    payload with its file's ``name``)."""
+    return BackboneIdentity.backbone_file(str(info.get("name") or ""), str(info["id"]),
+                                          (info.get("sensor") or {}).get("name"), path)
 
 
 def save_backbone_file(path, *, model: SpectralGPT, band_adaptation: BandAdaptation,

@@ -16,6 +16,7 @@ import appdirs
 
 from ..data.raster import RasterInfo
 from ..errors import HyperAdaptError
+from ..network.identity import BackboneIdentity
 from .adapter_file import ADAPTER_SUFFIX, AdapterRecord, compatibility_problem, load_adapter_file
 from .files import atomic_write
 
@@ -60,7 +61,7 @@ class LibraryEntry:
     classes: list[dict]
     created: str
     metrics: dict = field(default_factory=dict)
-    backbone: dict = field(default_factory=dict)
+    backbone: BackboneIdentity = field(default_factory=lambda: BackboneIdentity(""))
     fits: bool | None = None          # None: no raster to compare with
     problem: str | None = None        # why it does not fit the raster
 

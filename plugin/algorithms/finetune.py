@@ -378,9 +378,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
 
         for note in result.notes:
             feedback.pushInfo(note)
-        backbone = describe_backbone(result.backbone)
-        from ...models.network.weights import is_random_start
-        if is_random_start(result.backbone):
+        backbone = result.backbone.describe()
+        if result.backbone.is_random_start:
             feedback.pushWarning("RANDOM START: the backbone was not pretrained; accuracy is far below "
                                  "what pretrained weights give.")
         metrics = result.metrics or {}
@@ -404,13 +403,3 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             self.CV_OVERALL_ACCURACY: (cross_validated or {}).get("overall_accuracy"),
         }
 
-
-def describe_backbone(identity: dict | None) -> str:
-    """One line naming the backbone; a random start says so in words."""
-    from ...models.network.weights import is_random_start
-    from ...models.stores.adapter_file import describe_weights
-
-    text = describe_weights(identity or {})
-    if is_random_start(identity) and "random start" not in text.lower():
-        text = f"{text} (random start)"
-    return text
