@@ -35,12 +35,11 @@ from ..data.bands import BandAdaptation, fit_band_adaptation
 from ..data.scene_pixels import ScenePixels, check_rasters, load_scene_pixels
 from ..data.windows import check_window_size, resize_windows
 from ..errors import HyperAdaptError, JobCancelled
-from ..learning.device import autocast_dtype, choose_device
+from ..learning.device import choose_device
 from ..learning.distributed import (distributed_rank, mean_over_processes, same_everywhere,
                                     wait_for_all)
 from ..learning.seeding import seeded
-from ..learning.training import augment_batch, backward_and_step, lr_factor
-from ..network.adapters import param_groups
+from ..learning.steps import Optimization, augment_batch
 from ..network.checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
 from ..network.identity import BackboneIdentity
 from ..network.mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
@@ -218,12 +217,6 @@ def _masked_autoencoder(settings: PretrainSettings, config: dict, state: dict | 
     return model, continued_from
 
 
-def learning_rate_at(fraction: float, peak: float) -> float:
-    """Linear warm-up over the first 5 % of the budget, then cosine down to 1 % of the peak (the
-    fine-tuning schedule's shape, training.lr_factor)."""
-    return peak * lr_factor(fraction, WARMUP_FRACTION, MIN_LR_FRACTION, warmup_floor=0.01)
-
-
 def _run_fingerprint(settings: PretrainSettings, infos, mask_ratio: float) -> dict:
     """What must not change between a cancelled run and its continuation (budgets may)."""
     kept = {key: value for key, value in settings.to_dict().items()
@@ -287,21 +280,20 @@ def _step_inputs(scene: ScenePixels, batch, settings: PretrainSettings, epoch: i
     return resize_windows(windows.to(device), settings.input_size)
 
 
-def _masked_step(forward, optimizer, scaler, inputs: torch.Tensor, *, mask_ratio: float,
-                 generator: torch.Generator, amp_dtype, device: torch.device) -> float:
+def _masked_step(forward, optimization: Optimization, inputs: torch.Tensor, *, mask_ratio: float,
+                 generator: torch.Generator) -> float:
     """One optimizer step of the masked autoencoder on a batch: this process's share of its
     rows under torchrun (the masks are drawn for the whole batch); the batch's mean loss."""
     rank, world = distributed_rank()
     rows = torch.arange(rank, len(inputs), world)
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    with optimization.autocast():
         loss, _, _ = forward(inputs[rows.to(inputs.device)] if world > 1 else inputs,
                              mask_ratio=mask_ratio, generator=generator,
                              rows=rows if world > 1 else None, global_batch=len(inputs))
     if not torch.isfinite(loss):
         raise HyperAdaptError("The pretraining loss is no longer a finite number; lower the "
                               "learning rate.")
-    optimizer.zero_grad(set_to_none=True)
-    backward_and_step(loss, optimizer, scaler)
+    optimization.step(loss)
     return float(mean_over_processes(loss.detach(), world))
 
 
@@ -407,20 +399,19 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
     forward = (torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model)
     if rank:
         say = (lambda fraction, message: None)
-    peak_lr = settings.peak_learning_rate()
-    # Fine-tuning's groups (models.network.adapters.param_groups): weight decay on matrices
-    # only, as MAE.
-    optimizer = torch.optim.AdamW(
-        param_groups(model, lr=peak_lr, weight_decay=settings.weight_decay), lr=peak_lr,
-        betas=(0.9, 0.95), foreach=True)
-    amp_dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    # Fine-tuning's optimizer, groups and step (models.learning.steps): weight decay on matrices
+    # only and betas (0.9, 0.95), as MAE; a linear warm-up over the first 5 % of the budget, then
+    # cosine down to 1 % of the peak.
+    optimization = Optimization(model, learning_rate=settings.peak_learning_rate(),
+                                weight_decay=settings.weight_decay, device=device,
+                                betas=(0.9, 0.95), warmup_fraction=WARMUP_FRACTION,
+                                min_factor=MIN_LR_FRACTION, warmup_floor=0.01, foreach=True)
 
     counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "seconds": 0.0,
                 "loss_sum": 0.0, "loss_count": 0}
     losses: list[float] = []
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        optimization.load_state_dict(state["optimizer"])
         counters.update({key: state["counters"][key] for key in counters})
         losses = list(state["losses"])
 
@@ -433,7 +424,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
             return                      # one writer: rank 0
         payload = {"format": RESUME_FORMAT, "version": 1, "fingerprint": fingerprint,
                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   "optimizer": _to_cpu(optimizer.state_dict()),
+                   "optimizer": _to_cpu(optimization.state_dict()),
                    "band_adaptation": adaptation.to_state(), "counters": dict(counters),
                    "losses": list(losses), "continued_from": continued_from,
                    "sensor": sensor_name}
@@ -460,11 +451,10 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
             inputs = _step_inputs(scene, batch, settings, epoch, step, device)
             spent = budget.fraction(counters["global_step"],
                                     seconds_before + time.monotonic() - loop_start)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(spent, peak_lr)
+            optimization.schedule(spent)
             generator.manual_seed(settings.seed * 1_000_003 + counters["global_step"])
-            value = _masked_step(forward, optimizer, scaler, inputs, mask_ratio=mask_ratio,
-                                 generator=generator, amp_dtype=amp_dtype, device=device)
+            value = _masked_step(forward, optimization, inputs, mask_ratio=mask_ratio,
+                                 generator=generator)
             running = value if running is None else 0.95 * running + 0.05 * value
             counters["loss_sum"] += value
             counters["loss_count"] += 1

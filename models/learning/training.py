@@ -1,4 +1,6 @@
-"""The fine-tuning loop: AdamW, warm-up then cosine decay, early stopping on validation accuracy.
+"""The fine-tuning loop: epochs over the labelled windows, early stopping on validation accuracy.
+AdamW, its warm-up and cosine schedule, the augmentation and the mixed-precision step are the
+ones pretraining uses too (models.learning.steps).
 
 Windows are held in memory as one float tensor at their native window size; the model resizes
 them to its input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
@@ -29,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import HyperAdaptError, raise_if_cancelled
-from ..network.adapters import param_groups, trainable_state_dict
+from ..network.adapters import trainable_state_dict
 from .device import autocast_dtype, is_out_of_memory, release_cached_memory
 from .distributed import distributed_rank, mean_over_processes
 from .predict import OUT_OF_MEMORY
+from .steps import Optimization, augment_batch
 
 
 @dataclass
@@ -48,47 +51,6 @@ class TrainingOutcome:
     batch_size: int
     seconds: float
     history: list[dict] = field(default_factory=list)
-
-
-def lr_factor(progress: float, warmup_fraction: float, min_factor: float = 0.0,
-              warmup_floor: float = 1e-3) -> float:
-    """Learning-rate multiplier at ``progress`` (0..1 of the run): linear warm-up from
-    ``warmup_floor``, then cosine down to ``min_factor``. Fine-tuning and pretraining both."""
-    progress = min(max(progress, 0.0), 1.0)
-    if warmup_fraction > 0 and progress < warmup_fraction:
-        return max(progress / warmup_fraction, warmup_floor)
-    span = max(1.0 - warmup_fraction, 1e-9)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - warmup_fraction) / span))
-    return min_factor + (1.0 - min_factor) * cosine
-
-
-def backward_and_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
-    """Backpropagate and take an optimizer step, through the fp16 gradient scaler when there is one."""
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-
-
-def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random quarter turns and mirror flips per window (a scene has no preferred orientation).
-    Fine-tuning and pretraining both."""
-    turns = torch.randint(0, 4, (len(batch),), generator=generator)
-    flips = torch.randint(0, 2, (len(batch),), generator=generator).bool()
-    out = batch.clone()
-    for k in range(4):
-        for flip in (False, True):
-            members = torch.nonzero((turns == k) & (flips == flip)).flatten()
-            if len(members) == 0 or (k == 0 and not flip):
-                continue
-            part = batch[members.to(batch.device)]
-            if flip:
-                part = torch.flip(part, dims=(-1,))
-            out[members.to(batch.device)] = torch.rot90(part, k, dims=(-2, -1))
-    return out
 
 
 def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: torch.device,
@@ -114,17 +76,6 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: tor
     return correct / len(windows), loss_sum / len(windows)
 
 
-def _optimizer(model, learning_rate: float, lr_ratio: float, weight_decay: float):
-    """AdamW over the trainable tensors' groups (models.network.adapters.param_groups), each keeping
-    its own peak learning rate as ``base_lr`` for the schedule."""
-    groups = param_groups(model, lr=learning_rate, lr_ratio=lr_ratio, weight_decay=weight_decay)
-    if not groups:
-        raise HyperAdaptError("The model has nothing to train.")
-    for group in groups:
-        group["base_lr"] = group["lr"]
-    return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
-
-
 def _draw_batch(windows: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                 generator: torch.Generator, *, augment: bool, context_dropout: float, rank: int,
                 world: int, device: torch.device):
@@ -148,24 +99,22 @@ def _draw_batch(windows: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     return x[mine], labels[index][mine].to(device), keep, weight
 
 
-def _train_step(trainer, optimizer, scaler, x, y, keep, weight: float, *, dtype,
-                device: torch.device):
+def _train_step(trainer, optimization: Optimization, x, y, keep, weight: float):
     """One optimizer step on a batch: (summed loss times ``weight``, logits), or None after a
     CUDA out-of-memory error (gradients and the allocator's cache cleared; the caller halves the
     batch)."""
     try:
-        x = x.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        x = x.to(optimization.device, non_blocking=True)
+        with optimization.autocast():
             logits = trainer(x) if keep is None else trainer(x, context_keep=keep)
         loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
-        backward_and_step(loss, optimizer, scaler)
+        optimization.step(loss)
         return loss, logits
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
-    optimizer.zero_grad(set_to_none=True)
-    release_cached_memory(device)
+    optimization.clear()
+    release_cached_memory(optimization.device)
     return None
 
 
@@ -240,9 +189,9 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     has_val = val_windows is not None and len(val_windows) > 0
     model.to(device)
     model.train()
-    optimizer = _optimizer(model, learning_rate, lr_ratio, weight_decay)
-    dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    optimization = Optimization(model, learning_rate=learning_rate, lr_ratio=lr_ratio,
+                                weight_decay=weight_decay, device=device,
+                                warmup_fraction=warmup_fraction)
     generator = torch.Generator().manual_seed(int(seed))
     rank, world = distributed_rank()
     # Under torchrun every process draws the same batch and takes its share of the rows; DDP
@@ -264,14 +213,11 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         while chunks:
             raise_if_cancelled(cancel)
             index = chunks.pop(0)
-            factor = lr_factor(seen / total_samples, warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
+            optimization.schedule(seen / total_samples)
             x, y, keep, weight = _draw_batch(train_windows, train_labels, index, generator,
                                              augment=augment, context_dropout=context_dropout,
                                              rank=rank, world=world, device=device)
-            stepped = _train_step(trainer, optimizer, scaler, x, y, keep, weight, dtype=dtype,
-                                  device=device)
+            stepped = _train_step(trainer, optimization, x, y, keep, weight)
             if stepped is None:              # out of GPU memory: halve the batch and go on
                 if len(index) <= 1:
                     raise HyperAdaptError(OUT_OF_MEMORY)
@@ -297,7 +243,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         record = {"epoch": epoch, "epochs": epochs, "loss": loss_sum / count,
                   "train_accuracy": correct / count,
                   "val_accuracy": None, "val_loss": None,
-                  "learning_rate": optimizer.param_groups[0]["lr"]}
+                  "learning_rate": optimization.learning_rate}
         if has_val:
             record["val_accuracy"], record["val_loss"] = _evaluate(
                 model, val_windows, val_labels, device=device,
