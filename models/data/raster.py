@@ -5,6 +5,10 @@ come from wherever the product keeps them: GDAL band metadata ``wavelength``/``w
 (as EnMAP L2A GeoTIFFs and GDAL's ENVI driver give them), the ENVI header (``wavelength``,
 ``fwhm``, ``bbl`` in the ENVI metadata domain), or the IMAGERY domain's ``CENTRAL_WAVELENGTH_UM``
 and ``FWHM_UM``. Bands flagged bad (``bbl`` = 0) are left out of ``good_bands``.
+
+The module is longer than this project's usually are (about 480 lines): the spectral metadata's
+many homes and ``RasterReader`` (blocks, scale and offset, nodata and mask bands) are one
+concern, reading a raster right, and every other room reads rasters only through them.
 """
 from __future__ import annotations
 

@@ -4,6 +4,10 @@ The layer is reprojected to the raster's CRS and rasterised tile by tile (pixel 
 polygon, the pixel holding a point), so memory follows the tile, not the raster. Each labelled
 pixel keeps the feature it came from: the validation split takes whole features, so validation
 pixels never sit beside training pixels of the same polygon.
+
+The module is longer than this project's usually are (about 550 lines) because reading a layer's
+classes, burning its features tile by tile, settling pixels that two classes claim and splitting
+by feature all work on the same ``LabelledPixels`` and ``ClassInfo``; each step is a function.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from ..data.raster import RasterInfo, RasterReader, iter_tiles, open_raster, rea
 from ..data.samples import ClassInfo, read_labelled_pixels
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..learning.metrics import classification_metrics, confusion_matrix
-from ..learning.predict import category_names, embedded_classes
 from ..progress import report as _report
+from ..stores.class_map import category_names, embedded_classes
 from ..stores.files import StagedFiles
 from ..stores.guard import check_job_files, layer_files, raster_files
 from ..stores.report import write_html_report, write_metrics_json

@@ -6,6 +6,11 @@ fine_tune follows Ligan et al. (2025): the scene's bands are adapted to Spectral
 are resized to the model's input, and a parameter-efficient adapter (KronA+ by default) on the
 frozen SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a head that sees the
 pooled tokens and the centre pixel (spectralgpt.PixelHead).
+
+The module is longer than this project's usually are (about 500 lines): it holds the job's steps
+in the order they run (samples, hold-out, training rounds, the adapter record, the report, the
+scene classified), each a function of its own that only this job calls; cross_validate reuses
+two of them from here rather than a copy.
 """
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ from ..data.raster import iter_tiles
 from ..data.samples import ClassInfo
 from ..data.segments import segment_feature_scale, segment_features, segment_vote, slic_segments
 from ..errors import HyperAdaptError, raise_if_cancelled
-from ..learning.predict import (GTIFF_OPTIONS, _companions, _place_outputs, _remove_quietly,
-                                _temporary_name, classify_raster, embed_classes, paletted_style_qml,
-                                style_path_for)
+from ..learning.predict import classify_raster
+from ..stores.class_map import (GTIFF_OPTIONS, companions, embed_classes, paletted_style_qml,
+                                place_outputs, remove_quietly, style_path_for, temporary_name)
 from ..stores.guard import check_job_files, map_bytes, raster_files
 from .evaluation import read_class_raster_classes
 
@@ -164,11 +164,11 @@ def postprocess_classification(classification_path, output_path, *, classes: lis
     source = gdal.Open(str(classification_path))
     if segment_size:
         _check_same_grid(source, raster_path)
-    working = [_temporary_name(output_path.with_name(f"{output_path.stem}.step{n}.tif"))
+    working = [temporary_name(output_path.with_name(f"{output_path.stem}.step{n}.tif"))
                for n in range(3)]
-    final = _temporary_name(output_path)
-    style = _temporary_name(style_path_for(output_path)).with_suffix(".qml")
-    created = [*working, final, style, *(c for w in (*working, final) for c in _companions(w))]
+    final = temporary_name(output_path)
+    style = temporary_name(style_path_for(output_path)).with_suffix(".qml")
+    created = [*working, final, style, *(c for w in (*working, final) for c in companions(w))]
     placed: list[Path] = []
     steps = []
     reader = None
@@ -205,15 +205,15 @@ def postprocess_classification(classification_path, output_path, *, classes: lis
         raise_if_cancelled(cancel)
         counts, changed = _compare(classification_path, final, _class_values(classes))
         style.write_text(paletted_style_qml(classes), encoding="utf-8")
-        _place_outputs([(style, style_path_for(output_path)), (final, output_path)], placed)
+        place_outputs([(style, style_path_for(output_path)), (final, output_path)], placed)
     except BaseException:
         out = None
-        _remove_quietly(*created, *placed)
+        remove_quietly(*created, *placed)
         raise
     finally:
         if reader is not None:
             reader.close()
-        _remove_quietly(*working, *(c for w in working for c in _companions(w)))
+        remove_quietly(*working, *(c for w in working for c in companions(w)))
         source = None
     _report(progress, 1.0, "Done")
     return {"pixels_per_class": counts, "changed_pixels": changed, "steps": steps}
@@ -266,7 +266,7 @@ def classify_and_clean(*, output_path, classes: list[ClassInfo], majority_size: 
                                              sieve_pixels=sieve_pixels,
                                              progress=_part(progress, 0.9, 1.0), cancel=cancel)
     finally:
-        _remove_quietly(raw, style_path_for(raw), *_companions(raw))
+        remove_quietly(raw, style_path_for(raw), *companions(raw))
     stats["pixels_per_class"] = cleaned["pixels_per_class"]
     return stats
 

@@ -6,20 +6,19 @@ model resizes them to its input). Memory therefore depends on the tile and batch
 the raster's size. An optional segment vote (models.data.segments) gives each pixel the mean class
 probabilities of its superpixel; tiles are then classified with a margin of three superpixels.
 
-The output is a Byte GeoTIFF of class values (0 = no data) with a colour table and category
-names, a ``.qml`` default style beside it (QGIS paletted renderer with the class names and
-colours), and optionally a Float32 confidence raster (the top softmax probability). Files are
-written under temporary names and renamed only once complete; a cancelled or failed run leaves
-none of them.
+The output is the class map of models.stores.class_map (a paletted class GeoTIFF, its .qml style
+and optionally a confidence raster of the top softmax probability), written under temporary names
+and renamed only once complete; a cancelled or failed run leaves none of them.
+
+The module is a little over this project's usual 400 lines: window mode and tile mode
+(``grid_probabilities``) share the batching, the halo and the writing of each tile, so they stay
+together.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import torch
@@ -31,13 +30,13 @@ from ..data.samples import ClassInfo
 from ..data.segments import segment_feature_scale, segment_features, segment_vote, slic_segments
 from ..data.windows import check_window_size, extract_windows, read_adapted_region
 from ..errors import HyperAdaptError, raise_if_cancelled
+from ..stores.class_map import (NODATA_CONFIDENCE, companions, create_map_outputs,
+                                paletted_style_qml, place_outputs, remove_quietly, style_path_for,
+                                temporary_name)
 from .device import inference_autocast_dtype, is_out_of_memory, release_cached_memory
 
 gdal.UseExceptions()
 
-NODATA_CLASS = 0
-NODATA_CONFIDENCE = 0.0
-GTIFF_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
 OUT_OF_MEMORY = ("The GPU ran out of memory even for a single window; close other GPU programs "
                  "or choose the CPU.")
 
@@ -108,99 +107,6 @@ def predict_windows(model, windows, *, device: torch.device,
     return probs.argmax(axis=1).astype(np.int64), probs.max(axis=1)
 
 
-def class_color_table(classes: list[ClassInfo]) -> gdal.ColorTable:
-    table = gdal.ColorTable()
-    table.SetColorEntry(NODATA_CLASS, (0, 0, 0, 0))
-    for info in classes:
-        r, g, b = info.color
-        table.SetColorEntry(int(info.value), (int(r), int(g), int(b), 255))
-    return table
-
-
-def category_names(classes: list[ClassInfo]) -> list[str]:
-    """Names indexed by pixel value (GDAL category names), '' for unused values."""
-    names = [""] * (max(info.value for info in classes) + 1)
-    for info in classes:
-        names[info.value] = info.name
-    return names
-
-
-# GeoTIFF keeps category names only in the .aux.xml beside it, which a copy often leaves behind;
-# the classes also travel in the file's own GDAL metadata tag, read where the names are missing.
-CLASSES_METADATA = "HYPERADAPT_CLASSES"
-
-
-def embed_classes(dataset, classes: list[ClassInfo]) -> None:
-    """Write the classes (value, name, colour) into the GeoTIFF itself."""
-    dataset.SetMetadataItem(CLASSES_METADATA, json.dumps([c.to_dict() for c in classes]))
-
-
-def embedded_classes(dataset) -> list[ClassInfo]:
-    """The classes embed_classes wrote, or [] (other rasters, unreadable metadata)."""
-    text = dataset.GetMetadataItem(CLASSES_METADATA)
-    try:
-        return [ClassInfo.from_dict(item) for item in json.loads(text)] if text else []
-    except (ValueError, KeyError, TypeError):
-        return []
-
-
-def paletted_style_qml(classes: list[ClassInfo]) -> str:
-    """A QGIS layer style (.qml) drawing the class raster with the class names and colours."""
-    entries = "\n".join(
-        f"        <paletteEntry value=\"{info.value}\" "
-        f"color=\"#{info.color[0]:02x}{info.color[1]:02x}{info.color[2]:02x}\" alpha=\"255\" "
-        f"label={quoteattr(info.name)}/>" for info in classes)
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="AllStyleCategories">
-  <pipe>
-    <provider>
-      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
-    </provider>
-    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
-      <rasterTransparency/>
-      <minMaxOrigin>
-        <limits>None</limits>
-        <extent>WholeRaster</extent>
-        <statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower>
-        <cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor>
-      </minMaxOrigin>
-      <colorPalette>
-{entries}
-      </colorPalette>
-    </rasterrenderer>
-    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" saturation="0" grayscaleMode="0" invertColors="0"/>
-    <rasterresampler maxOversampling="2"/>
-    <resamplingStage>resamplingFilter</resamplingStage>
-  </pipe>
-  <blendMode>0</blendMode>
-</qgis>
-"""
-
-
-def style_path_for(raster_path) -> Path:
-    """The .qml beside a raster that QGIS loads as its default style."""
-    return Path(raster_path).with_suffix(".qml")
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix or '.tif'}")
-
-
-def _companions(path: Path) -> list[Path]:
-    return [Path(f"{path}.aux.xml")]
-
-
-def _remove_quietly(*paths: Path) -> None:
-    for path in paths:
-        try:
-            Path(path).unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
 def _rough_duration(seconds: float) -> str:
     """'under a minute', 'about 7 min', 'about 2 h 10 min'."""
     if seconds < 60:
@@ -224,51 +130,6 @@ def _estimate(elapsed: float, pixels_done: float, width: int, height: int) -> st
     seconds = elapsed * width * height / max(pixels_done, 1.0)
     return (f"Estimate: {_rough_duration(seconds)} for the raster's {width} x {height} pixels, "
             f"from the first {int(pixels_done):,} pixels in {elapsed:.1f} s")
-
-
-def _create_outputs(reader: RasterReader, classes: list[ClassInfo], class_path: Path,
-                    confidence_path: Path | None) -> tuple[gdal.Dataset, gdal.Dataset | None]:
-    """The class GeoTIFF (paletted, its classes named and embedded) and the optional Float32
-    confidence GeoTIFF, both empty, on the reader's grid."""
-    out_ds = _create_geotiff(class_path, reader, gdal.GDT_Byte)
-    band = out_ds.GetRasterBand(1)
-    band.SetNoDataValue(NODATA_CLASS)
-    band.SetColorTable(class_color_table(classes))
-    band.SetCategoryNames(category_names(classes))
-    embed_classes(out_ds, classes)
-    band.SetColorInterpretation(gdal.GCI_PaletteIndex)
-    conf_ds = None
-    if confidence_path is not None:
-        conf_ds = _create_geotiff(confidence_path, reader, gdal.GDT_Float32)
-        conf_band = conf_ds.GetRasterBand(1)
-        conf_band.SetNoDataValue(NODATA_CONFIDENCE)
-        conf_band.SetDescription("top class probability")
-    return out_ds, conf_ds
-
-
-def _place_outputs(moves: list[tuple[Path | None, Path | None]], placed: list[Path]) -> None:
-    """Rename each (temporary, final) pair, a raster's companion files before the raster itself:
-    a raster under its final name is complete. ``placed`` hears each final name as it lands."""
-    ordered = []
-    for temp, final in moves:
-        if temp is None:
-            continue
-        ordered += [(c, f) for c, f in zip(_companions(temp), _companions(final)) if c.exists()]
-        ordered.append((temp, final))
-    for temp, final in ordered:
-        os.replace(temp, final)
-        placed.append(final)
-
-
-def _create_geotiff(path: Path, reader: RasterReader, data_type: int) -> gdal.Dataset:
-    info = reader.info
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), info.width, info.height, 1,
-                                                   data_type, options=GTIFF_OPTIONS)
-    dataset.SetGeoTransform(info.geotransform)
-    if info.crs_wkt:
-        dataset.SetProjection(info.crs_wkt)
-    return dataset
 
 
 @dataclass
@@ -417,12 +278,12 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
 def _temporaries(output_path: Path, confidence_path: Path | None):
     """Temporary names of the map, the confidence raster (or None) and the style, and every file
     they may leave (removed after a failure)."""
-    temp_out = _temporary_name(output_path)
-    temp_conf = _temporary_name(confidence_path) if confidence_path else None
-    style_temp = _temporary_name(style_path_for(output_path)).with_suffix(".qml")
-    created = [temp_out, *_companions(temp_out), style_temp]
+    temp_out = temporary_name(output_path)
+    temp_conf = temporary_name(confidence_path) if confidence_path else None
+    style_temp = temporary_name(style_path_for(output_path)).with_suffix(".qml")
+    created = [temp_out, *companions(temp_out), style_temp]
     if temp_conf is not None:
-        created += [temp_conf, *_companions(temp_conf)]
+        created += [temp_conf, *companions(temp_conf)]
     return temp_out, temp_conf, style_temp, created
 
 
@@ -519,7 +380,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
     placed: list[Path] = []
     out_ds = conf_ds = out_band = conf_band = None
     try:
-        out_ds, conf_ds = _create_outputs(reader, classes, temp_out, temp_conf)
+        out_ds, conf_ds = create_map_outputs(reader, classes, temp_out, temp_conf)
         out_band = out_ds.GetRasterBand(1)
         conf_band = conf_ds.GetRasterBand(1) if conf_ds is not None else None
         model.eval()
@@ -552,11 +413,11 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             conf_ds.FlushCache()
             conf_ds = None
         style_temp.write_text(paletted_style_qml(classes), encoding="utf-8")
-        _place_outputs([(style_temp, style_path_for(output_path)), (temp_conf, confidence_path),
+        place_outputs([(style_temp, style_path_for(output_path)), (temp_conf, confidence_path),
                         (temp_out, output_path)], placed)
     except BaseException:
         out_ds = conf_ds = out_band = conf_band = None
-        _remove_quietly(*created, *placed)
+        remove_quietly(*created, *placed)
         raise
     return {"pixels_per_class": {int(info.value): int(n) for info, n in zip(classes, counts)},
             "valid_pixels": int(counts.sum()), "seconds": time.perf_counter() - started}
