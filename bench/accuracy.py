@@ -35,14 +35,15 @@ and a rerun skips what is done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import (RESULTS, log, machine_info, markdown_table, mean_std, publish, pyplot,
-                     run_in_work_folder, save_figure, set_threads, write_markdown,
+from .common import (RESULTS, cpu_precision, log, machine_info, markdown_table, mean_std, publish,
+                     pyplot, run_in_work_folder, save_figure, set_threads, write_markdown,
                      write_point_layer)
 
 import numpy as np  # noqa: E402
@@ -85,6 +86,7 @@ class Row:
     band_adaptation: str = "mnf"
     settings: dict = field(default_factory=dict)
     window_size: int | None = None     # the backbone's window; None: the pretraining default
+    cpu_precision: str | None = None   # "fp32" or "bf16" forced on a CPU; None: the engine's
 
     @property
     def backbone_key(self) -> tuple[str, int | None]:
@@ -124,6 +126,8 @@ ROWS = {row.name: row for row in (
     Row("lambda16", "Default, KronA+ lambda 16", settings={"lr_ratio": 16.0}),
     Row("window_mode", "Default, classifying a window per pixel (window mode)",
         settings={"classify_mode": "window"}),
+    Row("fp32_cpu", "Default in float32 on the CPU (fine-tuning and classifying)",
+        cpu_precision="fp32"),
 )}
 DEFAULT_ROWS = list(ROWS)
 
@@ -341,9 +345,10 @@ def deep_run(scene: Scene, split: dict, layer: Path, work: Path, *, row: Row, ba
     adapter, classification = work / f"{stem}.pt", work / f"{stem}.tif"
     settings = FineTuneSettings(**{"weights": backbone, "seed": seed, "device": args.device,
                                    **row.settings})
-    result = fine_tune(scene.raster, str(layer), "class_id", str(adapter), settings=settings,
-                       layer_name="training", sensor=scene.sensor,
-                       classification_path=str(classification))
+    with cpu_precision(row.cpu_precision) if row.cpu_precision else contextlib.nullcontext():
+        result = fine_tune(scene.raster, str(layer), "class_id", str(adapter), settings=settings,
+                           layer_name="training", sensor=scene.sensor,
+                           classification_path=str(classification))
     predicted = gdal.Open(str(classification)).ReadAsArray()[split["test"]].astype(np.int64)
     found = score(scene, split["test_values"], predicted)
     for path in (adapter, classification, classification.with_suffix(".qml"),
@@ -558,13 +563,17 @@ def describe_row(row: Row) -> str:
     """The row's backbone and the settings it changes, or the defaults it runs."""
     from hyperadapt.models.settings import FineTuneSettings
 
+    if row.cpu_precision:
+        return (f"{row.band_adaptation.upper()} backbone, the defaults, {row.cpu_precision} on "
+                f"the CPU")
     if not row.settings:
         defaults = FineTuneSettings()
         return (f"{row.band_adaptation.upper()} backbone, method {defaults.method} on "
                 f"{', '.join(defaults.targets)}, {defaults.steps} steps of {defaults.batch_size} at "
                 f"lr {defaults.learning_rate:g} (lambda {defaults.lr_ratio:g}), centre-pixel head "
                 f"{defaults.pixel_dim}, context dropout {defaults.context_dropout:g}, "
-                f"{defaults.classify_mode} mode, segment vote {defaults.segment_size}")
+                f"{defaults.classify_mode} mode, segment vote {defaults.segment_size}, bfloat16 "
+                f"on a CPU that computes it")
     return (f"{row.band_adaptation.upper()} backbone, "
             + ", ".join(f"{k} = {list(v) if isinstance(v, tuple) else v}"
                         for k, v in row.settings.items()))

@@ -1,10 +1,15 @@
-"""bfloat16 against float32 for classifying on the CPU: the labels it changes and the time it saves.
+"""bfloat16 against float32 on the CPU: the labels it changes and the time it saves.
 
 The default fine-tuning (the accuracy bench's polygons, seed 0, its scene-pretrained tiny
 backbone) of each bench scene classifies the whole scene twice in one run, with
 HYPERADAPT_CPU_PRECISION=fp32 and =bf16, through ``models.jobs.classify``; the share of valid
 pixels whose class differs and the time ratio are reported. The engine classifies in bfloat16 on
 a CPU that computes it natively (AVX512-BF16 or AMX) when this share stays under 0.5 %.
+
+Fine-tuning steps (``models.learning.training.train_classifier``: KronA+ on q and v, the
+centre-pixel head, batches of 32 windows of 15 x 15 at input 16) are timed the same way for the
+ViT-Base and the tiny backbone; what bfloat16 training does to accuracy is the accuracy bench's
+float32 row.
 
     python -m bench.precision [--scenes indian_pines enmap_potsdam] [--work DIR]
 
@@ -59,10 +64,44 @@ def run_benchmark(args, work: Path) -> dict:
                      "speedup": seconds["fp32"] / seconds["bf16"]})
         log(f"  {scene.name}: {100 * changed:.2f} % of labels changed, bf16 "
             f"{seconds['fp32'] / seconds['bf16']:.2f}x the speed of fp32")
+    training = training_speed({"base": 6, "tiny": 40})
     return {"machine": machine_info(), "cpu_computes_bf16": cpu_computes_bf16(), "rows": rows,
+            "training": training,
             "limit_share": LIMIT_SHARE,
             "bf16_kept": all(r["changed_share"] < LIMIT_SHARE for r in rows),
             "seconds": time.perf_counter() - started}
+
+
+def training_speed(steps: dict[str, int]) -> list[dict]:
+    """Seconds per fine-tuning step in float32 and bfloat16, twice each alternating (the faster
+    kept), for each backbone preset named in ``steps`` (with its number of timed steps)."""
+    import torch
+
+    from hyperadapt.models.learning.training import train_classifier
+    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
+    from hyperadapt.models.network.spectralgpt import spectralgpt_base, spectralgpt_tiny
+
+    builders = {"base": spectralgpt_base, "tiny": spectralgpt_tiny}
+    rows = []
+    for preset, count in steps.items():
+        generator = torch.Generator().manual_seed(0)
+        windows = torch.rand(32 * count, 12, 15, 15, generator=generator)
+        labels = torch.randint(0, 10, (32 * count,), generator=generator)
+        seconds = {}
+        for precision in ("fp32", "bf16", "fp32", "bf16"):
+            torch.manual_seed(0)
+            model = apply_adapter(builders[preset](img_size=16, num_classes=10, pixel_dim=64),
+                                  AdapterConfig(method="krona_plus"))
+            with cpu_precision(precision):
+                outcome = train_classifier(model, windows, labels, None, None, epochs=1,
+                                           learning_rate=3e-3, batch_size=32)
+            seconds[precision] = min(seconds.get(precision, np.inf), outcome.seconds / count)
+        rows.append({"backbone": preset, "steps": count, "fp32_step_seconds": seconds["fp32"],
+                     "bf16_step_seconds": seconds["bf16"],
+                     "speedup": seconds["fp32"] / seconds["bf16"]})
+        log(f"  {preset} fine-tuning: {seconds['fp32']:.3f} s per step in fp32, "
+            f"{seconds['bf16']:.3f} in bf16 ({seconds['fp32'] / seconds['bf16']:.2f}x)")
+    return rows
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -79,7 +118,17 @@ def write_report(report: dict, out: Path) -> None:
                              "bf16 speed"], table)
     lines += ["", f"This CPU computes bfloat16 natively: {report['cpu_computes_bf16']}. "
               f"Limit {100 * report['limit_share']:.1f} % of labels: bfloat16 {verdict}.", "",
-              f"Machine: {report['machine']}."]
+              "## Fine-tuning steps", "",
+              "KronA+ on q and v with the centre-pixel head, batches of 32 windows of 15 x 15 at "
+              "input 16, random windows; seconds per optimizer step, float32 and bfloat16 "
+              "autocast alternating, twice each (the faster kept). The accuracy bench's row "
+              "\"Default in float32 on the CPU\" shows what bfloat16 does to the maps.", ""]
+    lines += markdown_table(
+        ["backbone", "steps timed", "fp32 s/step", "bf16 s/step", "bf16 speed"],
+        [[r["backbone"], r["steps"], f"{r['fp32_step_seconds']:.3f}",
+          f"{r['bf16_step_seconds']:.3f}", f"{r['speedup']:.2f}x"]
+         for r in report.get("training", [])])
+    lines += ["", f"Machine: {report['machine']}. Run in {report['seconds'] / 60:.1f} min."]
     write_markdown(out / "precision.md", lines)
 
 

@@ -562,19 +562,24 @@ def test_classifying_estimates_the_whole_time_from_the_first_windows(geotiff_run
     assert _estimate(0.1, 100, 100, 100).startswith("Estimate: under a minute")
 
 
-def test_cpu_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
+def test_cpu_fine_tunes_and_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
     from hyperadapt.models.learning import device as devices
     from hyperadapt.models.learning.predict import predict_probabilities
+    from hyperadapt.models.learning.steps import Optimization
+    from hyperadapt.models.learning.training import train_classifier
 
     cpu = torch.device("cpu")
     monkeypatch.setenv(devices.CPU_PRECISION_ENV, "auto")
     monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: False)
-    assert devices.inference_autocast_dtype(cpu) is None
+    assert devices.autocast_dtype(cpu, cpu_bf16=True) is None
     monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: True)
-    assert devices.inference_autocast_dtype(cpu) is torch.bfloat16
+    assert devices.autocast_dtype(cpu, cpu_bf16=True) is torch.bfloat16
+    assert devices.autocast_dtype(cpu) is None           # pretraining stays in float32 on a CPU
+    model = _tiny_adapted_model()
+    assert Optimization(model, learning_rate=1e-3, weight_decay=0.0, device=cpu,
+                        cpu_bf16=True).dtype is torch.bfloat16
     monkeypatch.setenv(devices.CPU_PRECISION_ENV, "fp32")
-    assert devices.inference_autocast_dtype(cpu) is None
-    assert devices.autocast_dtype(cpu) is None           # training stays in float32 on a CPU
+    assert devices.autocast_dtype(cpu, cpu_bf16=True) is None
 
     windows = torch.rand(40, 12, 5, 5, generator=torch.Generator().manual_seed(3))
     model = _tiny_adapted_model()
@@ -582,6 +587,16 @@ def test_cpu_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
     monkeypatch.setenv(devices.CPU_PRECISION_ENV, "bf16")
     half = predict_probabilities(model, windows, device=cpu)
     assert np.abs(half - full).max() < 0.05 and not np.array_equal(half, full)
+
+    labels = torch.arange(40) % 3
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        monkeypatch.setenv(devices.CPU_PRECISION_ENV, precision)
+        outcome = train_classifier(_tiny_adapted_model(), windows, labels, None, None, epochs=3,
+                                   learning_rate=1e-2, batch_size=8, device=cpu)
+        losses[precision] = [record["loss"] for record in outcome.history]
+    assert all(np.isfinite(losses["bf16"])) and losses["bf16"] != losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.05)
 
 
 def test_device_choice():

@@ -43,16 +43,28 @@ def describe_devices() -> list[str]:
     return lines
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision type for ``device``: bfloat16 where the GPU has it, else float16; none on CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-# "auto": bfloat16 for classifying on a CPU that computes it natively; "fp32" or "bf16" force it
-# (the precision bench compares the two on the same maps).
+# "auto": bfloat16 for fine-tuning and classifying on a CPU that computes it natively; "fp32" or
+# "bf16" force it (the precision and accuracy benches compare the two).
 CPU_PRECISION_ENV = "HYPERADAPT_CPU_PRECISION"
+
+
+def autocast_dtype(device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype | None:
+    """The mixed-precision type for ``device``: on a GPU bfloat16 where it has it, else float16.
+
+    On a CPU, None (float32), or with ``cpu_bf16`` bfloat16 where the CPU computes it natively
+    (``cpu_computes_bf16``; HYPERADAPT_CPU_PRECISION can force either). Fine-tuning and
+    classifying ask for it: bench/results/precision.md measured the labels it changes and the
+    speed it gives, and the accuracy bench a row in float32. Pretraining does not: its tiny
+    backbone gains no speed from bfloat16 on the CPU.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if not cpu_bf16:
+        return None
+    choice = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower()
+    if choice == "bf16" or (choice == "auto" and cpu_computes_bf16()):
+        return torch.bfloat16
+    return None
 
 
 def cpu_computes_bf16() -> bool:
@@ -64,18 +76,6 @@ def cpu_computes_bf16() -> bool:
     except OSError:
         return False
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
-
-
-def inference_autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision type for classifying: the GPU's (autocast_dtype), and on a CPU
-    bfloat16 where it computes it natively (bench/results/precision.md: the labels it changes
-    and the speed it gives), float32 elsewhere."""
-    if device.type == "cuda":
-        return autocast_dtype(device)
-    choice = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower()
-    if choice == "bf16" or (choice == "auto" and cpu_computes_bf16()):
-        return torch.bfloat16
-    return None
 
 
 def is_out_of_memory(error: BaseException) -> bool:

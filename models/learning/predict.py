@@ -33,7 +33,7 @@ from ..errors import HyperAdaptError, raise_if_cancelled
 from ..stores.class_map import (NODATA_CONFIDENCE, companions, create_map_outputs,
                                 paletted_style_qml, place_outputs, remove_quietly, style_path_for,
                                 temporary_name)
-from .device import inference_autocast_dtype, is_out_of_memory, release_cached_memory
+from .device import autocast_dtype, is_out_of_memory, release_cached_memory
 
 gdal.UseExceptions()
 
@@ -52,7 +52,7 @@ def _run_batches(forward, inputs: torch.Tensor, model, *, device: torch.device,
     chunks: list[np.ndarray] = []
     was_training = model.training
     model.eval()
-    dtype = inference_autocast_dtype(device)
+    dtype = autocast_dtype(device, cpu_bf16=True)
     start = 0
     try:
         with torch.inference_mode():

@@ -51,7 +51,8 @@ class Optimization:
 
     Each parameter group keeps its own peak rate (the head's, KronA+'s lambda group); ``schedule``
     scales them all by ``lr_factor`` of the run's progress. On CUDA the forward pass runs under
-    ``autocast`` and float16 losses go through a gradient scaler; on a CPU training stays float32
+    ``autocast`` and float16 losses go through a gradient scaler; on a CPU it stays float32, or
+    with ``cpu_bf16`` runs in bfloat16 where the CPU computes it natively
     (models.learning.device.autocast_dtype).
     """
 
@@ -59,7 +60,7 @@ class Optimization:
                  device: torch.device, lr_ratio: float | None = None,
                  betas: tuple[float, float] = (0.9, 0.999), warmup_fraction: float = 0.1,
                  min_factor: float = 0.0, warmup_floor: float = 1e-3,
-                 foreach: bool | None = None):
+                 foreach: bool | None = None, cpu_bf16: bool = False):
         groups = param_groups(model, lr=learning_rate, lr_ratio=lr_ratio,
                               weight_decay=weight_decay)
         if not groups:
@@ -68,7 +69,7 @@ class Optimization:
         self.optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay,
                                            betas=betas, foreach=foreach)
         self.device = device
-        self.dtype = autocast_dtype(device)
+        self.dtype = autocast_dtype(device, cpu_bf16=cpu_bf16)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self.warmup_fraction, self.min_factor = warmup_fraction, min_factor
         self.warmup_floor = warmup_floor

@@ -57,7 +57,7 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: tor
               batch_size: int, cancel) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model on windows."""
     correct, loss_sum = 0, 0.0
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, cpu_bf16=True)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
@@ -191,7 +191,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     model.train()
     optimization = Optimization(model, learning_rate=learning_rate, lr_ratio=lr_ratio,
                                 weight_decay=weight_decay, device=device,
-                                warmup_fraction=warmup_fraction)
+                                warmup_fraction=warmup_fraction, cpu_bf16=True)
     generator = torch.Generator().manual_seed(int(seed))
     rank, world = distributed_rank()
     # Under torchrun every process draws the same batch and takes its share of the rows; DDP
