@@ -128,6 +128,8 @@ ROWS = {row.name: row for row in (
         settings={"classify_mode": "window"}),
     Row("fp32_cpu", "Default in float32 on the CPU (fine-tuning and classifying)",
         cpu_precision="fp32"),
+    Row("bf16_cpu", "Default in bfloat16 on the CPU (fine-tuning and classifying)",
+        cpu_precision="bf16"),
 )}
 DEFAULT_ROWS = list(ROWS)
 
@@ -573,7 +575,8 @@ def describe_row(row: Row) -> str:
                 f"lr {defaults.learning_rate:g} (lambda {defaults.lr_ratio:g}), centre-pixel head "
                 f"{defaults.pixel_dim}, context dropout {defaults.context_dropout:g}, "
                 f"{defaults.classify_mode} mode, segment vote {defaults.segment_size}, bfloat16 "
-                f"on a CPU that computes it")
+                f"where a CPU computes it (classifying; fine-tuning too for a ViT-Base-wide "
+                f"backbone)")
     return (f"{row.band_adaptation.upper()} backbone, "
             + ", ".join(f"{k} = {list(v) if isinstance(v, tuple) else v}"
                         for k, v in row.settings.items()))

@@ -578,6 +578,12 @@ def test_cpu_fine_tunes_and_classifies_in_bfloat16_only_where_it_computes_it(mon
     model = _tiny_adapted_model()
     assert Optimization(model, learning_rate=1e-3, weight_decay=0.0, device=cpu,
                         cpu_bf16=True).dtype is torch.bfloat16
+    # Fine-tuning asks for it with a ViT-Base-wide backbone only, unless it is forced.
+    assert not devices.cpu_bf16_training(model)
+    assert devices.cpu_bf16_training(spectralgpt_tiny(img_size=16, embed_dim=768, depth=1,
+                                                      num_heads=12))
+    monkeypatch.setenv(devices.CPU_PRECISION_ENV, "bf16")
+    assert devices.cpu_bf16_training(model)
     monkeypatch.setenv(devices.CPU_PRECISION_ENV, "fp32")
     assert devices.autocast_dtype(cpu, cpu_bf16=True) is None
 

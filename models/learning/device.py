@@ -52,10 +52,9 @@ def autocast_dtype(device: torch.device, *, cpu_bf16: bool = False) -> torch.dty
     """The mixed-precision type for ``device``: on a GPU bfloat16 where it has it, else float16.
 
     On a CPU, None (float32), or with ``cpu_bf16`` bfloat16 where the CPU computes it natively
-    (``cpu_computes_bf16``; HYPERADAPT_CPU_PRECISION can force either). Fine-tuning and
-    classifying ask for it: bench/results/precision.md measured the labels it changes and the
-    speed it gives, and the accuracy bench a row in float32. Pretraining does not: its tiny
-    backbone gains no speed from bfloat16 on the CPU.
+    (``cpu_computes_bf16``; HYPERADAPT_CPU_PRECISION can force either). Classifying asks for it,
+    and fine-tuning a wide backbone (``cpu_bf16_training``): bench/results/precision.md measured
+    the labels it changes and the speed it gives, and the accuracy bench has rows in both.
     """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -76,6 +75,20 @@ def cpu_computes_bf16() -> bool:
     except OSError:
         return False
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+# Fine-tuning in bfloat16 on a CPU pays for a backbone as wide as ViT-Base (1.3 to 1.5 times the
+# steps per second here) but not for the tiny one (0.9 times: its small matrices spend their time
+# elsewhere) (bench/results/precision.md). Pretraining, whose CPU backbone is the tiny one, stays
+# in float32.
+CPU_BF16_TRAINING_WIDTH = 768
+
+
+def cpu_bf16_training(model) -> bool:
+    """Whether fine-tuning ``model`` on a CPU runs in bfloat16 where the CPU computes it: a wide
+    backbone, or any where HYPERADAPT_CPU_PRECISION=bf16 forces it."""
+    forced = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower() == "bf16"
+    return forced or int(getattr(model, "embed_dim", 0)) >= CPU_BF16_TRAINING_WIDTH
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..network.adapters import trainable_state_dict
-from .device import autocast_dtype, is_out_of_memory, release_cached_memory
+from .device import (autocast_dtype, cpu_bf16_training, is_out_of_memory,
+                     release_cached_memory)
 from .distributed import distributed_rank, mean_over_processes
 from .predict import OUT_OF_MEMORY
 from .steps import Optimization, augment_batch
@@ -57,7 +58,7 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: tor
               batch_size: int, cancel) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model on windows."""
     correct, loss_sum = 0, 0.0
-    dtype = autocast_dtype(device, cpu_bf16=True)
+    dtype = autocast_dtype(device, cpu_bf16=cpu_bf16_training(model))
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
@@ -191,7 +192,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     model.train()
     optimization = Optimization(model, learning_rate=learning_rate, lr_ratio=lr_ratio,
                                 weight_decay=weight_decay, device=device,
-                                warmup_fraction=warmup_fraction, cpu_bf16=True)
+                                warmup_fraction=warmup_fraction,
+                                cpu_bf16=cpu_bf16_training(model))
     generator = torch.Generator().manual_seed(int(seed))
     rank, world = distributed_rank()
     # Under torchrun every process draws the same batch and takes its share of the rows; DDP
