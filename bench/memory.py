@@ -117,13 +117,16 @@ def write_training_points(path: Path, raster: Path, *, num_classes: int = 4, per
 def make_tiny_adapter(raster: Path, work: Path, *, seed: int = 0) -> dict:
     """An adapter on the tiny random-start backbone, through ``models.jobs.fine_tune``."""
     from hyperadapt.models.jobs import FineTuneSettings, fine_tune
+    from hyperadapt.models.network.backbones import BACKBONE_PRESETS
 
+    tiny = BACKBONE_PRESETS["tiny"]
     adapter = work / "tiny_adapter.pt"
     settings = FineTuneSettings(method="krona_plus", backbone="tiny", random_start=True,
                                 preset="fast", epochs=2, val_fraction=0.0, seed=seed,
                                 device="cpu", fit_pixels=5000)
     about = {"path": str(adapter),
-             "backbone": "tiny (SpectralGPT code, embed_dim 64, depth 2), random start",
+             "backbone": (f"tiny (SpectralGPT code, embed_dim {tiny['embed_dim']}, depth "
+                          f"{tiny['depth']}), random start"),
              "window_size": settings.window_size, "input_size": 16}
     if adapter.exists():
         # Measurements kept in the work folder were made with this adapter.

@@ -138,6 +138,13 @@ def batch_size_problem(batch_size) -> str | None:
 # -- the classifier head --------------------------------------------------------------------------
 # The centre pixel's inputs enter the head beside the pooled tokens (spectralgpt.PixelHead):
 # +2.1 to +6.9 OA points on the bench's four cases.
+# Measured and not adopted: the head also seeing the pixel's next MNF components (those after the
+# backbone's 12) or its whole standardised spectrum, as an SVM does. OA points against the head on
+# the 12 inputs (Indian Pines polygons / scattered, EnMAP Potsdam polygons / scattered; window
+# mode with the segment vote, 5 draws, 3 for the last two): 8 more components +1.5 / +1.0 / -0.5
+# / +0.8, 20 more +1.0 / -1.7 / +1.6 / -0.2, 36 more +2.4 / -3.5 / +1.6 / +0.8, the spectrum
+# -1.7 / -0.8 / -4.6 / +0.9: none wins everywhere, and all are inside the draws' spread of 3 to
+# 7 points.
 DEFAULT_PIXEL_DIM = 64
 # Share of training windows whose pooled tokens the head does not see, so the pixel path learns to
 # classify on its own: on EnMAP Potsdam, where neighbouring pixels often differ in class, the

@@ -339,6 +339,15 @@ def potsdam_class_colors(path=POTSDAM_POINTS) -> dict[str, tuple[int, int, int]]
 TINY_BACKBONE = {"depth": 2, "embed_dim": 32, "num_heads": 4}
 
 
+def spectralgpt_small(**overrides):
+    """SpectralGPT's architecture at the size the unit tests assert on (2 blocks of width 64,
+    4 heads, 32 px input): smaller than the tiny backbone, so shapes and counts stay readable."""
+    from hyperadapt.models.network.spectralgpt import BASE_CONFIG, build_backbone
+
+    return build_backbone({**BASE_CONFIG, "img_size": 32, "embed_dim": 64, "depth": 2,
+                           "num_heads": 4, **overrides})
+
+
 def read_band(path) -> np.ndarray:
     """The first band of a raster file (a class map, a confidence raster)."""
     dataset = gdal.Open(str(path))   # kept while its band is read (GDAL frees bands with it)

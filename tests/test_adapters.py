@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine_data import spectralgpt_small
 from hyperadapt.models.errors import HyperAdaptError
 from hyperadapt.models.network.adapters import (DEFAULT_METHOD, METHODS, AdapterConfig, KronALinear,
                                                 LoKrLinear, LoRALinear, adapter_layers,
@@ -14,7 +15,7 @@ from hyperadapt.models.network.adapters import (DEFAULT_METHOD, METHODS, Adapter
                                                 load_trainable_state_dict, merge_adapters,
                                                 param_groups, trainable_state_dict,
                                                 unmerge_adapters)
-from hyperadapt.models.network.spectralgpt import spectralgpt_base, spectralgpt_tiny
+from hyperadapt.models.network.spectralgpt import spectralgpt_base
 
 NUM_CLASSES = 5
 TARGETS = ("attn.q", "attn.v")
@@ -35,7 +36,7 @@ MERGE_TOLERANCE = 1e-5
 
 def make_base(seed=0):
     torch.manual_seed(seed)
-    return spectralgpt_tiny(img_size=16, num_classes=NUM_CLASSES).eval()
+    return spectralgpt_small(img_size=16, num_classes=NUM_CLASSES).eval()
 
 
 def make_batch(seed=1, batch_size=4):

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine_data import spectralgpt_small
 from hyperadapt.models.errors import HyperAdaptError
 from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
 from hyperadapt.models.network.checkpoint import (filter_checkpoint, load_checkpoint_file,
                                                   load_pretrained, resample_pos_embed,
                                                   resample_spectral_pos_embed)
 from hyperadapt.models.network.identity import BackboneIdentity
-from hyperadapt.models.network.spectralgpt import spectralgpt_base, spectralgpt_tiny
+from hyperadapt.models.network.spectralgpt import spectralgpt_base
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LAYOUT = json.loads((SHARED / "spectralgpt" / "checkpoint_keys.json").read_text())
@@ -159,7 +160,7 @@ def test_truncated_file_is_refused(official_file, tmp_path):
         truncated.write_bytes(stream.read(10_000_000))
     with pytest.raises(HyperAdaptError, match="could not be read as a PyTorch checkpoint"):
         load_checkpoint_file(truncated)
-    model = spectralgpt_tiny()
+    model = spectralgpt_small()
     with pytest.raises(HyperAdaptError, match="SpectralGPT\\+.pth could not be read"):
         load_pretrained(model, truncated)
 
@@ -189,20 +190,20 @@ def test_pickled_code_other_than_namespace_is_refused(tmp_path):
 
 
 def test_wrong_file_for_load_pretrained_names_file_and_mismatch(tmp_path):
-    small = spectralgpt_tiny()
+    small = spectralgpt_small()
     path = tmp_path / "tiny.pth"
     torch.save(wrap_like_official(small.state_dict()), path)
-    loaded = spectralgpt_tiny()
+    loaded = spectralgpt_small()
     info = load_pretrained(loaded, path)
     assert info.name == "tiny.pth" and len(info.key) == 64
     with pytest.raises(HyperAdaptError, match="The weights file tiny.pth does not fit this "
                                               "SpectralGPT model: 'pos_embed_spatial' has "
                                               "shape 1x16x64 where 1x16x32"):
-        load_pretrained(spectralgpt_tiny(embed_dim=32), path)
+        load_pretrained(spectralgpt_small(embed_dim=32), path)
 
 
 def test_pretrained_weights_go_in_before_the_adapter(tmp_path):
-    model = spectralgpt_tiny()
+    model = spectralgpt_small()
     path = tmp_path / "tiny.pth"
     torch.save({"model": model.state_dict()}, path)
     apply_adapter(model, AdapterConfig())

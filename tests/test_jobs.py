@@ -13,14 +13,13 @@ import pytest
 import torch
 from osgeo import gdal, osr
 
-from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_vrt, indian_pines_crop,
-                         labels_to_polygons, make_polygons, make_test_raster, pixel_box_polygon,
-                         potsdam_class_colors, read_band, tiny_settings, valid_mask,
-                         write_label_raster, write_layer)
+from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_vrt,
+                         indian_pines_crop, labels_to_polygons, make_polygons, make_test_raster,
+                         pixel_box_polygon, potsdam_class_colors, read_band, spectralgpt_small,
+                         tiny_settings, valid_mask, write_label_raster, write_layer)
 from hyperadapt.models.data.raster import RasterReader, read_raster_info
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs import classify, evaluate, fine_tune, read_class_raster_classes
-from hyperadapt.models.network.spectralgpt import spectralgpt_tiny
 from hyperadapt.models.stores.adapter_file import load_adapter_file
 
 
@@ -372,7 +371,7 @@ def _fake_official_checkpoint(path, seed):
     """A file shaped like the official checkpoints ({"model": encoder + decoder tensors}) for the
     tiny backbone."""
     torch.manual_seed(seed)
-    state = spectralgpt_tiny(img_size=16, **TINY_BACKBONE).state_dict()
+    state = spectralgpt_small(img_size=16, **TINY_BACKBONE).state_dict()
     state["decoder_embed.weight"] = torch.zeros(2, 2)
     torch.save({"model": state, "epoch": 1}, path)
     return path
@@ -411,7 +410,7 @@ def test_backbone_file_brings_its_band_adaptation(tmp_path):
     with RasterReader(info) as reader:
         adaptation = fit_pca_reduction(sample_valid_pixels(reader, max_pixels=500), info.good_bands)
     torch.manual_seed(3)
-    encoder = spectralgpt_tiny(img_size=16, **TINY_BACKBONE)
+    encoder = spectralgpt_small(img_size=16, **TINY_BACKBONE)
     backbone = tmp_path / "backbone.pt"
     backbone_id, _ = save_backbone_file(backbone, model=encoder, band_adaptation=adaptation,
                                         window_size=7, input_size=16,
@@ -473,7 +472,7 @@ def _tiny_adapted_model(num_classes=3):
     from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
 
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=16, num_classes=num_classes, **TINY_BACKBONE)
+    model = spectralgpt_small(img_size=16, num_classes=num_classes, **TINY_BACKBONE)
     return apply_adapter(model, AdapterConfig(init_weights=False))
 
 
@@ -580,7 +579,7 @@ def test_cpu_fine_tunes_and_classifies_in_bfloat16_only_where_it_computes_it(mon
                         cpu_bf16=True).dtype is torch.bfloat16
     # Fine-tuning asks for it with a ViT-Base-wide backbone only, unless it is forced.
     assert not devices.cpu_bf16_training(model)
-    assert devices.cpu_bf16_training(spectralgpt_tiny(img_size=16, embed_dim=768, depth=1,
+    assert devices.cpu_bf16_training(spectralgpt_small(img_size=16, embed_dim=768, depth=1,
                                                       num_heads=12))
     monkeypatch.setenv(devices.CPU_PRECISION_ENV, "bf16")
     assert devices.cpu_bf16_training(model)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
+from engine_data import spectralgpt_small
 from hyperadapt.models import options
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs.pretraining import PretrainSettings, pretrain_backbone, resume_path_for
 from hyperadapt.models.network.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
-from hyperadapt.models.network.spectralgpt import spectralgpt_tiny
 from hyperadapt.models.stores.backbone_file import (BACKBONE_FORMAT, load_backbone_file,
                                                     save_backbone_file)
 
@@ -80,7 +80,7 @@ def test_random_masking_hides_the_given_share_and_restores_token_order():
 
 def test_encoder_gets_only_the_visible_tokens_and_never_the_masked_pixels():
     torch.manual_seed(0)
-    model = MaskedAutoencoder(encoder=spectralgpt_tiny(img_size=16), **MICRO_DECODER).eval()
+    model = MaskedAutoencoder(encoder=spectralgpt_small(img_size=16), **MICRO_DECODER).eval()
     x = torch.rand(3, 12, 16, 16)
     ids_keep, mask, _ = random_masking(3, model.num_tokens, 0.75,
                                        generator=torch.Generator().manual_seed(1))
@@ -109,7 +109,7 @@ def test_encoder_gets_only_the_visible_tokens_and_never_the_masked_pixels():
 
 def test_loss_counts_only_the_masked_tubelets():
     torch.manual_seed(0)
-    model = MaskedAutoencoder(encoder=spectralgpt_tiny(img_size=16), **MICRO_DECODER)
+    model = MaskedAutoencoder(encoder=spectralgpt_small(img_size=16), **MICRO_DECODER)
     x = torch.rand(2, 12, 16, 16)
     mask = torch.zeros(2, 16, dtype=torch.bool)
     mask[:, :5] = True
@@ -159,7 +159,7 @@ def test_backbone_file_holds_plain_types_and_loads_with_its_band_adaptation(pret
 def test_saved_backbone_gives_the_same_outputs_after_loading(tmp_path, pretrained):
     _, adaptation, _ = load_backbone_file(pretrained[0].backbone_path)
     torch.manual_seed(3)
-    model = spectralgpt_tiny(img_size=16).eval()
+    model = spectralgpt_small(img_size=16).eval()
     path = tmp_path / "round.pt"
     backbone_id, size = save_backbone_file(path, model=model, band_adaptation=adaptation,
                                            window_size=9, input_size=16, sensor={"name": "X"},
@@ -258,7 +258,7 @@ def test_adapter_trained_on_one_backbone_is_refused_on_another(scene, pretrained
 def test_continuing_from_an_official_checkpoint_loads_its_encoder_and_decoder(scene, tmp_path):
     """A checkpoint laid out like SpectralGPT+.pth (model/encoder + decoder keys, larger grid)."""
     torch.manual_seed(5)
-    source = MaskedAutoencoder(encoder=spectralgpt_tiny(img_size=32, **MICRO_BACKBONE),
+    source = MaskedAutoencoder(encoder=spectralgpt_small(img_size=32, **MICRO_BACKBONE),
                                **MICRO_DECODER)
     checkpoint = tmp_path / "official.pth"
     encoder_state = {name: tensor for name, tensor in source.encoder.state_dict().items()

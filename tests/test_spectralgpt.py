@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine_data import spectralgpt_small
 from hyperadapt.models.errors import HyperAdaptError
-from hyperadapt.models.network.spectralgpt import (SpectralGPT, build_backbone, spectralgpt_base,
-                                                   spectralgpt_tiny)
+from hyperadapt.models.network.spectralgpt import SpectralGPT, build_backbone, spectralgpt_base
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -22,7 +22,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 ])
 def test_forward_shape_no_nan_and_gradient_on_every_tensor(overrides, num_tokens):
     torch.manual_seed(0)
-    model = spectralgpt_tiny(num_classes=3, **overrides)
+    model = spectralgpt_small(num_classes=3, **overrides)
     size, bands = model.img_size, model.in_bands
     assert model.num_tokens == num_tokens
     assert model.num_spectral_groups == bands // 3
@@ -39,7 +39,7 @@ def test_forward_shape_no_nan_and_gradient_on_every_tensor(overrides, num_tokens
 
 def test_tokens_are_spectral_group_major_with_summed_positional_embeddings():
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=16, in_bands=9)
+    model = spectralgpt_small(img_size=16, in_bands=9)
     x = torch.rand(1, 9, 16, 16)
     tokens = model.embed_tokens(x)[0]
     weight = model.patch_embed.proj.weight[:, 0]      # (D, 3, 8, 8)
@@ -58,7 +58,7 @@ def test_tokens_are_spectral_group_major_with_summed_positional_embeddings():
 
 def test_kept_tokens_enter_the_blocks_unchanged_in_order():
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=16).eval()
+    model = spectralgpt_small(img_size=16).eval()
     x = torch.rand(2, 12, 16, 16)
     with torch.no_grad():
         full = model.forward_features(x)
@@ -73,7 +73,7 @@ def test_kept_tokens_enter_the_blocks_unchanged_in_order():
 
 def test_pool_is_mean_then_norm_and_head_is_linear():
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=16, num_classes=4).eval()
+    model = spectralgpt_small(img_size=16, num_classes=4).eval()
     x = torch.rand(2, 12, 16, 16)
     with torch.no_grad():
         tokens = model.forward_features(x)
@@ -83,7 +83,7 @@ def test_pool_is_mean_then_norm_and_head_is_linear():
 
 
 def test_block_parts_match_the_official_architecture():
-    model = spectralgpt_tiny()
+    model = spectralgpt_small()
     block = model.blocks[0]
     for norm in (block.norm1, block.norm2, model.norm):
         assert norm.eps == 1e-6
@@ -98,7 +98,7 @@ def test_block_parts_match_the_official_architecture():
 
 def test_initialisation_is_small_truncated_normal():
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=128, num_classes=10)
+    model = spectralgpt_small(img_size=128, num_classes=10)
     for tensor in (model.pos_embed_spatial, model.blocks[0].attn.q.weight,
                    model.blocks[1].mlp.fc1.weight, model.head.weight):
         assert 0.012 < tensor.std().item() < 0.025
@@ -118,7 +118,7 @@ def test_base_preset_has_the_official_encoder_layout():
 
 
 def test_config_rebuilds_the_same_model_and_is_checked():
-    model = spectralgpt_tiny(img_size=24, num_classes=7)
+    model = spectralgpt_small(img_size=24, num_classes=7)
     rebuilt = build_backbone(dict(model.config))
     assert {n: t.shape for n, t in rebuilt.state_dict().items()} == {
         n: t.shape for n, t in model.state_dict().items()}
@@ -126,19 +126,19 @@ def test_config_rebuilds_the_same_model_and_is_checked():
     with pytest.raises(HyperAdaptError, match="'drop_rate' is unknown"):
         build_backbone({**model.config, "drop_rate": 0.1})
     with pytest.raises(HyperAdaptError, match="multiple of the patch size"):
-        spectralgpt_tiny(img_size=20)
+        spectralgpt_small(img_size=20)
     with pytest.raises(HyperAdaptError, match="multiple of the 3 bands"):
-        spectralgpt_tiny(in_bands=10)
+        spectralgpt_small(in_bands=10)
 
 
 def test_wrong_input_is_one_clear_error():
-    model = spectralgpt_tiny(img_size=16)
+    model = spectralgpt_small(img_size=16)
     with pytest.raises(HyperAdaptError, match=r"12 bands x 16 x 16 pixels but got shape \(1, 8, 16, 16\)"):
         model(torch.zeros(1, 8, 16, 16))
 
 
 def test_reset_classifier_and_no_weight_decay():
-    model = spectralgpt_tiny(img_size=16)
+    model = spectralgpt_small(img_size=16)
     assert model(torch.zeros(2, 12, 16, 16)).shape == (2, 64)
     model.reset_classifier(9)
     assert model.config["num_classes"] == 9
@@ -161,7 +161,7 @@ def test_centre_pixel_of_odd_and_even_windows():
 
 def test_pixel_head_sees_the_centre_pixel_of_any_window_size():
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=16, num_classes=4, pixel_dim=8).eval()
+    model = spectralgpt_small(img_size=16, num_classes=4, pixel_dim=8).eval()
     assert model.config["pixel_dim"] == 8
     windows = torch.rand(3, 12, 9, 9)
     # Windows of any size are resized to the input; the output has the classes.
@@ -186,7 +186,7 @@ def test_pixel_head_sees_the_centre_pixel_of_any_window_size():
 
 def test_evaluation_takes_the_more_confident_view_of_a_head_trained_with_context_dropout():
     torch.manual_seed(1)
-    model = spectralgpt_tiny(img_size=16, num_classes=5, pixel_dim=8, two_views=True)
+    model = spectralgpt_small(img_size=16, num_classes=5, pixel_dim=8, two_views=True)
     with torch.no_grad():           # a strong pixel path, so that each view wins somewhere
         model.head.fc1.weight.mul_(100.0)
         model.head.fc.weight[:, model.embed_dim:].mul_(100.0)

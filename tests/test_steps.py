@@ -7,17 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine_data import spectralgpt_small
 from hyperadapt.models.errors import HyperAdaptError
 from hyperadapt.models.learning.steps import Optimization, lr_factor
 from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
-from hyperadapt.models.network.spectralgpt import spectralgpt_tiny
 
 CPU = torch.device("cpu")
 
 
 def krona_plus_model():
     torch.manual_seed(0)
-    model = spectralgpt_tiny(img_size=16, num_classes=3)
+    model = spectralgpt_small(img_size=16, num_classes=3)
     return apply_adapter(model, AdapterConfig(method="krona_plus", lr_ratio=4.0))
 
 
@@ -66,7 +66,7 @@ def test_a_resumed_optimization_steps_as_the_uninterrupted_one():
 
 
 def test_a_model_with_nothing_to_train_is_refused():
-    model = spectralgpt_tiny(img_size=16, num_classes=3)
+    model = spectralgpt_small(img_size=16, num_classes=3)
     model.requires_grad_(False)
     with pytest.raises(HyperAdaptError, match="The model has nothing to train."):
         Optimization(model, learning_rate=1e-3, weight_decay=0.05, device=CPU)

@@ -40,10 +40,11 @@ from ..learning.distributed import (distributed_rank, mean_over_processes, same_
                                     wait_for_all)
 from ..learning.seeding import seeded
 from ..learning.steps import Optimization, augment_batch
+from ..network.backbones import BACKBONE_PRESETS
 from ..network.checkpoint import file_sha256, filter_checkpoint, load_checkpoint_file
 from ..network.identity import BackboneIdentity
 from ..network.mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
-from ..network.spectralgpt import BASE_CONFIG, build_backbone
+from ..network.spectralgpt import build_backbone
 from ..stores.adapter_file import atomic_torch_save, to_plain
 from ..stores.backbone_file import read_backbone_file, save_backbone_file
 from ..stores.guard import check_job_files, raster_files
@@ -53,12 +54,9 @@ log = logging.getLogger(__name__)
 RESUME_SUFFIX = ".resume"
 RESUME_FORMAT = "hyperadapt-pretraining-state"
 
-# Encoder shapes (SpectralGPT keyword arguments, img_size comes from the settings' input_size).
-PRETRAIN_PRESETS = {
-    "tiny": {"patch_size": 8, "in_bands": 12, "tubelet_bands": 3, "embed_dim": 128, "depth": 4,
-             "num_heads": 4, "mlp_ratio": 4.0},
-    "base": {key: value for key, value in BASE_CONFIG.items() if key != "img_size"},
-}
+# Encoder shapes: fine-tuning's backbone presets (img_size comes from the settings' input_size).
+PRETRAIN_PRESETS = {name: {key: value for key, value in config.items() if key != "img_size"}
+                    for name, config in BACKBONE_PRESETS.items()}
 # SpectralGPT's own ViT-B pretraining decoder is 4 blocks of width 512 (16 heads, as MAE).
 DECODER_PRESETS = {
     "tiny": {"decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4, "decoder_mlp_ratio": 4.0},

@@ -5,8 +5,9 @@ ones pretraining uses too (models.learning.steps).
 Windows are held in memory as one float tensor at their native window size; the model resizes
 them to its input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
 Batches are drawn in the loop itself, never by DataLoader workers: QGIS must never fork. On CUDA
-the forward pass runs in mixed precision, and an out-of-memory error halves the batch and
-retries it. The best state (highest validation accuracy, lower validation loss on a tie) is the
+the forward pass runs in mixed precision (on a CPU that computes bfloat16, for a backbone as wide
+as ViT-Base: models.learning.device.cpu_bf16_training), and an out-of-memory error halves the
+batch and retries it. The best state (highest validation accuracy, lower validation loss on a tie) is the
 one kept.
 
 Early stopping waits: with a handful of polygons the validation features lie elsewhere in the
