@@ -507,9 +507,10 @@ def write_report(report: dict, out: Path) -> None:
               "Time: \"s per run\" is fine-tuning and classifying the whole scene; \"user path, "
               "min\" adds the pretraining of the row's backbone on the scene (listed below), the "
               "whole path a user without official weights runs on these 2 cores. The rows that "
-              "change a setting (all but the default, the two on other backbones and the "
-              "window-mode row) were measured before tile mode became the default, classifying a "
-              "window per pixel: compare them with the window-mode row.", ""]
+              "change a setting (all but the default, the two on other backbones, the "
+              "window-mode row and the two precision rows) were measured before tile mode became "
+              "the default, classifying a window per pixel: compare them with the window-mode "
+              "row.", ""]
     header = ["Row"] + [f"{scene.replace('_', ' ')}, {sampling}" for scene, sampling in columns]
     header += ["s per run", "user path, min"]
     table = []
