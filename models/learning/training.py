@@ -153,8 +153,8 @@ def _epoch_message(record: dict) -> str:
 
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
                      val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
-                     epochs: int, learning_rate: float, lr_ratio: float = 1.0,
-                     weight_decay: float = 0.05, batch_size: int = 32,
+                     epochs: int, learning_rate: float, weight_decay: float = 0.05,
+                     batch_size: int = 32,
                      warmup_fraction: float = 0.1, patience: int = 10,
                      min_epochs: int | None = None, seed: int = 0,
                      device: torch.device = torch.device("cpu"), augment: bool = True,
@@ -167,8 +167,9 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         train_windows, train_labels: (N, 12, w, w) float32 windows and (N,) class indices.
         val_windows, val_labels: the held-out validation set, or None.
         epochs: the most passes over the training windows.
-        learning_rate: peak learning rate; lr_ratio scales the zero-initialised factors
-            (LoRA+ / KronA+).
+        learning_rate: peak learning rate; the zero-initialised factors of LoRA+ and KronA+
+            learn at the adapter's own ratio lambda times it (AdapterConfig.lr_ratio, read by
+            models.network.adapters.param_groups).
         weight_decay: AdamW weight decay (not on biases, norms, positional embeddings).
         batch_size: windows per step; halved after a CUDA out-of-memory error.
         warmup_fraction: share of all steps spent warming the learning rate up.
@@ -191,7 +192,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
     has_val = val_windows is not None and len(val_windows) > 0
     model.to(device)
     model.train()
-    optimization = Optimization(model, learning_rate=learning_rate, lr_ratio=lr_ratio,
+    optimization = Optimization(model, learning_rate=learning_rate,
                                 weight_decay=weight_decay, device=device,
                                 warmup_fraction=warmup_fraction,
                                 cpu_bf16=cpu_bf16_training(model))
