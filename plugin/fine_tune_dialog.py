@@ -653,7 +653,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
                          f"({len(folds)} folds by polygon: {', '.join(folds)} %)")
         parts.append(f"{format_duration(result.seconds)}")
         parts.append(f"adapter {format_bytes(result.adapter_bytes)}")
-        random_start = result.backbone.is_random_start or request.settings.get("random_start")
+        random_start = result.backbone.is_random_start
         note = " Random start: for testing only, not a real map." if random_start else ""
         self.last_summary = (f"'{request.adapter_name}' trained on {request.training_layer_label}: "
                              f"{', '.join(parts)}.{note}")
