@@ -22,7 +22,6 @@ MAX_SCENE_PIXELS = 16_000_000
 SCENE_TILE = 256
 
 
-# -- the scenes -----------------------------------------------------------------------------------
 @dataclass
 class _SceneChunk:
     """A band-adapted tile with its halo, and the valid pixels in it that windows are centred on."""

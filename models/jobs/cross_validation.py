@@ -20,7 +20,6 @@ from .evaluation import write_reports
 from .fine_tuning import _train_model, _training_samples
 
 
-# -- cross-validation -----------------------------------------------------------------------------
 def cross_validate(raster_path: str, vector_path: str, class_field: str, *, folds: int = 5,
                    settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
                    class_colors: dict | None = None, class_names: dict | None = None,

@@ -73,7 +73,6 @@ def _describe_cleanup(settings: FineTuneSettings) -> str:
     return ", then ".join(steps) or "none"
 
 
-# -- fine-tuning ----------------------------------------------------------------------------------
 def _check_backbone_adaptation(adaptation: BandAdaptation, info: RasterInfo,
                                backbone_info: dict) -> None:
     sensor = backbone_info.get("sensor") or {}
