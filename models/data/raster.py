@@ -368,36 +368,35 @@ class RasterReader:
         valid &= np.isfinite(data).all(axis=0)
         return data, valid
 
-    def read_pixels(self, rows: np.ndarray, cols: np.ndarray, bands: list[int] | None = None,
-                    *, tile: int | None = None, cancel=None) -> tuple[np.ndarray, np.ndarray]:
-        """Spectra (N, bands) and validity (N,) at the given pixels, reading only the tiles that hold them."""
-        bands = list(self.info.good_bands if bands is None else bands)
+    def _tiles_at(self, rows, cols, bands: list[int], tile: int | None, cancel):
+        """(index, data, mask, r, c) per tile holding some of the pixels: their positions in
+        ``rows``/``cols``, the tile's read, and their rows and columns inside it."""
         rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-        spectra = np.zeros((len(rows), len(bands)), dtype=np.float32)
-        valid = np.zeros(len(rows), dtype=bool)
         tile = tile or tile_side_for(len(bands))
         for index, (tx, ty, tw, th) in group_pixels_by_tile(rows, cols, tile, self.width,
                                                               self.height):
             raise_if_cancelled(cancel)
             data, mask = self.read(tx, ty, tw, th, bands)
-            r, c = rows[index] - ty, cols[index] - tx
+            yield index, data, mask, rows[index] - ty, cols[index] - tx
+
+    def read_pixels(self, rows: np.ndarray, cols: np.ndarray, bands: list[int] | None = None,
+                    *, tile: int | None = None, cancel=None) -> tuple[np.ndarray, np.ndarray]:
+        """Spectra (N, bands) and validity (N,) at the given pixels, reading only the tiles that hold them."""
+        bands = list(self.info.good_bands if bands is None else bands)
+        spectra = np.zeros((len(rows), len(bands)), dtype=np.float32)
+        valid = np.zeros(len(rows), dtype=bool)
+        for index, data, mask, r, c in self._tiles_at(rows, cols, bands, tile, cancel):
             spectra[index] = data[:, r, c].T
             valid[index] = mask[r, c]
         return spectra, valid
-
 
     def valid_at(self, rows: np.ndarray, cols: np.ndarray, bands: list[int] | None = None,
                  *, tile: int | None = None, cancel=None) -> np.ndarray:
         """Validity (N,) of the given pixels, reading only the tiles that hold them."""
         bands = list(self.info.good_bands if bands is None else bands)
-        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         valid = np.zeros(len(rows), dtype=bool)
-        tile = tile or tile_side_for(len(bands))
-        for index, (tx, ty, tw, th) in group_pixels_by_tile(rows, cols, tile, self.width,
-                                                              self.height):
-            raise_if_cancelled(cancel)
-            _, mask = self.read(tx, ty, tw, th, bands)
-            valid[index] = mask[rows[index] - ty, cols[index] - tx]
+        for index, _, mask, r, c in self._tiles_at(rows, cols, bands, tile, cancel):
+            valid[index] = mask[r, c]
         return valid
 
 
