@@ -7,8 +7,8 @@ them to its input per batch (a 9 x 9 window takes an eighth of the memory of its
 Batches are drawn in the loop itself, never by DataLoader workers: QGIS must never fork. On CUDA
 the forward pass runs in mixed precision (on a CPU that computes bfloat16, for a backbone as wide
 as ViT-Base: models.learning.device.cpu_bf16_training), and an out-of-memory error halves the
-batch and retries it. The best state (highest validation accuracy, lower validation loss on a tie) is the
-one kept.
+batch and retries it. The best state (highest validation accuracy, lower validation loss on a
+tie) is the one kept.
 
 Early stopping waits: with a handful of polygons the validation features lie elsewhere in the
 scene, and while the head is still learning, validation accuracy can sit below its chance value
@@ -17,10 +17,11 @@ classified near chance (8-17 % overall accuracy on Indian Pines with 2 polygons 
 So no epoch of the warm-up can be the kept one once a later epoch exists, and training never stops
 before half of its epochs.
 
-``train_classifier`` is longer than this project's functions usually are (about 80 lines beside
+``train_classifier`` is longer than this project's functions usually are (about 70 lines beside
 its docstring): its loop carries the schedule, the batch that an out-of-memory error halves, the
 processes' shares of each batch and the running loss together, and splitting it would pass all of
-them back and forth; a step (``_train_step``) and the kept epoch (``_BestEpoch``) are apart.
+them back and forth; a step (``_train_step``), the halving (``_halved``), a batch's figures
+(``_batch_figures``) and the kept epoch (``_BestEpoch``) are apart.
 """
 from __future__ import annotations
 
@@ -66,10 +67,7 @@ def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: tor
             raise_if_cancelled(cancel)
             x = windows[start:start + batch_size].to(device)
             y = labels[start:start + batch_size].to(device)
-            if dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=dtype):
-                    logits = model(x)
-            else:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(x)
             logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -120,6 +118,28 @@ def _train_step(trainer, optimization: Optimization, x, y, keep, weight: float):
     return None
 
 
+def _halved(index: torch.Tensor, chunks: list) -> tuple[int, list]:
+    """After a CUDA out-of-memory error on the batch ``index``: the halved batch size, and the
+    batches left (that one first) split to it; one window that does not fit is refused."""
+    if len(index) <= 1:
+        raise HyperAdaptError(OUT_OF_MEMORY)
+    size = max(1, len(index) // 2)
+    return size, list(torch.split(index, size)) + [
+        piece for chunk in chunks for piece in torch.split(chunk, size)]
+
+
+def _batch_figures(loss, logits, y, weight: float, world: int) -> tuple[float, int]:
+    """Over the whole batch: the mean of the processes' weighted loss sums, and their hits; a
+    loss that is not a number stops training."""
+    batch_loss = mean_over_processes(loss.detach(), world)
+    hits = ((logits.detach().argmax(dim=1) == y).float() * (weight > 0)).sum()
+    hits = mean_over_processes(hits, world) * world
+    if not torch.isfinite(batch_loss):
+        raise HyperAdaptError("Training diverged (the loss is not a number); lower the "
+                              "learning rate.")
+    return float(batch_loss), int(round(float(hits)))
+
+
 class _BestEpoch:
     """The epoch whose trainable state training keeps: the best validation (accuracy, then loss;
     without validation the latest) once the warm-up is over, the first epoch until then; and
@@ -154,8 +174,7 @@ def _epoch_message(record: dict) -> str:
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
                      val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
                      epochs: int, learning_rate: float, weight_decay: float = 0.05,
-                     batch_size: int = 32,
-                     warmup_fraction: float = 0.1, patience: int = 10,
+                     batch_size: int = 32, warmup_fraction: float = 0.1, patience: int = 10,
                      min_epochs: int | None = None, seed: int = 0,
                      device: torch.device = torch.device("cpu"), augment: bool = True,
                      context_dropout: float = 0.0, progress=None, cancel=None,
@@ -223,23 +242,12 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                                              rank=rank, world=world, device=device)
             stepped = _train_step(trainer, optimization, x, y, keep, weight)
             if stepped is None:              # out of GPU memory: halve the batch and go on
-                if len(index) <= 1:
-                    raise HyperAdaptError(OUT_OF_MEMORY)
-                batch_size = max(1, len(index) // 2)
-                chunks = list(torch.split(index, batch_size)) + [
-                    piece for chunk in chunks for piece in torch.split(chunk, batch_size)]
+                batch_size, chunks = _halved(index, chunks)
                 continue
-            loss, logits = stepped
-            # Over the whole batch: the mean of the processes' weighted sums, and their hits.
-            batch_loss = mean_over_processes(loss.detach(), world)
-            hits = ((logits.detach().argmax(dim=1) == y).float() * (weight > 0)).sum()
-            hits = mean_over_processes(hits, world) * world
-            if not torch.isfinite(batch_loss):
-                raise HyperAdaptError("Training diverged (the loss is not a number); lower the "
-                                      "learning rate.")
+            batch_loss, hits = _batch_figures(*stepped, y, weight, world)
             seen += len(index)
-            loss_sum += float(batch_loss) * len(index)
-            correct += int(round(float(hits)))
+            loss_sum += batch_loss * len(index)
+            correct += hits
             count += len(index)
             if progress is not None:
                 progress(seen / total_samples,
