@@ -24,9 +24,9 @@ BACKBONE_PRESETS = {"base": BASE_CONFIG, "tiny": {**BASE_CONFIG, **TINY_CONFIG}}
 
 @dataclass(frozen=True)
 class BackboneSource:
-    """Which weights fine-tuning starts from: ``kind`` (models.network.identity.KINDS), their file,
-    and a backbone file's contents, read and checked once however many models a job builds from
-    them (self-training rounds, folds)."""
+    """Which weights fine-tuning starts from: ``kind`` (as models.network.identity names them),
+    their file, and a backbone file's contents, read and checked once however many models a job
+    builds from them (self-training rounds, folds)."""
 
     kind: str
     path: Path | None = None

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 OFFICIAL = "official"
 BACKBONE_FILE = "backbone-file"
 RANDOM = "random"
-KINDS = (OFFICIAL, BACKBONE_FILE, RANDOM)
 # The dict key that holds each kind's ``key``, as adapter files write it.
 _KEY_FIELD = {OFFICIAL: "sha256", BACKBONE_FILE: "id", RANDOM: "fingerprint"}
 
 
 @dataclass(frozen=True)
 class BackboneIdentity:
-    """A backbone's weights: ``kind`` (one of KINDS) and the ``key`` that tells two of a kind apart
-    (the official file's sha256, the backbone file's id, the random start's weights fingerprint).
+    """A backbone's weights: ``kind`` (OFFICIAL, BACKBONE_FILE or RANDOM) and the ``key`` that
+    tells two of a kind apart (the official file's sha256, the backbone file's id, the random
+    start's weights fingerprint).
 
     ``name`` (the file's name), ``seed`` (a random start's) and ``sensor`` (a backbone file's)
     describe it; ``path`` says where this machine found it and is never compared.

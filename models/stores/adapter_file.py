@@ -38,7 +38,6 @@ from .files import atomic_write
 
 ADAPTER_FORMAT = "hyperadapt-adapter"
 ADAPTER_FORMAT_VERSION = 1
-BACKBONE_FILE_FORMAT = "hyperadapt-backbone"
 ADAPTER_SUFFIX = ".pt"
 # Centre wavelengths further apart than this belong to another sensor or product.
 WAVELENGTH_TOLERANCE_NM = 5.0

@@ -17,11 +17,10 @@ from ..errors import HyperAdaptError
 from ..learning.seeding import seeded
 from ..network.spectralgpt import SpectralGPT, build_backbone
 from ..network.identity import BACKBONE_FILE, BackboneIdentity
-from .adapter_file import (BACKBONE_FILE_FORMAT, atomic_torch_save, now_iso, state_fingerprint,
-                           to_plain)
+from .adapter_file import atomic_torch_save, now_iso, state_fingerprint, to_plain
 from .library import library_root, safe_name
 
-BACKBONE_FORMAT = BACKBONE_FILE_FORMAT
+BACKBONE_FORMAT = "hyperadapt-backbone"
 BACKBONE_VERSION = 1
 BACKBONE_SUFFIX = ".pt"
 
