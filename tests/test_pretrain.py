@@ -214,6 +214,19 @@ def test_cancel_keeps_a_resumable_state_and_resume_counts_epochs_on(scene, tmp_p
     assert result.losses[-1] == pytest.approx(uninterrupted.losses[-1], rel=1e-3)
 
 
+def test_out_of_gpu_memory_stops_pretraining_with_a_sentence_and_no_file(scene, tmp_path,
+                                                                         monkeypatch):
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward", out_of_memory)
+    path = tmp_path / "backbones" / "big.pt"
+    with pytest.raises(HyperAdaptError, match="ran out of memory during pretraining; lower the "
+                                              "batch size"):
+        pretrain_backbone([scene], path, settings=micro_settings(epochs=1))
+    assert not path.exists() and not resume_path_for(path).exists()
+
+
 def write_training_polygons(path) -> str:
     """Two classes, two 3 x 3-pixel squares each, over the scene (EPSG:32633, 30 m pixels)."""
     srs = osr.SpatialReference()

@@ -12,11 +12,12 @@ named configuration from scratch ("tiny", fast enough for a laptop CPU; "base", 
 The work stops at an epoch or a wall-clock budget, whichever ends first; a cancelled run leaves a
 resumable state beside the output (``<backbone>.resume``) and no backbone file.
 
-This module is longer than this project's modules usually are, and ``pretrain_backbone`` longer
-than its functions: the loop's counters (epoch, step, seconds, running loss) are what the
-resumable state saves, so it stays one function; a step's inputs (``_step_inputs``), the step
-itself (``_masked_step``) and writing the file (``_write_backbone``) are apart. The backbone file
-is models.stores.backbone_file, the scenes' pixels models.data.scene_pixels.
+Pretraining runs fine-tuning's training loop (models.learning.loop.run_training) with its own
+task, ``_MaskedTask``: the epochs' draws of pixels, the masked loss and the budget. Its counters
+(epoch, step, seconds, running sums) are what the resumable state saves. This module is longer
+than this project's modules usually are: the settings, the resumable state, the task and writing
+the backbone file (``_write_backbone``) belong to the one job; the backbone file itself is
+models.stores.backbone_file, the scenes' pixels models.data.scene_pixels.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from ..errors import HyperAdaptError, JobCancelled
 from ..learning.device import choose_device
 from ..learning.distributed import (distributed_rank, mean_over_processes, same_everywhere,
                                     wait_for_all)
+from ..learning.loop import TrainingTask, run_training
 from ..learning.seeding import seeded
 from ..learning.steps import Optimization, augment_batch
 from ..network.backbones import BACKBONE_PRESETS
@@ -278,23 +280,6 @@ def _step_inputs(scene: ScenePixels, batch, settings: PretrainSettings, epoch: i
     return resize_windows(windows.to(device), settings.input_size)
 
 
-def _masked_step(forward, optimization: Optimization, inputs: torch.Tensor, *, mask_ratio: float,
-                 generator: torch.Generator) -> float:
-    """One optimizer step of the masked autoencoder on a batch: this process's share of its
-    rows under torchrun (the masks are drawn for the whole batch); the batch's mean loss."""
-    rank, world = distributed_rank()
-    rows = torch.arange(rank, len(inputs), world)
-    with optimization.autocast():
-        loss, _, _ = forward(inputs[rows.to(inputs.device)] if world > 1 else inputs,
-                             mask_ratio=mask_ratio, generator=generator,
-                             rows=rows if world > 1 else None, global_batch=len(inputs))
-    if not torch.isfinite(loss):
-        raise HyperAdaptError("The pretraining loss is no longer a finite number; lower the "
-                              "learning rate.")
-    optimization.step(loss)
-    return float(mean_over_processes(loss.detach(), world))
-
-
 def _mask_ratio(settings: PretrainSettings, config: dict) -> float:
     """The share of tokens masked: the settings', or the default for the model's token count
     (checked to leave some tokens visible)."""
@@ -345,6 +330,103 @@ def _write_backbone(backbone_path: Path, encoder, adaptation: BandAdaptation,
     if rank:                            # the file rank 0 wrote, with its id
         written = read_backbone_file(backbone_path)["id"], backbone_path.stat().st_size
     return written
+
+
+class _MaskedTask(TrainingTask):
+    """Pretraining as run_training steps it: each epoch a fresh draw of the scenes' pixels, a
+    masked-autoencoder step per batch, until the budget (epochs or time) is spent. ``counters``
+    (epoch, step, seconds, running sums) are what a resumed run continues from, so they are kept
+    as one dict that the resumable state saves."""
+
+    def __init__(self, forward, scene: ScenePixels, settings: PretrainSettings,
+                 device: torch.device, *, mask_ratio: float, counters: dict,
+                 losses: list[float], save_state, resume_name: str, say, world: int):
+        self.forward_pass, self.scene, self.settings = forward, scene, settings
+        self.device, self.mask_ratio = device, mask_ratio
+        self.counters, self.losses = counters, losses
+        self.save_state, self.resume_name = save_state, resume_name
+        self.say, self.world = say, world
+        self.steps_per_epoch = math.ceil(settings.samples_per_epoch / settings.batch_size)
+        self.budget = _Budget(
+            total_steps=settings.epochs * self.steps_per_epoch if settings.epochs else None,
+            time_budget_s=settings.time_budget_s)
+        self.loop_start = self.last_save = time.monotonic()
+        self.seconds_before = counters["seconds"]
+        self.generator = torch.Generator()
+        self.running = None
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.loop_start
+
+    def spent(self) -> bool:
+        return self.budget.fraction(self.counters["global_step"], self.counters["seconds"]) >= 1.0
+
+    def epoch_batches(self, epoch: int) -> list:
+        settings = self.settings
+        rng = np.random.default_rng([settings.seed, epoch])
+        numbers = rng.choice(self.scene.num_pixels, size=settings.samples_per_epoch,
+                             replace=self.scene.num_pixels < settings.samples_per_epoch)
+        return [(epoch, step, numbers[step * settings.batch_size:(step + 1) * settings.batch_size])
+                for step in range(self.counters["step_in_epoch"], self.steps_per_epoch)]
+
+    def progress(self) -> float:
+        return self.budget.fraction(self.counters["global_step"], self.seconds())
+
+    def inputs(self, batch) -> torch.Tensor:
+        epoch, step, numbers = batch
+        return _step_inputs(self.scene, numbers, self.settings, epoch, step, self.device)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The masked loss on this process's share of the batch's rows under torchrun (the
+        masks are drawn for the whole batch, seeded by the global step)."""
+        self.generator.manual_seed(self.settings.seed * 1_000_003 + self.counters["global_step"])
+        rank, world = distributed_rank()
+        rows = torch.arange(rank, len(inputs), world)
+        loss, _, _ = self.forward_pass(inputs[rows.to(inputs.device)] if world > 1 else inputs,
+                                       mask_ratio=self.mask_ratio, generator=self.generator,
+                                       rows=rows if world > 1 else None, global_batch=len(inputs))
+        return loss
+
+    def loss(self, loss: torch.Tensor, inputs) -> torch.Tensor:
+        if not torch.isfinite(loss):
+            raise HyperAdaptError("The pretraining loss is no longer a finite number; lower the "
+                                  "learning rate.")
+        return loss
+
+    def after_step(self, batch, inputs, output, loss) -> bool:
+        epoch, step, _ = batch
+        value = float(mean_over_processes(loss.detach(), self.world))
+        self.running = value if self.running is None else 0.95 * self.running + 0.05 * value
+        counters = self.counters
+        counters["loss_sum"] += value
+        counters["loss_count"] += 1
+        counters["global_step"] += 1
+        counters["step_in_epoch"] = step + 1
+        counters["seconds"] = self.seconds()
+        fraction = same_everywhere(
+            self.budget.fraction(counters["global_step"], counters["seconds"]), self.world)
+        of_epochs = f"/{self.settings.epochs}" if self.settings.epochs else ""
+        self.say(min(fraction, 1.0), f"Epoch {epoch + 1}{of_epochs}: masked loss "
+                                     f"{self.running:.4f}")
+        return fraction >= 1.0
+
+    def after_epoch(self, epoch: int, *, ended: bool) -> bool:
+        _close_epoch(self.counters, self.losses, self.steps_per_epoch, done=ended)
+        if not ended and time.monotonic() - self.last_save >= CHECKPOINT_INTERVAL_S:
+            self.save_state()
+            self.last_save = time.monotonic()
+        return ended
+
+    def out_of_memory(self, batch, pending: list) -> list:
+        raise HyperAdaptError("The GPU ran out of memory during pretraining; lower the batch "
+                              "size or the input size.")
+
+    def cancelled(self) -> None:
+        self.counters["seconds"] = self.seconds()
+        self.save_state()
+        raise JobCancelled(f"Pretraining was cancelled; its state is kept in "
+                           f"{self.resume_name}, so running it again continues from "
+                           f"there.")
 
 
 def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings | None = None,
@@ -413,10 +495,6 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
         counters.update({key: state["counters"][key] for key in counters})
         losses = list(state["losses"])
 
-    steps_per_epoch = math.ceil(settings.samples_per_epoch / settings.batch_size)
-    budget = _Budget(total_steps=settings.epochs * steps_per_epoch if settings.epochs else None,
-                     time_budget_s=settings.time_budget_s)
-
     def save_state() -> None:
         if rank:
             return                      # one writer: rank 0
@@ -428,48 +506,12 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                    "sensor": sensor_name}
         atomic_torch_save(payload, resume_path)
 
-    loop_start = time.monotonic()
-    seconds_before = counters["seconds"]
-    last_save = loop_start
-    running = None
-    done = budget.fraction(counters["global_step"], counters["seconds"]) >= 1.0
-    generator = torch.Generator()
-    while not done:
-        epoch = counters["epoch"]
-        rng = np.random.default_rng([settings.seed, epoch])
-        numbers = rng.choice(scene.num_pixels, size=settings.samples_per_epoch,
-                             replace=scene.num_pixels < settings.samples_per_epoch)
-        for step in range(counters["step_in_epoch"], steps_per_epoch):
-            if cancel is not None and cancel():
-                counters["seconds"] = seconds_before + time.monotonic() - loop_start
-                save_state()
-                raise JobCancelled(f"Pretraining was cancelled; its state is kept in "
-                                   f"{resume_path.name}, so running it again continues from there.")
-            batch = numbers[step * settings.batch_size:(step + 1) * settings.batch_size]
-            inputs = _step_inputs(scene, batch, settings, epoch, step, device)
-            spent = budget.fraction(counters["global_step"],
-                                    seconds_before + time.monotonic() - loop_start)
-            optimization.schedule(spent)
-            generator.manual_seed(settings.seed * 1_000_003 + counters["global_step"])
-            value = _masked_step(forward, optimization, inputs, mask_ratio=mask_ratio,
-                                 generator=generator)
-            running = value if running is None else 0.95 * running + 0.05 * value
-            counters["loss_sum"] += value
-            counters["loss_count"] += 1
-            counters["global_step"] += 1
-            counters["step_in_epoch"] = step + 1
-            counters["seconds"] = seconds_before + time.monotonic() - loop_start
-            fraction = same_everywhere(
-                budget.fraction(counters["global_step"], counters["seconds"]), world)
-            of_epochs = f"/{settings.epochs}" if settings.epochs else ""
-            say(min(fraction, 1.0), f"Epoch {epoch + 1}{of_epochs}: masked loss {running:.4f}")
-            if fraction >= 1.0:
-                done = True
-                break
-        _close_epoch(counters, losses, steps_per_epoch, done=done)
-        if not done and time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
-            save_state()
-            last_save = time.monotonic()
+    task = _MaskedTask(forward, scene, settings, device, mask_ratio=mask_ratio,
+                       counters=counters, losses=losses, save_state=save_state,
+                       resume_name=resume_path.name, say=say,
+                       world=world)
+    if not task.spent():
+        run_training(task, optimization, first_epoch=counters["epoch"], cancel=cancel)
 
     model.eval()
     pretraining = {"epochs": counters["epoch"], "steps": counters["global_step"],

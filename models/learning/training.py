@@ -1,6 +1,8 @@
-"""The fine-tuning loop: epochs over the labelled windows, early stopping on validation accuracy.
-AdamW, its warm-up and cosine schedule, the augmentation and the mixed-precision step are the
-ones pretraining uses too (models.learning.steps).
+"""Fine-tuning: epochs over the labelled windows, early stopping on validation accuracy.
+It runs the training loop pretraining runs too (models.learning.loop.run_training) with the same
+AdamW, warm-up and cosine schedule, augmentation and mixed-precision step
+(models.learning.steps); ``_ClassifierTask`` is what differs: the batches, the cross-entropy loss,
+validation and the kept epoch.
 
 Windows are held in memory as one float tensor at their native window size; the model resizes
 them to its input per batch (a 9 x 9 window takes an eighth of the memory of its 32 x 32 resize).
@@ -16,12 +18,6 @@ of the first epoch for many epochs. Stopping on patience alone then kept an epoc
 classified near chance (8-17 % overall accuracy on Indian Pines with 2 polygons per class).
 So no epoch of the warm-up can be the kept one once a later epoch exists, and training never stops
 before half of its epochs.
-
-``train_classifier`` is longer than this project's functions usually are (about 70 lines beside
-its docstring): its loop carries the schedule, the batch that an out-of-memory error halves, the
-processes' shares of each batch and the running loss together, and splitting it would pass all of
-them back and forth; a step (``_train_step``), the halving (``_halved``), a batch's figures
-(``_batch_figures``) and the kept epoch (``_BestEpoch``) are apart.
 """
 from __future__ import annotations
 
@@ -34,9 +30,9 @@ import torch.nn.functional as F
 
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..network.adapters import trainable_state_dict
-from .device import (autocast_dtype, cpu_bf16_training, is_out_of_memory,
-                     release_cached_memory)
+from .device import autocast_dtype, cpu_bf16_training
 from .distributed import distributed_rank, mean_over_processes
+from .loop import TrainingTask, run_training
 from .predict import OUT_OF_MEMORY
 from .steps import Optimization, augment_batch
 
@@ -99,25 +95,6 @@ def _draw_batch(windows: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     return x[mine], labels[index][mine].to(device), keep, weight
 
 
-def _train_step(trainer, optimization: Optimization, x, y, keep, weight: float):
-    """One optimizer step on a batch: (summed loss times ``weight``, logits), or None after a
-    CUDA out-of-memory error (gradients and the allocator's cache cleared; the caller halves the
-    batch)."""
-    try:
-        x = x.to(optimization.device, non_blocking=True)
-        with optimization.autocast():
-            logits = trainer(x) if keep is None else trainer(x, context_keep=keep)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum") * weight
-        optimization.step(loss)
-        return loss, logits
-    except RuntimeError as error:
-        if not is_out_of_memory(error):
-            raise
-    optimization.clear()
-    release_cached_memory(optimization.device)
-    return None
-
-
 def _halved(index: torch.Tensor, chunks: list) -> tuple[int, list]:
     """After a CUDA out-of-memory error on the batch ``index``: the halved batch size, and the
     batches left (that one first) split to it; one window that does not fit is refused."""
@@ -171,6 +148,100 @@ def _epoch_message(record: dict) -> str:
     return message
 
 
+class _ClassifierTask(TrainingTask):
+    """Fine-tuning as run_training steps it: epochs over a shuffled order of the labelled
+    windows, cross-entropy on each process's share of a batch, validation and the kept epoch
+    after each epoch, early stopping."""
+
+    def __init__(self, model, optimization: Optimization, windows, labels, val_windows,
+                 val_labels, *, epochs: int, batch_size: int, warmup_fraction: float,
+                 patience: int, min_epochs: int | None, seed: int, augment: bool,
+                 context_dropout: float, progress, cancel, on_epoch):
+        self.model, self.optimization = model, optimization
+        self.windows, self.labels = windows, labels
+        self.val_windows, self.val_labels = val_windows, val_labels
+        self.has_val = val_windows is not None and len(val_windows) > 0
+        self.epochs, self.batch_size = epochs, max(1, int(batch_size))
+        self.warmup_fraction, self.patience = warmup_fraction, patience
+        self.min_epochs = (math.ceil(epochs / 2) if min_epochs is None
+                           else min(int(min_epochs), epochs))
+        self.augment, self.context_dropout = augment, context_dropout
+        self.report, self.cancel, self.on_epoch = progress, cancel, on_epoch
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.rank, self.world = distributed_rank()
+        # Under torchrun every process draws the same batch and takes its share of the rows;
+        # DDP averages the gradients, so N processes take the steps of one
+        # (models.learning.distributed).
+        device = optimization.device
+        self.trainer = model if self.world == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.total_samples = epochs * len(windows)
+        self.seen = 0
+        self.best = _BestEpoch()
+        self.history: list[dict] = []
+        self.stopped_early = False
+
+    def epoch_batches(self, epoch: int) -> list:
+        self.epoch, self.loss_sum, self.correct, self.count = epoch, 0.0, 0, 0
+        order = torch.randperm(len(self.windows), generator=self.generator)
+        return list(torch.split(order, self.batch_size))
+
+    def progress(self) -> float:
+        return self.seen / self.total_samples
+
+    def inputs(self, index):
+        x, y, keep, weight = _draw_batch(
+            self.windows, self.labels, index, self.generator, augment=self.augment,
+            context_dropout=self.context_dropout, rank=self.rank, world=self.world,
+            device=self.optimization.device)
+        return x.to(self.optimization.device, non_blocking=True), y, keep, weight
+
+    def forward(self, inputs):
+        x, _, keep, _ = inputs
+        return self.trainer(x) if keep is None else self.trainer(x, context_keep=keep)
+
+    def loss(self, logits, inputs) -> torch.Tensor:
+        _, y, _, weight = inputs
+        return F.cross_entropy(logits.float(), y, reduction="sum") * weight
+
+    def after_step(self, index, inputs, logits, loss) -> bool:
+        _, y, _, weight = inputs
+        batch_loss, hits = _batch_figures(loss, logits, y, weight, self.world)
+        self.seen += len(index)
+        self.loss_sum += batch_loss * len(index)
+        self.correct += hits
+        self.count += len(index)
+        if self.report is not None:
+            self.report(self.progress(), f"Epoch {self.epoch}/{self.epochs}: loss "
+                                         f"{self.loss_sum / self.count:.3f}")
+        return False
+
+    def out_of_memory(self, index, pending: list) -> list:
+        self.batch_size, pending = _halved(index, pending)
+        return pending
+
+    def after_epoch(self, epoch: int, *, ended: bool) -> bool:
+        record = {"epoch": epoch, "epochs": self.epochs, "loss": self.loss_sum / self.count,
+                  "train_accuracy": self.correct / self.count,
+                  "val_accuracy": None, "val_loss": None,
+                  "learning_rate": self.optimization.learning_rate}
+        if self.has_val:
+            record["val_accuracy"], record["val_loss"] = _evaluate(
+                self.model, self.val_windows, self.val_labels, device=self.optimization.device,
+                batch_size=max(self.batch_size, 64), cancel=self.cancel)
+        self.history.append(record)
+        self.best.consider(self.model, record,
+                           after_warmup=self.seen >= self.warmup_fraction * self.total_samples)
+        if self.on_epoch is not None:
+            self.on_epoch(dict(record))
+        if self.report is not None:
+            self.report(self.progress(), _epoch_message(record))
+        if self.has_val and self.best.stale >= self.patience and epoch >= self.min_epochs:
+            self.stopped_early = epoch < self.epochs
+            return True
+        return False
+
+
 def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Tensor,
                      val_windows: torch.Tensor | None, val_labels: torch.Tensor | None, *,
                      epochs: int, learning_rate: float, weight_decay: float = 0.05,
@@ -205,71 +276,25 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             train_accuracy, val_accuracy, val_loss, learning_rate.
     """
     started = time.perf_counter()
-    num_train = len(train_windows)
-    if num_train == 0:
+    if len(train_windows) == 0:
         raise HyperAdaptError("There are no training windows.")
-    has_val = val_windows is not None and len(val_windows) > 0
     model.to(device)
     model.train()
     optimization = Optimization(model, learning_rate=learning_rate,
                                 weight_decay=weight_decay, device=device,
                                 warmup_fraction=warmup_fraction,
                                 cpu_bf16=cpu_bf16_training(model))
-    generator = torch.Generator().manual_seed(int(seed))
-    rank, world = distributed_rank()
-    # Under torchrun every process draws the same batch and takes its share of the rows; DDP
-    # averages the gradients, so N processes take the steps of one (models.learning.distributed).
-    trainer = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
-    batch_size = max(1, int(batch_size))
-    total_samples = epochs * num_train
-    seen = 0
-    best = _BestEpoch()
-    history: list[dict] = []
-    min_epochs = math.ceil(epochs / 2) if min_epochs is None else min(int(min_epochs), epochs)
-    stopped_early = False
-    epoch = 0
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(num_train, generator=generator)
-        chunks = list(torch.split(order, batch_size))
-        loss_sum, correct, count = 0.0, 0, 0
-        while chunks:
-            raise_if_cancelled(cancel)
-            index = chunks.pop(0)
-            optimization.schedule(seen / total_samples)
-            x, y, keep, weight = _draw_batch(train_windows, train_labels, index, generator,
-                                             augment=augment, context_dropout=context_dropout,
-                                             rank=rank, world=world, device=device)
-            stepped = _train_step(trainer, optimization, x, y, keep, weight)
-            if stepped is None:              # out of GPU memory: halve the batch and go on
-                batch_size, chunks = _halved(index, chunks)
-                continue
-            batch_loss, hits = _batch_figures(*stepped, y, weight, world)
-            seen += len(index)
-            loss_sum += batch_loss * len(index)
-            correct += hits
-            count += len(index)
-            if progress is not None:
-                progress(seen / total_samples,
-                         f"Epoch {epoch}/{epochs}: loss {loss_sum / count:.3f}")
-        record = {"epoch": epoch, "epochs": epochs, "loss": loss_sum / count,
-                  "train_accuracy": correct / count,
-                  "val_accuracy": None, "val_loss": None,
-                  "learning_rate": optimization.learning_rate}
-        if has_val:
-            record["val_accuracy"], record["val_loss"] = _evaluate(
-                model, val_windows, val_labels, device=device,
-                batch_size=max(batch_size, 64), cancel=cancel)
-        history.append(record)
-        best.consider(model, record, after_warmup=seen >= warmup_fraction * total_samples)
-        if on_epoch is not None:
-            on_epoch(dict(record))
-        if progress is not None:
-            progress(seen / total_samples, _epoch_message(record))
-        if has_val and best.stale >= patience and epoch >= min_epochs:
-            stopped_early = epoch < epochs
-            break
+    task = _ClassifierTask(model, optimization, train_windows, train_labels,
+                           val_windows, val_labels, epochs=epochs, batch_size=batch_size,
+                           warmup_fraction=warmup_fraction, patience=patience,
+                           min_epochs=min_epochs, seed=seed, augment=augment,
+                           context_dropout=context_dropout, progress=progress, cancel=cancel,
+                           on_epoch=on_epoch)
+    epochs_run = run_training(task, optimization, first_epoch=1, last_epoch=epochs,
+                              cancel=cancel)
+    best = task.best
     return TrainingOutcome(best_state=best.state, best_epoch=best.epoch,
                            best_val_accuracy=best.accuracy, best_val_loss=best.loss,
-                           epochs_run=epoch, stopped_early=stopped_early, batch_size=batch_size,
-                           seconds=time.perf_counter() - started, history=history)
+                           epochs_run=epochs_run, stopped_early=task.stopped_early,
+                           batch_size=task.batch_size, seconds=time.perf_counter() - started,
+                           history=task.history)
