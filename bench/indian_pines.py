@@ -247,7 +247,7 @@ def write_rectangle_polygons(path: Path, raster, rectangles: dict[int, list[tupl
             feature.SetGeometry(polygon)
             layer.CreateFeature(feature)
     layer.CommitTransaction()
-    source = None
+    del source                          # closing the data source writes the layer
     return path
 
 
@@ -288,7 +288,7 @@ def write_training_polygons(path: Path, rectangles: dict[int, list[tuple[int, in
             feature.SetField("class_id", value)
             feature.SetGeometry(polygon)
             layer.CreateFeature(feature)
-    source = None
+    del source                          # closing the data source writes the layer
 
 
 def write_reference_polygons(path: Path, reference_raster: Path) -> None:
@@ -303,7 +303,7 @@ def write_reference_polygons(path: Path, reference_raster: Path) -> None:
         feature.SetField(CLASS_FIELD, CLASS_NAMES[feature.GetField("class_id") - 1])
         layer.SetFeature(feature)
     layer.CommitTransaction()
-    source = None
+    del source                          # closing the data source writes the layer
 
 
 _QGIS_APP = None

@@ -28,10 +28,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import (RESULTS, current_rss_bytes, log, machine_info, markdown_table, peak_rss_bytes,
                      proc_memory_bytes, publish, pyplot, run_in_work_folder, save_figure,
                      set_threads, write_markdown, write_point_layer)
+
+if TYPE_CHECKING:                      # numpy is imported where the work starts
+    import numpy as np
 
 NUM_BANDS = 200
 NUM_ENDMEMBERS = 5
@@ -40,7 +44,7 @@ POLL_S = 0.2
 
 
 # -- synthetic rasters ----------------------------------------------------------------------------
-def endmember_spectra(num_bands: int, rng) -> "np.ndarray":
+def endmember_spectra(num_bands: int, rng) -> np.ndarray:
     """(NUM_ENDMEMBERS, bands) smooth reflectance-like curves in 0..6000 (Int16 scaled)."""
     import numpy as np
 
