@@ -339,21 +339,36 @@ class _MaskedTask(TrainingTask):
     as one dict that the resumable state saves."""
 
     def __init__(self, forward, scene: ScenePixels, settings: PretrainSettings,
-                 device: torch.device, *, mask_ratio: float, counters: dict,
-                 losses: list[float], save_state, resume_name: str, say, world: int):
+                 device: torch.device, *, mask_ratio: float, state: dict | None, resume: tuple,
+                 say, world: int):
         self.forward_pass, self.scene, self.settings = forward, scene, settings
         self.device, self.mask_ratio = device, mask_ratio
-        self.counters, self.losses = counters, losses
-        self.save_state, self.resume_name = save_state, resume_name
+        self.counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "seconds": 0.0,
+                         "loss_sum": 0.0, "loss_count": 0}
+        self.losses: list[float] = []
+        if state is not None:
+            self.counters.update({key: state["counters"][key] for key in self.counters})
+            self.losses = list(state["losses"])
+        self.resume = resume            # (path, record, model, optimization)
         self.say, self.world = say, world
         self.steps_per_epoch = math.ceil(settings.samples_per_epoch / settings.batch_size)
         self.budget = _Budget(
             total_steps=settings.epochs * self.steps_per_epoch if settings.epochs else None,
             time_budget_s=settings.time_budget_s)
         self.loop_start = self.last_save = time.monotonic()
-        self.seconds_before = counters["seconds"]
+        self.seconds_before = self.counters["seconds"]
         self.generator = torch.Generator()
         self.running = None
+
+    def save_state(self) -> None:
+        """Write the resumable state (rank 0 alone under torchrun)."""
+        if distributed_rank()[0]:
+            return
+        path, record, model, optimization = self.resume
+        atomic_torch_save({**record,
+                           "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           "optimizer": _to_cpu(optimization.state_dict()),
+                           "counters": dict(self.counters), "losses": list(self.losses)}, path)
 
     def seconds(self) -> float:
         return self.seconds_before + time.monotonic() - self.loop_start
@@ -425,7 +440,7 @@ class _MaskedTask(TrainingTask):
         self.counters["seconds"] = self.seconds()
         self.save_state()
         raise JobCancelled(f"Pretraining was cancelled; its state is kept in "
-                           f"{self.resume_name}, so running it again continues from "
+                           f"{self.resume[0].name}, so running it again continues from "
                            f"there.")
 
 
@@ -487,31 +502,18 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                                 betas=(0.9, 0.95), warmup_fraction=WARMUP_FRACTION,
                                 min_factor=MIN_LR_FRACTION, warmup_floor=0.01, foreach=True)
 
-    counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "seconds": 0.0,
-                "loss_sum": 0.0, "loss_count": 0}
-    losses: list[float] = []
     if state is not None:
         optimization.load_state_dict(state["optimizer"])
-        counters.update({key: state["counters"][key] for key in counters})
-        losses = list(state["losses"])
-
-    def save_state() -> None:
-        if rank:
-            return                      # one writer: rank 0
-        payload = {"format": RESUME_FORMAT, "version": 1, "fingerprint": fingerprint,
-                   "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   "optimizer": _to_cpu(optimization.state_dict()),
-                   "band_adaptation": adaptation.to_state(), "counters": dict(counters),
-                   "losses": list(losses), "continued_from": continued_from,
-                   "sensor": sensor_name}
-        atomic_torch_save(payload, resume_path)
-
-    task = _MaskedTask(forward, scene, settings, device, mask_ratio=mask_ratio,
-                       counters=counters, losses=losses, save_state=save_state,
-                       resume_name=resume_path.name, say=say,
+    # What a cancelled run's state holds beside the weights, the optimizer and the counters.
+    resume_record = {"format": RESUME_FORMAT, "version": 1, "fingerprint": fingerprint,
+                     "band_adaptation": adaptation.to_state(), "continued_from": continued_from,
+                     "sensor": sensor_name}
+    task = _MaskedTask(forward, scene, settings, device, mask_ratio=mask_ratio, state=state,
+                       resume=(resume_path, resume_record, model, optimization), say=say,
                        world=world)
     if not task.spent():
-        run_training(task, optimization, first_epoch=counters["epoch"], cancel=cancel)
+        run_training(task, optimization, first_epoch=task.counters["epoch"], cancel=cancel)
+    counters, losses = task.counters, task.losses
 
     model.eval()
     pretraining = {"epochs": counters["epoch"], "steps": counters["global_step"],
