@@ -285,12 +285,12 @@ def test_param_groups_carry_the_right_rates(method):
     torch.optim.AdamW(groups)
 
 
-def test_plus_ratio_defaults_to_the_config_and_is_ignored_for_other_methods():
+def test_plus_ratio_comes_from_the_config_and_is_one_for_other_methods():
     _, plus = make_adapted("krona_plus", lr_ratio=8.0)
     lrs = {g["name"]: g["lr"] for g in param_groups(plus, lr=1e-3)}
     assert lrs["lambda"] == pytest.approx(8e-3)
-    _, plain = make_adapted("krona")
-    lrs = {g["name"]: g["lr"] for g in param_groups(plain, lr=1e-3, lr_ratio=8.0)}
+    _, plain = make_adapted("krona", lr_ratio=8.0)
+    lrs = {g["name"]: g["lr"] for g in param_groups(plain, lr=1e-3)}
     assert lrs["lambda"] == pytest.approx(1e-3)
 
 

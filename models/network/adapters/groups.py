@@ -17,21 +17,18 @@ def zero_init_parameter_names(model: nn.Module) -> set[str]:
             for factor in layer.zero_init_names}
 
 
-def param_groups(model: nn.Module, *, lr: float, lr_ratio: float | None = None,
-                 weight_decay: float = 0.05, head_lr: float | None = None) -> list[dict]:
+def param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.05,
+                 head_lr: float | None = None) -> list[dict]:
     """Groups of the trainable parameters for a torch optimizer.
 
     Biases, norms and positional embeddings (``model.no_weight_decay()``) get no weight decay.
     The head learns at ``head_lr`` (default ``lr``). The zero-initialised adapter factors form the
-    "lambda" group at ``lr_ratio * lr`` for LoRA+ and KronA+ (lr_ratio defaults to the applied
-    config's), and at ``lr`` for every other method. Each group has "params", "param_names",
-    "lr", "weight_decay" and "name"; empty groups are left out.
+    "lambda" group at the applied config's ``lr_ratio`` times ``lr`` for LoRA+ and KronA+ (lambda
+    travels with the adapter only), and at ``lr`` for every other method. Each group has
+    "params", "param_names", "lr", "weight_decay" and "name"; empty groups are left out.
     """
     config = get_adapter_config(model)
-    if config is None or config.method not in PLUS_METHODS:
-        ratio = 1.0
-    else:
-        ratio = config.lr_ratio if lr_ratio is None else lr_ratio
+    ratio = config.lr_ratio if config is not None and config.method in PLUS_METHODS else 1.0
     head_lr = lr if head_lr is None else head_lr
     no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     zero_init = zero_init_parameter_names(model)
