@@ -1,7 +1,7 @@
 """Classification speed at SpectralGPT ViT-B size, against the machine's compute-bound limit.
 
 Pixels per second through the engine's batched prediction path
-(``models.learning.predict.predict_windows``: windows of 12 x 9 x 9 are resized to the model input
+(``models.learning.inference.predict_windows``: windows of 12 x 9 x 9 are resized to the model input
 on the device, run through the model in batches, softmaxed) for:
 
 - the plain frozen backbone (no adapter), the adapter unmerged and the adapter merged (KronA+ by
@@ -115,7 +115,7 @@ def build_variants(base, method: str) -> dict:
 def time_classification(variants: dict, windows: torch.Tensor, *, input_size: int, device,
                         batch_size: int, precision: str, repeats: int, warmup: int) -> dict:
     """Pixels per second of each variant; variants take turns so load drifts hit all alike."""
-    from hyperadapt.models.learning.predict import predict_windows
+    from hyperadapt.models.learning.inference import predict_windows
 
     def classify(model, inputs=windows):
         with precision_context(precision, device):
@@ -164,7 +164,7 @@ def write_report(report: dict, out: Path) -> None:
         f"{machine['load_average_1min_at_start']}; "
         f"the cores are shared with other work, so each figure is the best of "
         f"{report['repeats']} runs), torch {machine['torch']}.",
-        f"Path: `models.learning.predict.predict_windows` on {report['pixels']} random windows "
+        f"Path: `models.learning.inference.predict_windows` on {report['pixels']} random windows "
         f"of 12 x {report['window_size']} x {report['window_size']} (resized to the input "
         f"inside), batch {report['batch_size']} (jobs.classify uses 64), {report['num_classes']} "
         f"classes; the adapter targets attn.q and attn.v of all 12 blocks.",

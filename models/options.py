@@ -161,7 +161,7 @@ CLASSIFY_MODES = {
     "tile": "Tile: a window every few pixels, features resampled to each pixel (fast)",
     "window": "Window: one window through the backbone per pixel",
 }
-# Tile mode (models.learning.predict.grid_probabilities): windows 0.4 of a window apart, their
+# Tile mode (models.learning.inference.grid_probabilities): windows 0.4 of a window apart, their
 # pooled features mixed bilinearly at each pixel, the head given the pixel's own inputs. Against a
 # window per pixel, the default path moved OA by -0.4 and -0.2 points on Indian Pines (polygons,
 # scattered) and 0.0 and 0.0 on EnMAP Potsdam (bench/results/accuracy.md), for 1/36 of the

@@ -510,7 +510,7 @@ def test_out_of_memory_halves_the_training_batch_and_carries_on():
 
 
 def test_out_of_memory_halves_the_prediction_batch_with_the_same_result():
-    from hyperadapt.models.learning.predict import predict_windows
+    from hyperadapt.models.learning.inference import predict_windows
 
     windows = torch.rand(50, 12, 5, 5, generator=torch.Generator().manual_seed(1))
     model = _tiny_adapted_model()
@@ -563,7 +563,7 @@ def test_classifying_estimates_the_whole_time_from_the_first_windows(geotiff_run
 
 def test_cpu_fine_tunes_and_classifies_in_bfloat16_only_where_it_computes_it(monkeypatch):
     from hyperadapt.models.learning import device as devices
-    from hyperadapt.models.learning.predict import predict_probabilities
+    from hyperadapt.models.learning.inference import predict_probabilities
     from hyperadapt.models.learning.steps import Optimization
     from hyperadapt.models.learning.training import train_classifier
 

@@ -1,5 +1,5 @@
 """Tile mode: the backbone sees a window every few pixels and each pixel's features are resampled
-from them (models.learning.predict.grid_probabilities). Tiny backbone, seeded random start: these
+from them (models.learning.inference.grid_probabilities). Tiny backbone, seeded random start: these
 check the machinery (alignment, seams, nodata, small rasters, cancel, adapters of either mode), not
 accuracy.
 """
@@ -17,11 +17,12 @@ from osgeo import gdal
 from hyperadapt.models import options
 from hyperadapt.models.data.bands import BandAdaptation
 from hyperadapt.models.data.raster import RasterReader, read_raster_info
-from hyperadapt.models.data.windows import extract_windows, read_adapted_region
+from hyperadapt.models.data.regions import read_adapted_region
+from hyperadapt.models.data.windows import extract_windows
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs import classify, fine_tune, rebuild_model
-from hyperadapt.models.learning.predict import (classify_raster, grid_probabilities,
-                                                predict_probabilities)
+from hyperadapt.models.learning.inference import grid_probabilities, predict_probabilities
+from hyperadapt.models.learning.predict import classify_raster
 from hyperadapt.models.stores.adapter_file import load_adapter_file, save_adapter_file
 
 WINDOW = 7          # tile mode steps 3 pixels

@@ -13,7 +13,8 @@ import torch
 from ..errors import HyperAdaptError, raise_if_cancelled
 from .bands import BandAdaptation
 from .raster import RasterReader, iter_tiles, read_raster_info
-from .windows import extract_windows, read_adapted_region
+from .regions import read_adapted_region
+from .windows import extract_windows
 
 log = logging.getLogger(__name__)
 

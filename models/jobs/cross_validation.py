@@ -11,7 +11,7 @@ from ..data.samples import grouped_folds
 from ..errors import HyperAdaptError
 from ..learning.device import choose_device
 from ..learning.metrics import classification_metrics, confusion_matrix
-from ..learning.predict import predict_windows
+from ..learning.inference import predict_windows
 from ..progress import report as _report
 from ..progress import scaled as _scaled
 from ..settings import FineTuneSettings

@@ -27,12 +27,12 @@ from ..data.bands import BandAdaptation, fit_band_adaptation
 from ..data.raster import RasterInfo, RasterReader, read_raster_info
 from ..data.samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels,
                             read_labelled_pixels, split_by_feature)
-from ..data.windows import collect_windows
+from ..data.regions import collect_windows
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..learning.device import choose_device
 from ..learning.distributed import distributed_rank, wait_for_all
 from ..learning.metrics import classification_metrics, metrics_from_labels
-from ..learning.predict import predict_probabilities, predict_windows
+from ..learning.inference import predict_probabilities, predict_windows
 from ..learning.pseudo import candidate_pixels, select_pseudo_labels
 from ..learning.seeding import seeded
 from ..network import adapters

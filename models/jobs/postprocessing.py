@@ -90,7 +90,7 @@ def _segment_transform(raster_path: str, segment_size: int, cancel):
     """A transform taking the superpixel majority, superpixels cut on the scene's components."""
     from ..data.bands import fit_band_adaptation
     from ..data.raster import RasterReader, read_raster_info, sample_valid_pixels
-    from ..data.windows import read_adapted_region
+    from ..data.regions import read_adapted_region
 
     info = read_raster_info(raster_path)
     adaptation = fit_band_adaptation([info], "mnf", cancel=cancel)

@@ -34,7 +34,7 @@ from .. import options
 from ..data.bands import METHODS as BAND_ADAPTATIONS
 from ..data.bands import BandAdaptation, fit_band_adaptation
 from ..data.scene_pixels import ScenePixels, check_rasters, load_scene_pixels
-from ..data.windows import check_window_size, resize_windows
+from ..data.windows import resize_windows
 from ..errors import HyperAdaptError, JobCancelled
 from ..learning.device import choose_device
 from ..learning.distributed import (distributed_rank, mean_over_processes, same_everywhere,
@@ -47,6 +47,7 @@ from ..network.checkpoint import file_sha256, filter_checkpoint, load_checkpoint
 from ..network.identity import BackboneIdentity
 from ..network.mae import MaskedAutoencoder, default_mask_ratio, num_kept_tokens
 from ..network.spectralgpt import build_backbone
+from ..settings import check_window_size
 from ..stores.adapter_file import atomic_torch_save, to_plain
 from ..stores.backbone_file import read_backbone_file, save_backbone_file
 from ..stores.guard import check_job_files, raster_files

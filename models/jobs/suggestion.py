@@ -23,12 +23,14 @@ import torch
 from .. import options
 from ..data.bands import BandAdaptation
 from ..data.raster import RasterReader, iter_tiles, tile_side_for
+from ..data.regions import read_adapted_region
 from ..data.samples import read_labelled_pixels
-from ..data.windows import check_window_size, extract_windows, read_adapted_region
+from ..data.windows import extract_windows
 from ..errors import HyperAdaptError, raise_if_cancelled
-from ..learning.predict import predict_probabilities
+from ..learning.inference import predict_probabilities
 from ..progress import report as _report
 from ..progress import scaled as _scaled
+from ..settings import check_window_size
 from ..stores.adapter_file import load_adapter_file
 from ..stores.files import StagedFiles
 from ..stores.guard import check_job_files, layer_files

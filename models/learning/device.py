@@ -91,6 +91,10 @@ def cpu_bf16_training(model) -> bool:
     return forced or int(getattr(model, "embed_dim", 0)) >= CPU_BF16_TRAINING_WIDTH
 
 
+OUT_OF_MEMORY = ("The GPU ran out of memory even for a single window; close other GPU programs "
+                 "or choose the CPU.")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a CUDA out-of-memory error (the one failure that a smaller batch can fix)."""
     if isinstance(error, torch.cuda.OutOfMemoryError):

@@ -14,8 +14,7 @@ from collections import deque
 import torch
 
 from ..errors import HyperAdaptError, JobCancelled
-from .device import is_out_of_memory, release_cached_memory
-from .predict import OUT_OF_MEMORY
+from .device import OUT_OF_MEMORY, is_out_of_memory, release_cached_memory
 from .steps import Optimization
 
 

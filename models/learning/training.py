@@ -30,10 +30,9 @@ import torch.nn.functional as F
 
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..network.adapters import trainable_state_dict
-from .device import autocast_dtype, cpu_bf16_training
+from .device import OUT_OF_MEMORY, autocast_dtype, cpu_bf16_training
 from .distributed import distributed_rank, mean_over_processes
 from .loop import TrainingTask, run_training
-from .predict import OUT_OF_MEMORY
 from .steps import Optimization, augment_batch
 
 

@@ -301,7 +301,7 @@ class SpectralGPT(nn.Module):
 
         Args:
             pooled: ``pooled_features`` of the windows, or features resampled from nearby windows
-                (tile mode, models.learning.predict).
+                (tile mode, models.learning.inference).
             pixel: the centre pixels' inputs (ignored without a pixel head).
             context_keep: optional (B,) bool: where False, a pixel head sees zeros instead of the
                 pooled tokens (context dropout; ignored without a pixel head).
