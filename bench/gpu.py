@@ -20,6 +20,10 @@ weights' values, so they are a seeded random start.
 
     python -m bench.gpu [--quick] [--device cuda] [--backbones tiny base] [--out DIR]
 
+On a machine without this project's venv, the engine is imported as ``hyperadapt`` through a link:
+``mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/hyperadapt && PYTHONPATH=/tmp/pkg python3 -m
+bench.gpu``.
+
 ``--quick --device cpu`` is the small run the test suite makes, so that the script is known to
 work before a GPU is at hand. Writes gpu.json and gpu.md into ``--out`` (bench/results).
 """
