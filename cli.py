@@ -194,8 +194,9 @@ def run(args) -> str:
 
 
 def main(argv=None) -> int:
-    from .plugin.dependencies import add_deps_to_path
+    from .plugin.dependencies import add_deps_to_path, quiet_openmp_threads
 
+    quiet_openmp_threads()
     add_deps_to_path()
     args = _parser().parse_args(argv)
     from .models.errors import HyperAdaptError, os_error_sentence

@@ -1,6 +1,7 @@
 """The plugin loads into real QGIS, adds its toolbar and menu, and unloads leaving nothing."""
 from __future__ import annotations
 
+import os
 import sys
 
 from qgis.PyQt import sip
@@ -83,3 +84,14 @@ def test_dependency_check_reports_each_missing_module(monkeypatch):
     assert dependencies.missing_modules() == ["einops"]
     assert dependencies.missing_modules(("json",)) == []
     assert dependencies.missing_modules(("no_such_module_hyperadapt",)) == ["no_such_module_hyperadapt"]
+
+
+def test_loading_the_plugin_lets_idle_openmp_threads_sleep_unless_the_user_chose(iface,
+                                                                                monkeypatch):
+    # QGIS loads the plugin (classFactory) before anything imports torch, which reads the policy.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    hyperadapt.classFactory(iface)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    hyperadapt.classFactory(iface)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
