@@ -16,7 +16,7 @@ from ..errors import HyperAdaptError, raise_if_cancelled
 from .device import OUT_OF_MEMORY, autocast_dtype, is_out_of_memory, release_cached_memory
 
 
-def run_batches(forward, inputs: torch.Tensor, model, *, device: torch.device,
+def _run_batches(forward, inputs: torch.Tensor, model, *, device: torch.device,
                  batch_size: int, cancel=None, on_batch=None) -> np.ndarray:
     """``forward(batch on device)`` over ``inputs`` in batches, in evaluation and inference mode,
     under the device's inference autocast; float32 (N, ...) on the CPU. ``on_batch(fraction)``
@@ -67,7 +67,7 @@ def predict_probabilities(model, windows, *, device: torch.device, batch_size: i
     ``windows`` may be a CPU tensor or already on ``device``. After a CUDA out-of-memory error
     the batch is halved and retried.
     """
-    return run_batches(lambda x: torch.softmax(model(x.float()).float(), dim=1),
+    return _run_batches(lambda x: torch.softmax(model(x.float()).float(), dim=1),
                         torch.as_tensor(windows), model, device=device, batch_size=batch_size,
                         cancel=cancel)
 
@@ -112,7 +112,7 @@ def grid_probabilities(model, region: torch.Tensor, rows: np.ndarray, cols: np.n
     points_r, points_c = np.meshgrid(grid_rows, grid_cols, indexing="ij")
     windows = extract_windows(region, points_r.ravel(), points_c.ravel(), window_size, halo)
     # The backbone's share of the work: the head over the pixels is the last few per cent.
-    features = torch.from_numpy(run_batches(
+    features = torch.from_numpy(_run_batches(
         model.pooled_features, windows, model, device=device, batch_size=batch_size,
         cancel=cancel, on_batch=(lambda done: on_chunk(0.9 * done)) if on_chunk else None,
     )).reshape(len(grid_rows), len(grid_cols), -1)
@@ -134,5 +134,5 @@ def grid_probabilities(model, region: torch.Tensor, rows: np.ndarray, cols: np.n
         scores = model.classify_pooled(pooled, pixels[index].to(device).float())
         return torch.softmax(scores.float(), dim=1)
 
-    return run_batches(classify, torch.arange(len(rows)), model, device=device,
+    return _run_batches(classify, torch.arange(len(rows)), model, device=device,
                         batch_size=max(batch_size, 4096), cancel=cancel)
