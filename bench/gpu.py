@@ -33,7 +33,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import RESULTS, log, machine_info, markdown_table, synchronize, write_json, write_markdown
+from .common import (RESULTS, log, machine_info, markdown_table, synchronize, write_json,
+                     write_markdown)
 
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
 
@@ -181,9 +182,10 @@ def verdict_lines(report: dict) -> list[str]:
     lines = []
     for row in report["rows"]:
         window, tile = row["window"], row["tile"]
+        ratio = tile["pixels_per_s"] / window["pixels_per_s"]
         lines.append(f"{row['backbone']}, window {row['window_size']}, input "
-                     f"{row['input_size']}: tile mode {tile['pixels_per_s'] / window['pixels_per_s']:.1f}"
-                     f" x window mode; {tile['minutes_per_mpx']:.2f} min per megapixel; "
+                     f"{row['input_size']}: tile mode {ratio:.1f} x window mode; "
+                     f"{tile['minutes_per_mpx']:.2f} min per megapixel; "
                      f"fine-tuning {row['training']['windows_per_s']:.0f} windows/s")
     return lines
 
