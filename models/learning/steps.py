@@ -58,9 +58,9 @@ class Optimization:
 
     def __init__(self, model, *, learning_rate: float, weight_decay: float,
                  device: torch.device, betas: tuple[float, float] = (0.9, 0.999),
-                 warmup_fraction: float = 0.1,
-                 min_factor: float = 0.0, warmup_floor: float = 1e-3,
-                 foreach: bool | None = None, cpu_bf16: bool = False):
+                 warmup_fraction: float = 0.1, min_factor: float = 0.0,
+                 warmup_floor: float = 1e-3, foreach: bool | None = None,
+                 cpu_bf16: bool = False):
         groups = param_groups(model, lr=learning_rate, weight_decay=weight_decay)
         if not groups:
             raise HyperAdaptError("The model has nothing to train.")
