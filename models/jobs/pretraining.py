@@ -352,6 +352,7 @@ class _MaskedTask(TrainingTask):
             self.losses = list(state["losses"])
         self.resume = resume            # (path, record, model, optimization)
         self.say, self.world = say, world
+        self.rank = distributed_rank()[0]
         self.steps_per_epoch = math.ceil(settings.samples_per_epoch / settings.batch_size)
         self.budget = _Budget(
             total_steps=settings.epochs * self.steps_per_epoch if settings.epochs else None,
@@ -363,7 +364,7 @@ class _MaskedTask(TrainingTask):
 
     def save_state(self) -> None:
         """Write the resumable state (rank 0 alone under torchrun)."""
-        if distributed_rank()[0]:
+        if self.rank:
             return
         path, record, model, optimization = self.resume
         atomic_torch_save({**record,
@@ -396,8 +397,8 @@ class _MaskedTask(TrainingTask):
         """The masked loss on this process's share of the batch's rows under torchrun (the
         masks are drawn for the whole batch, seeded by the global step)."""
         self.generator.manual_seed(self.settings.seed * 1_000_003 + self.counters["global_step"])
-        rank, world = distributed_rank()
-        rows = torch.arange(rank, len(inputs), world)
+        world = self.world
+        rows = torch.arange(self.rank, len(inputs), world)
         loss, _, _ = self.forward_pass(inputs[rows.to(inputs.device)] if world > 1 else inputs,
                                        mask_ratio=self.mask_ratio, generator=self.generator,
                                        rows=rows if world > 1 else None, global_batch=len(inputs))

@@ -200,16 +200,24 @@ def save_adapter_file(record: AdapterRecord, path) -> int:
     return atomic_torch_save(payload, path)
 
 
+def load_weights_only(path: Path, *, missing: str, unreadable: str):
+    """A file of ours read on the CPU with ``weights_only=True`` (no code runs from it); the
+    sentence ``missing`` or ``unreadable`` as a HyperAdaptError where it is absent or unreadable."""
+    if not path.is_file():
+        raise HyperAdaptError(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise HyperAdaptError(unreadable) from error
+
+
 def load_adapter_file(path) -> AdapterRecord:
     """Read an adapter file with ``weights_only=True``; a HyperAdaptError if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise HyperAdaptError(f"The adapter file {path} does not exist.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise HyperAdaptError(f"The adapter file {path.name} could not be read; it may be "
-                              f"damaged or of another kind.") from error
+    payload = load_weights_only(
+        path, missing=f"The adapter file {path} does not exist.",
+        unreadable=f"The adapter file {path.name} could not be read; it may be damaged or of "
+                   f"another kind.")
     return AdapterRecord.from_payload(payload, source=f"The file {path.name}")
 
 

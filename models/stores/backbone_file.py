@@ -17,7 +17,8 @@ from ..errors import HyperAdaptError
 from ..learning.seeding import seeded
 from ..network.spectralgpt import SpectralGPT, build_backbone
 from ..network.identity import BACKBONE_FILE, BackboneIdentity
-from .adapter_file import atomic_torch_save, now_iso, state_fingerprint, to_plain
+from .adapter_file import (atomic_torch_save, load_weights_only, now_iso, state_fingerprint,
+                           to_plain)
 from .library import library_root, safe_name
 
 BACKBONE_FORMAT = "hyperadapt-backbone"
@@ -38,13 +39,10 @@ def default_backbone_path(sensor: str, preset: str = "tiny") -> Path:
 
 # -- backbone files -------------------------------------------------------------------------------
 def _load_weights_only(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise HyperAdaptError(f"The {what} {path} does not exist.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise HyperAdaptError(f"The file {path.name} could not be read as a {what}; it may be "
-                              f"incomplete, damaged or of another kind.") from error
+    payload = load_weights_only(
+        path, missing=f"The {what} {path} does not exist.",
+        unreadable=f"The file {path.name} could not be read as a {what}; it may be incomplete, "
+                   f"damaged or of another kind.")
     if not isinstance(payload, dict):
         raise HyperAdaptError(f"The file {path.name} is not a {what}.")
     return payload
