@@ -34,11 +34,13 @@ import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy
 # (backbone, window, input size): the scene-pretrained tiny backbone as the accuracy bench and the
 # demo use it, and the official ViT-Base shape at the fast preset's and the paper's input.
 CONFIGS = [("tiny", 15, 16), ("base", 9, 16), ("base", 9, 32)]
-# Raster sides timed per (backbone, input, mode): tens of seconds each on two cores, and the
-# ViT-Base's tile mode at input 16 (the fast preset's) on 0.26 Mpx, some minutes.
+# Raster sides timed per (backbone, input, mode): tens of seconds each on two cores for window
+# mode, and tile mode on 0.26 Mpx, as minutes per megapixel are only a fair extrapolation from a
+# raster well beyond a few tiles: some minutes for ViT-Base, about 10 (bf16) and 25 (fp32) at
+# input 32.
 SIDES = {("tiny", 16, "window"): 96, ("tiny", 16, "tile"): 512,
          ("base", 16, "window"): 24, ("base", 16, "tile"): 512,
-         ("base", 32, "window"): 12, ("base", 32, "tile"): 48}
+         ("base", 32, "window"): 12, ("base", 32, "tile"): 512}
 NUM_CLASSES = 16
 
 
