@@ -8,9 +8,10 @@ band-adapted, windows cut, the backbone in batches, the head, the GeoTIFF writte
 - tile mode: a window every ``options.classify_step`` pixels (0.4 of a window), each pixel's pooled
   features resampled from the four windows around it, the head given the pixel's own inputs.
 
-The two modes of a row run one after the other on rasters sized so that each takes tens of
-seconds; the pixels each timed are in the table, and minutes per megapixel are extrapolated from
-them (the work per pixel does not depend on the raster's size: tiles are read one at a time).
+The two modes of a row run one after the other: window mode on a raster sized so that it takes
+tens of seconds, tile mode on 0.26 Mpx (some minutes for ViT-Base, about 35 in all at input 32);
+the pixels each timed are in the table, and minutes per megapixel are extrapolated from them (the
+work per pixel does not depend on the raster's size: tiles are read one at a time).
 Weights are a seeded random start with a merged KronA+ adapter and a centre-pixel head: speed does
 not depend on the weights' values.
 
@@ -34,10 +35,8 @@ import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy
 # (backbone, window, input size): the scene-pretrained tiny backbone as the accuracy bench and the
 # demo use it, and the official ViT-Base shape at the fast preset's and the paper's input.
 CONFIGS = [("tiny", 15, 16), ("base", 9, 16), ("base", 9, 32)]
-# Raster sides timed per (backbone, input, mode): tens of seconds each on two cores for window
-# mode, and tile mode on 0.26 Mpx, as minutes per megapixel are only a fair extrapolation from a
-# raster well beyond a few tiles: some minutes for ViT-Base, about 10 (bf16) and 25 (fp32) at
-# input 32.
+# Raster sides timed per (backbone, input, mode). Tile mode on 0.26 Mpx: from a raster of a few
+# tiles, the windows of the grid around its edges weigh on the extrapolated minutes per megapixel.
 SIDES = {("tiny", 16, "window"): 96, ("tiny", 16, "tile"): 512,
          ("base", 16, "window"): 24, ("base", 16, "tile"): 512,
          ("base", 32, "window"): 12, ("base", 32, "tile"): 512}
