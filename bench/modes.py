@@ -9,7 +9,7 @@ band-adapted, windows cut, the backbone in batches, the head, the GeoTIFF writte
   features resampled from the four windows around it, the head given the pixel's own inputs.
 
 The two modes of a row run one after the other: window mode on a raster sized so that it takes
-tens of seconds, tile mode on 0.26 Mpx (some minutes for ViT-Base, about 35 in all at input 32);
+tens of seconds, tile mode on 0.26 Mpx (minutes for ViT-Base; the whole run took 36 minutes);
 the pixels each timed are in the table, and minutes per megapixel are extrapolated from them (the
 work per pixel does not depend on the raster's size: tiles are read one at a time).
 Weights are a seeded random start with a merged KronA+ adapter and a centre-pixel head: speed does
