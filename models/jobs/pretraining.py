@@ -341,7 +341,7 @@ class _MaskedTask(TrainingTask):
 
     def __init__(self, forward, scene: ScenePixels, settings: PretrainSettings,
                  device: torch.device, *, mask_ratio: float, state: dict | None, resume: tuple,
-                 say, world: int):
+                 say):
         self.forward_pass, self.scene, self.settings = forward, scene, settings
         self.device, self.mask_ratio = device, mask_ratio
         self.counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "seconds": 0.0,
@@ -351,8 +351,8 @@ class _MaskedTask(TrainingTask):
             self.counters.update({key: state["counters"][key] for key in self.counters})
             self.losses = list(state["losses"])
         self.resume = resume            # (path, record, model, optimization)
-        self.say, self.world = say, world
-        self.rank = distributed_rank()[0]
+        self.say = say
+        self.rank, self.world = distributed_rank()
         self.steps_per_epoch = math.ceil(settings.samples_per_epoch / settings.batch_size)
         self.budget = _Budget(
             total_steps=settings.epochs * self.steps_per_epoch if settings.epochs else None,
@@ -511,8 +511,7 @@ def pretrain_backbone(raster_paths, backbone_path, *, settings: PretrainSettings
                      "band_adaptation": adaptation.to_state(), "continued_from": continued_from,
                      "sensor": sensor_name}
     task = _MaskedTask(forward, scene, settings, device, mask_ratio=mask_ratio, state=state,
-                       resume=(resume_path, resume_record, model, optimization), say=say,
-                       world=world)
+                       resume=(resume_path, resume_record, model, optimization), say=say)
     if not task.spent():
         run_training(task, optimization, first_epoch=task.counters["epoch"], cancel=cancel)
     counters, losses = task.counters, task.losses
