@@ -100,6 +100,28 @@ def cpu_precision(name: str):
             os.environ[CPU_PRECISION_ENV] = previous
 
 
+def adapted_random_model(backbone: str, input_size: int, num_classes: int, *, merged: bool):
+    """The speed benches' model: a seeded random start of the tiny or the ViT-Base shape at
+    ``input_size``, with the centre-pixel head (two views) and a KronA+ adapter on q and v, merged
+    as ``jobs.classify`` merges it or not (training). Speed does not depend on the weights'
+    values. Needs no GDAL: bench/gpu.py runs where there is none."""
+    import torch
+
+    from hyperadapt.models import options
+    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter, merge_adapters
+    from hyperadapt.models.network.spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
+
+    torch.manual_seed(0)
+    shape = {**BASE_CONFIG, **(TINY_CONFIG if backbone == "tiny" else {})}
+    model = build_backbone({**shape, "img_size": input_size, "num_classes": num_classes,
+                            "pixel_dim": options.DEFAULT_PIXEL_DIM, "two_views": True})
+    model = apply_adapter(model, AdapterConfig(method="krona_plus", init_weights=False,
+                                               lr_ratio=options.DEFAULT_LR_RATIO))
+    if merged:
+        merge_adapters(model)
+    return model
+
+
 def mean_std(values) -> dict:
     values = [float(v) for v in values]
     return {"mean": statistics.fmean(values) if values else math.nan,

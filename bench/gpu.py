@@ -33,8 +33,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import (RESULTS, log, machine_info, markdown_table, synchronize, write_json,
-                     write_markdown)
+from .common import (RESULTS, adapted_random_model, log, machine_info, markdown_table,
+                     synchronize, write_json, write_markdown)
 
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
 
@@ -43,22 +43,6 @@ NUM_CLASSES = 16
 ROWS = [("tiny", 15, 16), ("base", 9, 16), ("base", 9, 32)]
 # Per row: training windows, the window-mode region's side, the tile-mode region's side.
 SIZES = {"full": (4096, 256, 1024), "quick": (64, 12, 40)}
-
-
-def build_model(backbone: str, input_size: int, *, merged: bool):
-    from hyperadapt.models import options
-    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter, merge_adapters
-    from hyperadapt.models.network.spectralgpt import BASE_CONFIG, TINY_CONFIG, build_backbone
-
-    torch.manual_seed(0)
-    shape = {**BASE_CONFIG, **(TINY_CONFIG if backbone == "tiny" else {})}
-    model = build_backbone({**shape, "img_size": input_size, "num_classes": NUM_CLASSES,
-                            "pixel_dim": options.DEFAULT_PIXEL_DIM, "two_views": True})
-    model = apply_adapter(model, AdapterConfig(method="krona_plus", init_weights=False,
-                                               lr_ratio=options.DEFAULT_LR_RATIO))
-    if merged:
-        merge_adapters(model)
-    return model
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -76,7 +60,7 @@ def time_training(backbone: str, window: int, input_size: int, num_windows: int,
     from hyperadapt.models import options
     from hyperadapt.models.learning.training import train_classifier
 
-    model = build_model(backbone, input_size, merged=False)
+    model = adapted_random_model(backbone, input_size, NUM_CLASSES, merged=False)
     generator = torch.Generator().manual_seed(1)
     windows = torch.rand(num_windows, 12, window, window, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (num_windows,), generator=generator)
@@ -164,7 +148,8 @@ def measure(args) -> dict:
         log(f"{backbone}, window {window}, input {input_size}")
         row = {"backbone": backbone, "window_size": window, "input_size": input_size,
                "training": time_training(backbone, window, input_size, num_windows, device)}
-        model = build_model(backbone, input_size, merged=True).to(device).eval()
+        model = adapted_random_model(backbone, input_size, NUM_CLASSES,
+                                     merged=True).to(device).eval()
         row["window"] = time_window_mode(model, window, window_side, args.batch_size, device)
         row["tile"] = time_tile_mode(model, window, tile_side, args.batch_size, device)
         rows.append(row)

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (RESULTS, cpu_precision, log, machine_info, markdown_table, publish,
-                     pyplot, save_figure, set_threads, write_markdown)
+from .common import (RESULTS, adapted_random_model, cpu_precision, log, machine_info,
+                     markdown_table, publish, pyplot, save_figure, set_threads, write_markdown)
 from .memory import write_synthetic_raster
 
 import torch  # noqa: E402  (after .common, which sets the OpenMP waiting policy)
@@ -41,21 +41,6 @@ SIDES = {("tiny", 16, "window"): 96, ("tiny", 16, "tile"): 512,
          ("base", 16, "window"): 24, ("base", 16, "tile"): 512,
          ("base", 32, "window"): 12, ("base", 32, "tile"): 512}
 NUM_CLASSES = 16
-
-
-def build_model(backbone: str, input_size: int):
-    from hyperadapt.models import options
-    from hyperadapt.models.jobs.pretraining import PRETRAIN_PRESETS
-    from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter, merge_adapters
-    from hyperadapt.models.network.spectralgpt import build_backbone
-
-    torch.manual_seed(0)
-    model = build_backbone({**PRETRAIN_PRESETS[backbone], "img_size": input_size,
-                            "num_classes": NUM_CLASSES, "pixel_dim": options.DEFAULT_PIXEL_DIM,
-                            "two_views": True})
-    model = apply_adapter(model, AdapterConfig(method="krona_plus", init_weights=False))
-    merge_adapters(model)
-    return model.eval()
 
 
 def time_mode(model, raster: Path, adaptation, *, window: int, mode: str, precision: str,
@@ -159,7 +144,8 @@ def main(argv=None) -> dict:
         adaptation = fit_band_adaptation([read_raster_info(next(iter(rasters.values())))], "pca",
                                          max_pixels=2000)
         for backbone, window, input_size in configs:
-            model = build_model(backbone, input_size)
+            model = adapted_random_model(backbone, input_size, NUM_CLASSES,
+                                         merged=True).eval()
             for precision in args.precisions:
                 row = {"backbone": backbone, "window_size": window, "input_size": input_size,
                        "precision": precision}
