@@ -33,6 +33,9 @@ class FineTuneSettings:
     Args:
         method: fine-tuning method id (options.METHODS), KronA+ by default.
         steps: optimizer steps of the schedule (epochs follow from the training pixels).
+        min_passes: the schedule runs at least this many epochs, within
+            options.MAX_SCHEDULED_STEPS steps, so a larger training set gets more than ``steps``;
+            0: ``steps`` alone.
         epochs: a fixed number of passes over the training windows instead of ``steps``.
         learning_rate: peak AdamW learning rate.
         lr_ratio: lambda of the *_plus methods (the zero-initialised factor learns this much faster).
@@ -52,7 +55,8 @@ class FineTuneSettings:
         weights: official checkpoint (.pth) or a HyperAdapt backbone file; None uses the
             downloaded official weights, if any.
         random_start: allow running without pretrained weights (the result says so).
-        preset: "paper" or "fast" (input 16, at most options.FAST_MAX_STEPS steps).
+        preset: "paper" or "fast" (input 16, at most options.FAST_MAX_STEPS steps, whatever the
+            number of pixels).
         backbone_overrides: SpectralGPT keyword arguments, e.g. {"depth": 2, "embed_dim": 32}.
         weight_decay: AdamW weight decay.
         warmup_fraction: share of the steps spent warming the learning rate up.
@@ -79,6 +83,7 @@ class FineTuneSettings:
 
     method: str = options.DEFAULT_METHOD
     steps: int = options.DEFAULT_STEPS
+    min_passes: int = options.DEFAULT_MIN_PASSES
     epochs: int | None = None
     learning_rate: float = options.DEFAULT_LEARNING_RATE
     lr_ratio: float = options.DEFAULT_LR_RATIO
@@ -123,7 +128,8 @@ class FineTuneSettings:
         settings = dataclasses.replace(self, targets=tuple(self.targets))
         if settings.preset == "fast":
             settings = dataclasses.replace(settings, input_size=options.FAST_INPUT_SIZE,
-                                           steps=min(int(settings.steps), options.FAST_MAX_STEPS))
+                                           steps=min(int(settings.steps), options.FAST_MAX_STEPS),
+                                           min_passes=0)
         if settings.method not in options.METHODS:
             raise HyperAdaptError(f"Unknown fine-tuning method '{settings.method}'; choose one of "
                                   f"{', '.join(options.METHODS)}.")
@@ -134,6 +140,7 @@ class FineTuneSettings:
             raise HyperAdaptError(f"The backbone '{settings.backbone}' is unknown; choose one of "
                                   f"{', '.join(options.BACKBONES)}.")
         _check_whole(settings.steps, "number of steps", 1, options.MAX_STEPS)
+        _check_whole(settings.min_passes, "least number of epochs", 0, options.MAX_STEPS)
         if settings.epochs is not None:
             _check_whole(settings.epochs, "number of epochs", 1, options.MAX_STEPS)
         _check_whole(settings.batch_size, "batch size", 1, options.MAX_BATCH_SIZE)
@@ -172,13 +179,16 @@ class FineTuneSettings:
         return bool(self.pixel_dim) and self.context_dropout > 0
 
     def epochs_for(self, num_train: int) -> int:
-        """Passes over ``num_train`` training windows: the fixed epochs, or enough for the steps
-        (a share of them for a warm start)."""
+        """Passes over ``num_train`` training windows: the fixed epochs; or enough for the steps
+        and at least ``min_passes``, as far as options.MAX_SCHEDULED_STEPS steps allow (a share
+        of them for a warm start)."""
         share = options.WARM_START_STEP_SHARE if self.warm_start else 1.0
         if self.epochs is not None:
             return max(1, math.ceil(int(self.epochs) * share))
         steps_per_epoch = max(1, math.ceil(num_train / max(1, int(self.batch_size))))
-        return max(1, math.ceil(int(self.steps) * share / steps_per_epoch))
+        epochs = max(int(self.steps) / steps_per_epoch,
+                     min(int(self.min_passes), options.MAX_SCHEDULED_STEPS // steps_per_epoch))
+        return max(1, math.ceil(epochs * share))
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

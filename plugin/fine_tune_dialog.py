@@ -35,7 +35,8 @@ TARGET_CHECKS = {"attn.q": "target_attn_q", "attn.k": "target_attn_k", "attn.v":
                  "attn.proj": "target_attn_proj", "mlp.fc1": "target_mlp_fc1",
                  "mlp.fc2": "target_mlp_fc2"}
 # The number boxes start at the engine's defaults (models.options).
-SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "lr_spin": options.DEFAULT_LEARNING_RATE,
+SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS,
+                 "min_passes_spin": options.DEFAULT_MIN_PASSES, "lr_spin": options.DEFAULT_LEARNING_RATE,
                  "lambda_spin": options.DEFAULT_LR_RATIO, "window_spin": options.DEFAULT_WINDOW_SIZE,
                  "input_size_spin": options.DEFAULT_INPUT_SIZE, "rank_spin": options.DEFAULT_RANK,
                  "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
@@ -180,6 +181,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.lambda_spin.setMinimum(options.MIN_LR_RATIO)
         self.window_spin.setMaximum(options.MAX_WINDOW_SIZE)
         self.steps_spin.setMaximum(options.MAX_STEPS)
+        self.min_passes_spin.setMaximum(options.MAX_STEPS)
         self.batch_spin.setMaximum(options.MAX_BATCH_SIZE)
         self.segment_size_spin.setMaximum(options.MAX_SEGMENT_SIZE)
         self.majority_spin.setMaximum(options.MAX_MAJORITY_SIZE)
@@ -254,6 +256,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         random_start = self.random_start_check.isChecked()
         return {
             "method": self.method(), "steps": self.steps_spin.value(),
+            "min_passes": self.min_passes_spin.value(),
             "learning_rate": self.lr_spin.value(), "lr_ratio": self.lambda_spin.value(),
             "batch_size": self.batch_spin.value(), "window_size": self.window_spin.value(),
             "input_size": self.input_size_spin.value(),

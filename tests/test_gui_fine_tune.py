@@ -76,6 +76,7 @@ def fill_form(dialog: FineTuneDialog, raster, polygons, output, *, steps: int,
     dialog.field_combo.setField("landcover")
     dialog.method_combo.setCurrentIndex(dialog.method_combo.findData("krona_plus"))
     dialog.steps_spin.setValue(steps)
+    dialog.min_passes_spin.setValue(0)   # exactly the steps asked for, however many pixels
     dialog.lr_spin.setValue(0.003)
     dialog.window_spin.setValue(5)
     dialog.input_size_spin.setValue(16)
@@ -446,7 +447,7 @@ def test_an_untouched_dialog_asks_for_the_engines_default_run(open_dialog):
     dialog = open_dialog()
     asked = dialog.settings_dict()
     defaults = FineTuneSettings()
-    for name in ("method", "steps", "learning_rate", "lr_ratio", "batch_size", "window_size",
+    for name in ("method", "steps", "min_passes", "learning_rate", "lr_ratio", "batch_size", "window_size",
                  "input_size", "band_adaptation", "targets", "rank", "preset", "backbone",
                  "pixel_dim", "context_dropout", "segment_size", "self_training_rounds",
                  "majority_size", "sieve_pixels"):

@@ -779,7 +779,8 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
     assert list(options.BAND_ADAPTATIONS)[bands.defaultValue()] == defaults.band_adaptation
     targets = parameter("TARGETS")
     assert tuple(options.TARGETS[i] for i in targets.defaultValue()) == defaults.targets
-    for name, field in (("STEPS", "steps"), ("LEARNING_RATE", "learning_rate"),
+    for name, field in (("STEPS", "steps"), ("MIN_PASSES", "min_passes"),
+                        ("LEARNING_RATE", "learning_rate"),
                         ("LAMBDA", "lr_ratio"), ("WINDOW_SIZE", "window_size"),
                         ("INPUT_SIZE", "input_size"), ("BATCH_SIZE", "batch_size"),
                         ("VAL_FRACTION", "val_fraction"), ("PIXEL_DIM", "pixel_dim"),

@@ -2,6 +2,7 @@
 value, and no torch needed to build them."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -12,14 +13,22 @@ from hyperadapt.models.errors import HyperAdaptError
 from hyperadapt.models.settings import FineTuneSettings
 
 
-def test_the_schedule_is_counted_in_steps_whatever_the_number_of_pixels():
-    settings = FineTuneSettings(steps=300, batch_size=32)
-    # 10 pixels per class of 6 classes: 2 batches an epoch, 150 epochs; 6,000 pixels: 2 epochs.
+def test_the_schedule_is_counted_in_steps_with_a_least_number_of_epochs():
+    settings = FineTuneSettings(steps=300, batch_size=32, min_passes=50)
+    # 10 pixels per class of 6 classes: 2 batches an epoch, so the 300 steps make 150 epochs.
     assert settings.epochs_for(60) == 150
-    assert settings.epochs_for(6000) == 2
+    # 693 pixels: 22 batches an epoch; the steps alone would make 14 epochs, too few to fit.
+    assert settings.epochs_for(693) == 50
+    # 6,000 pixels: 188 batches an epoch; 50 epochs would be 9,400 steps, so the cap decides.
+    assert settings.epochs_for(6000) == options.MAX_SCHEDULED_STEPS // 188 == 15
     assert settings.epochs_for(1_000_000) == 1
-    # Fixed epochs, where asked for, replace the steps.
+    # Without the floor the steps alone count, as in the fast preset.
+    assert FineTuneSettings(steps=300, batch_size=32, min_passes=0).epochs_for(693) == 14
+    assert FineTuneSettings(preset="fast").resolved().epochs_for(693) == \
+        math.ceil(options.FAST_MAX_STEPS / 22)
+    # Fixed epochs, where asked for, replace both.
     assert FineTuneSettings(epochs=7).epochs_for(60) == 7
+    assert FineTuneSettings(epochs=7).epochs_for(693) == 7
 
 
 def test_the_fast_preset_caps_steps_and_input():
@@ -39,6 +48,8 @@ def test_the_fast_preset_caps_steps_and_input():
     ({"batch_size": 0}, "The batch size must be a whole number from 1 to 4096 (got 0)."),
     ({"batch_size": 100_000}, "The batch size must be a whole number from 1 to 4096 (got 100000)."),
     ({"steps": 0}, "The number of steps must be a whole number from 1 to 100000 (got 0)."),
+    ({"min_passes": -1}, "The least number of epochs must be a whole number from 0 to 100000 "
+                         "(got -1)."),
     ({"segment_size": -1}, "The superpixel size must be a whole number from 0 to 50 (got -1)."),
     ({"majority_size": 4}, "The majority filter needs an odd window of at least 3 pixels (got 4)."),
     ({"sieve_pixels": -2}, "The sieve threshold must be a whole number from 0 to 1000000 (got -2)."),

@@ -35,6 +35,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     METHOD = "METHOD"
     STEPS = "STEPS"
     EPOCHS = "EPOCHS"
+    MIN_PASSES = "MIN_PASSES"
     LEARNING_RATE = "LEARNING_RATE"
     LAMBDA = "LAMBDA"
     WINDOW_SIZE = "WINDOW_SIZE"
@@ -87,8 +88,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "from random weights (every output then says so). "
             "Validation holds out whole polygons, and only from classes with more than two "
             "polygons and enough pixels, so a handful of polygons per class all train. "
-            "Training runs a fixed number of optimizer steps, whatever the number of training "
-            "pixels (Epochs, if set, replaces it). The head sees the centre pixel's own inputs "
+            "Training runs the optimizer steps, and more where a larger training set needs "
+            "them to pass over its pixels the least number of epochs (Epochs, if set, replaces "
+            "both). The head sees the centre pixel's own inputs "
             "beside the window's pooled tokens. The scene is classified in tile mode (a window "
             "every few pixels, each pixel's features mixed from the windows around it: far "
             "faster than a window per pixel at about the same accuracy), and each pixel then "
@@ -121,6 +123,12 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          self.tr("Epochs instead of steps (0 = from the steps)"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0,
                                          maxValue=options.MAX_STEPS),
+            QgsProcessingParameterNumber(
+                self.MIN_PASSES,
+                self.tr(f"Epochs at least, within {options.MAX_SCHEDULED_STEPS} steps "
+                        "(more steps for many pixels; 0 = the steps alone)"),
+                QgsProcessingParameterNumber.Integer, options.DEFAULT_MIN_PASSES, minValue=0,
+                maxValue=options.MAX_STEPS),
             QgsProcessingParameterNumber(self.WINDOW_SIZE, self.tr("Window size (pixels, odd)"),
                                          QgsProcessingParameterNumber.Integer,
                                          options.DEFAULT_WINDOW_SIZE, minValue=1,
@@ -296,6 +304,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
         return FineTuneSettings(
             method=choice(self.METHOD, METHODS),
             steps=self.parameterAsInt(parameters, self.STEPS, context),
+            min_passes=self.parameterAsInt(parameters, self.MIN_PASSES, context),
             epochs=epochs if epochs > 0 else None,
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             lr_ratio=self.parameterAsDouble(parameters, self.LAMBDA, context),
