@@ -35,8 +35,8 @@ TARGET_CHECKS = {"attn.q": "target_attn_q", "attn.k": "target_attn_k", "attn.v":
                  "attn.proj": "target_attn_proj", "mlp.fc1": "target_mlp_fc1",
                  "mlp.fc2": "target_mlp_fc2"}
 # The number boxes start at the engine's defaults (models.options).
-SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS,
-                 "min_passes_spin": options.DEFAULT_MIN_PASSES, "lr_spin": options.DEFAULT_LEARNING_RATE,
+SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "min_passes_spin": options.DEFAULT_MIN_PASSES,
+                 "lr_spin": options.DEFAULT_LEARNING_RATE,
                  "lambda_spin": options.DEFAULT_LR_RATIO, "window_spin": options.DEFAULT_WINDOW_SIZE,
                  "input_size_spin": options.DEFAULT_INPUT_SIZE, "rank_spin": options.DEFAULT_RANK,
                  "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
@@ -182,6 +182,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         self.window_spin.setMaximum(options.MAX_WINDOW_SIZE)
         self.steps_spin.setMaximum(options.MAX_STEPS)
         self.min_passes_spin.setMaximum(options.MAX_STEPS)
+        self.min_passes_spin.setToolTip(
+            f"A larger training set gets more steps, enough to pass over its pixels this many "
+            f"times, within {options.MAX_SCHEDULED_STEPS} steps; 0 runs the steps alone.")
         self.batch_spin.setMaximum(options.MAX_BATCH_SIZE)
         self.segment_size_spin.setMaximum(options.MAX_SEGMENT_SIZE)
         self.majority_spin.setMaximum(options.MAX_MAJORITY_SIZE)
@@ -409,8 +412,10 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
         if self.preset_combo.currentData() == "fast":
             self.input_size_spin.setValue(options.FAST_INPUT_SIZE)
             self.steps_spin.setValue(min(self.steps_spin.value(), options.FAST_MAX_STEPS))
+            self.min_passes_spin.setValue(0)   # the fast preset's steps are a ceiling
         else:
             self.input_size_spin.setValue(options.DEFAULT_INPUT_SIZE)
+            self.min_passes_spin.setValue(options.DEFAULT_MIN_PASSES)
 
     @pyqtSlot(str)
     def _sensor_typed(self, text: str) -> None:

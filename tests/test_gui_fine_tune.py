@@ -447,16 +447,30 @@ def test_an_untouched_dialog_asks_for_the_engines_default_run(open_dialog):
     dialog = open_dialog()
     asked = dialog.settings_dict()
     defaults = FineTuneSettings()
-    for name in ("method", "steps", "min_passes", "learning_rate", "lr_ratio", "batch_size", "window_size",
-                 "input_size", "band_adaptation", "targets", "rank", "preset", "backbone",
-                 "pixel_dim", "context_dropout", "segment_size", "self_training_rounds",
-                 "majority_size", "sieve_pixels"):
+    for name in ("method", "steps", "min_passes", "learning_rate", "lr_ratio", "batch_size",
+                 "window_size", "input_size", "band_adaptation", "targets", "rank", "preset",
+                 "backbone", "pixel_dim", "context_dropout", "segment_size",
+                 "self_training_rounds", "majority_size", "sieve_pixels"):
         assert asked[name] == getattr(defaults, name), name
     assert [dialog.method_combo.itemData(i) for i in range(dialog.method_combo.count())] == \
         list(options.METHODS)
     assert [dialog.band_combo.itemData(i) for i in range(dialog.band_combo.count())] == \
         list(options.BAND_ADAPTATIONS)
     assert dialog.pretrain_epochs_spin.value() == options.DEFAULT_PRETRAIN_EPOCHS
+
+
+def test_the_fast_preset_caps_the_steps_and_drops_the_least_epochs(open_dialog):
+    from hyperadapt.models import options
+
+    dialog = open_dialog()
+    dialog.preset_combo.setCurrentIndex(dialog.preset_combo.findData("fast"))
+    asked = dialog.settings_dict()
+    assert (asked["steps"], asked["min_passes"], asked["input_size"]) == (
+        options.FAST_MAX_STEPS, 0, options.FAST_INPUT_SIZE)
+    dialog.preset_combo.setCurrentIndex(dialog.preset_combo.findData("paper"))
+    asked = dialog.settings_dict()
+    assert (asked["min_passes"], asked["input_size"]) == (options.DEFAULT_MIN_PASSES,
+                                                          options.DEFAULT_INPUT_SIZE)
 
 
 def test_clean_up_boxes_step_through_odd_windows_and_show_off(open_dialog):
