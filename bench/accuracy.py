@@ -31,8 +31,8 @@ sampling is "the strongest classical".
 
 Writes bench/results/accuracy.json, accuracy.md (verdict lines against the goal, then the
 ablation table) and accuracy.png; with another ``--per-class`` than 10, accuracy_<N>px.* (the
-default path with more labels, where only "never worse" is a goal). With ``--work DIR`` inputs, backbones and finished runs are kept
-and a rerun skips what is done.
+default path with more labels, where only "never worse" is a goal). With ``--work DIR`` inputs,
+backbones and finished runs are kept and a rerun skips what is done.
 """
 from __future__ import annotations
 
