@@ -102,10 +102,9 @@ def input_size_problem(input_size) -> str | None:
 
 
 # -- the schedule ---------------------------------------------------------------------------------
-# Counted in optimizer steps, so 60 and 6,000 training pixels get the same effort; epochs follow
-# from the pixels (at least one). 300 steps of 32 windows at 3e-3 against the paper's 30 epochs at
-# 1e-3 (about 50 steps at 10 px/class): +3.7 and +10.7 OA points on Indian Pines, -2.4 and +0.3 on
-# EnMAP Potsdam (bench/results/accuracy.md).
+# Counted in optimizer steps, whose epochs follow from the pixels (at least one). 300 steps of 32
+# windows at 3e-3 against the paper's 30 epochs at 1e-3 (about 50 steps at 10 px/class): +3.7 and
+# +10.7 OA points on Indian Pines, -2.4 and +0.3 on EnMAP Potsdam (bench/results/accuracy.md).
 DEFAULT_STEPS = 300
 MAX_STEPS = 100_000
 # ... but steps alone leave a larger training set too few passes: 50 pixels per class of Indian

@@ -125,8 +125,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          maxValue=options.MAX_STEPS),
             QgsProcessingParameterNumber(
                 self.MIN_PASSES,
-                self.tr(f"Epochs at least, within {options.MAX_SCHEDULED_STEPS} steps "
-                        "(more steps for many pixels; 0 = the steps alone)"),
+                self.tr("Epochs at least, within {} steps (more steps for many pixels; 0 = the "
+                        "steps alone)").format(options.MAX_SCHEDULED_STEPS),
                 QgsProcessingParameterNumber.Integer, options.DEFAULT_MIN_PASSES, minValue=0,
                 maxValue=options.MAX_STEPS),
             QgsProcessingParameterNumber(self.WINDOW_SIZE, self.tr("Window size (pixels, odd)"),
