@@ -134,6 +134,10 @@ ROWS = {row.name: row for row in (
         cpu_precision="bf16"),
     Row("steps_only", "Default with the steps alone (no least number of epochs)",
         settings={"min_passes": 0}),
+    Row("no_validation", "Default, training on every pixel (no polygons held out for validation)",
+        settings={"val_fraction": 0.0}),
+    Row("refit", "Default, trained again on every pixel for the epochs the validation chose",
+        settings={"refit": True}),
 )}
 DEFAULT_ROWS = list(ROWS)
 

@@ -49,6 +49,8 @@ class FineTuneSettings:
         val_fraction: share of each class's features held out for validation.
         min_validation_pixels: a class with fewer labelled pixels keeps them all for training.
         patience: epochs without a better validation result before stopping.
+        refit: after a validation, train again on every pixel, held-out ones included, for the
+            epochs the validation chose; the validation figures stay those of the first model.
         seed: seeds the split, the sampling, the random start and the training.
         device: "auto", "cuda" or "cpu".
         backbone: "base" (ViT-B, the official shape) or "tiny" (tests).
@@ -97,6 +99,7 @@ class FineTuneSettings:
     val_fraction: float = options.DEFAULT_VAL_FRACTION
     min_validation_pixels: int = options.MIN_VALIDATION_CLASS_PIXELS
     patience: int = options.DEFAULT_PATIENCE
+    refit: bool = options.DEFAULT_REFIT
     seed: int = 0
     device: str = "auto"
     backbone: str = options.DEFAULT_BACKBONE

@@ -5,6 +5,7 @@ classes, names, colours, nodata, reproducibility, files left behind), not Spectr
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -446,6 +447,41 @@ def test_the_kept_epoch_is_the_best_after_the_warm_up(tmp_path):
     # The saved adapter is the best epoch's state: its validation accuracy is that epoch's.
     assert result.metrics["overall_accuracy"] == pytest.approx(epochs[best - 1]["val_accuracy"])
     assert load_adapter_file(result.adapter_path).training["best_epoch"] == best
+
+
+def test_refit_trains_again_on_every_pixel_for_the_epochs_validation_chose(tmp_path):
+    raster = make_test_raster(tmp_path / "scene.tif", noise=0.05)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    settings = tiny_settings(epochs=12, patience=2, learning_rate=3e-3)
+    plain = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "plain.pt"),
+                      settings=settings)
+    epochs, messages = [], []
+    refit = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "refit.pt"),
+                      settings=dataclasses.replace(settings, refit=True), on_epoch=epochs.append,
+                      progress=lambda fraction, message: messages.append(message))
+    best = plain.metrics["best_epoch"]
+    # The validation figures are the first training's: the same as without the refit.
+    assert refit.metrics["overall_accuracy"] == plain.metrics["overall_accuracy"]
+    assert refit.metrics["best_epoch"] == best
+    split = refit.metrics["split"]
+    assert split["validation_pixels"] > 0
+    assert refit.metrics["refit"]["pixels"] == split["train_pixels"] + split["validation_pixels"]
+    assert refit.metrics["refit"]["epochs"] == best
+    # The live curve is the validated training's; the second training's messages say what it is.
+    assert len(epochs) == plain.metrics["epochs_run"]
+    assert any(m.startswith(f"Training on every pixel: Epoch 1/{best}") for m in messages)
+    assert any("trained again on all" in note for note in refit.metrics["notes"])
+    # The saved adapter is the model trained again, not the validated one.
+    first, again = load_adapter_file(plain.adapter_path), load_adapter_file(refit.adapter_path)
+    assert again.training["refit"] == refit.metrics["refit"]
+    assert first.training["refit"] is None
+    assert any(not torch.equal(first.trainable_state[k], again.trainable_state[k])
+               for k in first.trainable_state)
+    # With nothing held out there is nothing to train again.
+    whole = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "whole.pt"),
+                      settings=dataclasses.replace(settings, refit=True, val_fraction=0.0))
+    assert "refit" not in whole.metrics
+    assert not any("trained again" in note for note in whole.notes)
 
 
 def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():

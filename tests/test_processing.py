@@ -787,7 +787,8 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
                         ("MIN_VALIDATION_PIXELS", "min_validation_pixels"),
                         ("CONTEXT_DROPOUT", "context_dropout"), ("SEGMENT_SIZE", "segment_size"),
                         ("MAJORITY_SIZE", "majority_size"), ("SIEVE_PIXELS", "sieve_pixels"),
-                        ("SELF_TRAINING", "self_training_rounds"), ("RANK", "rank")):
+                        ("SELF_TRAINING", "self_training_rounds"), ("RANK", "rank"),
+                        ("REFIT", "refit")):
         assert parameter(name).defaultValue() == getattr(defaults, field), name
     assert parameter("EPOCHS").defaultValue() == 0 and defaults.epochs is None
     assert parameter("WINDOW_SIZE").maximum() == options.MAX_WINDOW_SIZE

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +166,11 @@ def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
 
 def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes: int,
                  input_size: int, train_x, train_y, val_x, val_y, *, device, progress=None,
-                 cancel=None, on_epoch=None, warm: AdapterRecord | None = None, classes=None):
+                 cancel=None, on_epoch=None, warm: AdapterRecord | None = None, classes=None,
+                 epochs: int | None = None):
     """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time
-    (or the ``warm`` adapter's state), trained on the windows and holding its best state."""
+    (or the ``warm`` adapter's state), trained on the windows and holding its best state; for
+    ``epochs`` where given, else for the settings' schedule."""
     from ..learning.training import train_classifier
 
     adapter_config = _adapter_config(settings)
@@ -177,7 +179,7 @@ def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes
     if warm is not None:
         _continue_from(model, warm, identity, classes)
     outcome = train_classifier(
-        model, train_x, train_y, val_x, val_y, epochs=settings.epochs_for(len(train_x)),
+        model, train_x, train_y, val_x, val_y, epochs=epochs or settings.epochs_for(len(train_x)),
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
         batch_size=settings.batch_size,
         warmup_fraction=settings.warmup_fraction, patience=settings.patience, seed=settings.seed,
@@ -294,7 +296,7 @@ def _hold_out(samples, settings: FineTuneSettings, notes: list[str]):
 
 
 def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, *,
-                  device, warm, notes: list[str], progress, cancel, on_epoch):
+                  device, warm, notes: list[str], progress, cancel, on_epoch, epochs=None):
     """(model, weights identity, TrainingOutcome): training on the drawn pixels, then each
     self-training round on them and the scene's confident pixels (models.learning.pseudo)."""
     classes = samples.pixels.classes
@@ -305,7 +307,7 @@ def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, 
         return _train_model(samples.source, settings, len(classes), samples.input_size,
                             windows_x, labels_y, val_x, val_y, device=device,
                             progress=_scaled(progress, start, start + share), cancel=cancel,
-                            on_epoch=on_epoch, warm=warm, classes=classes)
+                            on_epoch=on_epoch, warm=warm, classes=classes, epochs=epochs)
 
     model, identity, outcome = train_model(train_x, train_y, 0)
     if identity.is_random_start:
@@ -322,6 +324,30 @@ def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, 
         model, identity, outcome = train_model(torch.cat([train_x, pseudo_x]),
                                                torch.cat([train_y, pseudo_y]), round_number + 1)
     return model, identity, outcome
+
+
+def _refit(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, outcome,
+           metrics: dict, *, device, warm, notes: list[str], progress, cancel):
+    """(model, weights identity, TrainingOutcome) trained again on every pixel, held-out ones
+    included, for the epochs the validation chose (``outcome.best_epoch``). The outcome keeps
+    the validated training's epochs and history, with the new state; ``metrics`` keep the
+    validation figures and gain "refit" and the note."""
+    epochs = max(1, int(outcome.best_epoch))
+    all_x, all_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
+    # The epochs count from 1 again: the messages say which training they belong to.
+    again = (None if progress is None else
+             lambda fraction, message: progress(fraction, f"Training on every pixel: {message}"))
+    model, identity, refitted = _train_rounds(
+        samples, settings, all_x, all_y, None, None, device=device, warm=warm, notes=[],
+        progress=again, cancel=cancel, on_epoch=None, epochs=epochs)
+    notes.append(f"The validation figures are those of a model trained without the "
+                 f"{len(val_y)} held-out pixels, whose best epoch was {epochs}; the saved "
+                 f"adapter was then trained again on all {len(all_y)} pixels for {epochs} epochs.")
+    metrics["refit"] = {"epochs": refitted.epochs_run, "pixels": len(all_y),
+                        "seconds": refitted.seconds}
+    metrics["notes"] = list(notes)
+    return model, identity, replace(outcome, best_state=refitted.best_state,
+                                    seconds=outcome.seconds + refitted.seconds)
 
 
 def _validation_metrics(model, val_x, val_y, classes, settings: FineTuneSettings, device,
@@ -357,7 +383,8 @@ def _adapter_record(samples, settings: FineTuneSettings, model, identity: Backbo
                   "batch_size_used": outcome.batch_size, "seconds": outcome.seconds,
                   "history": outcome.history, "parameters": adapters.count_parameters(model),
                   "training_raster": str(raster_path), "class_field": class_field,
-                  "rounds": metrics["rounds"], "processes": processes},
+                  "rounds": metrics["rounds"], "refit": metrics.get("refit"),
+                  "processes": processes},
         metrics=metrics,
         software={"torch": torch.__version__, "python": platform.python_version()},
         postprocess={"classify_mode": settings.classify_mode,
@@ -469,13 +496,21 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         _report(progress, 0.1, "Building the model")
         device = choose_device(settings.device)
         end_of_training = 0.85 if classification_path else 0.97
+        refit = settings.refit and val_x is not None
+        # A refit trains about as long again as the first training.
+        first_end = (0.12 + end_of_training) / 2 if refit else end_of_training
         model, identity, outcome = _train_rounds(
             samples, settings, train_x, train_y, val_x, val_y, device=device, warm=warm,
-            notes=notes, progress=_scaled(progress, 0.12, end_of_training), cancel=cancel,
+            notes=notes, progress=_scaled(progress, 0.12, first_end), cancel=cancel,
             on_epoch=on_epoch)
         metrics = {**_validation_metrics(model, val_x, val_y, classes, settings, device, notes,
                                          cancel),
                    **_run_figures(split, classes, outcome, identity, notes)}
+        if refit:
+            model, identity, outcome = _refit(
+                samples, settings, train_x, train_y, val_x, val_y, outcome, metrics,
+                device=device, warm=warm, notes=notes,
+                progress=_scaled(progress, first_end, end_of_training), cancel=cancel)
         metrics["rounds"] = labelling_rounds(warm, metrics)
         record = _adapter_record(
             samples, settings, model, identity, outcome, metrics, adapter_config,

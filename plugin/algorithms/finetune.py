@@ -46,6 +46,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     VAL_FRACTION = "VAL_FRACTION"
     MIN_VALIDATION_PIXELS = "MIN_VALIDATION_PIXELS"
+    REFIT = "REFIT"
     SEED = "SEED"
     DEVICE = "DEVICE"
     PRESET = "PRESET"
@@ -88,6 +89,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "from random weights (every output then says so). "
             "Validation holds out whole polygons, and only from classes with more than two "
             "polygons and enough pixels, so a handful of polygons per class all train. "
+            "After validating, a refit (Advanced) trains again on every pixel, held-out "
+            "polygons included, for the epochs validation chose; the validation figures stay "
+            "those of the first model. "
             "Training runs the optimizer steps, and more where a larger training set needs "
             "them to pass over its pixels the least number of epochs (Epochs, if set, replaces "
             "both). The head sees the centre pixel's own inputs "
@@ -163,6 +167,10 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                                  "validation"),
                                          QgsProcessingParameterNumber.Integer,
                                          options.MIN_VALIDATION_CLASS_PIXELS, minValue=0),
+            QgsProcessingParameterBoolean(self.REFIT,
+                                          self.tr("Refit: after validating, train again on "
+                                                  "every pixel for the epochs validation chose"),
+                                          defaultValue=options.DEFAULT_REFIT),
             QgsProcessingParameterNumber(self.PIXEL_DIM,
                                          self.tr("Centre-pixel embedding width in the head "
                                                  "(0 = pooled tokens only)"),
@@ -317,6 +325,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             min_validation_pixels=self.parameterAsInt(parameters, self.MIN_VALIDATION_PIXELS,
                                                       context),
+            refit=self.parameterAsBoolean(parameters, self.REFIT, context),
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
             classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
