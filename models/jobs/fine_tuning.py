@@ -331,7 +331,7 @@ def _refit(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, 
     """(model, weights identity, TrainingOutcome) trained again on every pixel, held-out ones
     included, for the epochs the validation chose (``outcome.best_epoch``). The outcome keeps
     the validated training's epochs and history, with the new state; ``metrics`` keep the
-    validation figures and gain "refit" and the note."""
+    validation figures and gain "refit"."""
     epochs = max(1, int(outcome.best_epoch))
     all_x, all_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
     # The epochs count from 1 again: the messages say which training they belong to.
@@ -345,7 +345,6 @@ def _refit(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, 
                  f"adapter was then trained again on all {len(all_y)} pixels for {epochs} epochs.")
     metrics["refit"] = {"epochs": refitted.epochs_run, "pixels": len(all_y),
                         "seconds": refitted.seconds}
-    metrics["notes"] = list(notes)
     return model, identity, replace(outcome, best_state=refitted.best_state,
                                     seconds=outcome.seconds + refitted.seconds)
 
@@ -420,10 +419,10 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
             "clean-up": _describe_cleanup(settings)}
 
 
-def _run_figures(split, classes, outcome, identity: BackboneIdentity, notes: list[str]) -> dict:
-    """What a fine-tune's metrics tell beside the validation accuracy: the split, the epochs,
-    the backbone and the notes."""
-    return {"kind": "validation", "notes": list(notes),
+def _run_figures(split, classes, outcome, identity: BackboneIdentity) -> dict:
+    """What a fine-tune's metrics tell beside the validation accuracy: the split, the epochs and
+    the backbone."""
+    return {"kind": "validation",
             "split": {"train_pixels": int(len(split.train)),
                       "validation_pixels": int(len(split.validation)),
                       "train_features": split.train_features,
@@ -505,12 +504,13 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             on_epoch=on_epoch)
         metrics = {**_validation_metrics(model, val_x, val_y, classes, settings, device, notes,
                                          cancel),
-                   **_run_figures(split, classes, outcome, identity, notes)}
+                   **_run_figures(split, classes, outcome, identity)}
         if refit:
             model, identity, outcome = _refit(
                 samples, settings, train_x, train_y, val_x, val_y, outcome, metrics,
                 device=device, warm=warm, notes=notes,
                 progress=_scaled(progress, first_end, end_of_training), cancel=cancel)
+        metrics["notes"] = list(notes)      # every note so far, the refit's included
         metrics["rounds"] = labelling_rounds(warm, metrics)
         record = _adapter_record(
             samples, settings, model, identity, outcome, metrics, adapter_config,
