@@ -27,12 +27,13 @@ principal components plus their means over 9 x 9 and 15 x 15 windows; the best o
 sampling is "the strongest classical".
 
     python -m bench.accuracy [--quick] [--rows ...] [--seeds 0 1 2] [--pretrain-epochs 40]
-                             [--per-class 10]
+                             [--per-class 10] [--name accuracy_study]
 
 Writes bench/results/accuracy.json, accuracy.md (verdict lines against the goal, then the
 ablation table) and accuracy.png; with another ``--per-class`` than 10, accuracy_<N>px.* (the
-default path with more labels, where only "never worse" is a goal). With ``--work DIR`` inputs,
-backbones and finished runs are kept and a rerun skips what is done.
+default path with more labels, where only "never worse" is a goal); ``--name`` names another
+report. With ``--work DIR`` inputs, backbones and finished runs are kept and a rerun skips what
+is done.
 """
 from __future__ import annotations
 
@@ -138,6 +139,8 @@ ROWS = {row.name: row for row in (
         settings={"val_fraction": 0.0}),
     Row("refit", "Default, trained again on every pixel for the epochs the validation chose",
         settings={"refit": True}),
+    Row("no_spectral", "Default without the spectral classifier (the network alone)",
+        settings={"spectral_weight": 0.0}),
 )}
 DEFAULT_ROWS = list(ROWS)
 
@@ -521,7 +524,8 @@ def write_report(report: dict, out: Path) -> None:
     time_note = ("Time: \"s per run\" is fine-tuning and classifying the whole scene; \"user "
                  "path, min\" adds the pretraining of the row's backbone on the scene (listed "
                  "below), the whole path a user without official weights runs on these 2 cores.")
-    if settings.get("per_class", PER_CLASS) == PER_CLASS:
+    # Only the main report keeps rows from before tile mode, beside the window-mode row.
+    if "window_mode" in settings["rows"]:
         time_note += (" The rows that change a setting (all but the default, the two on other "
                       "backbones, the window-mode row, the two precision rows and the steps "
                       "alone) were measured before tile mode became the default, classifying a "
@@ -563,7 +567,7 @@ def write_report(report: dict, out: Path) -> None:
     lines += [f"- {name}: {p['steps']} steps in {p['seconds'] / 60:.1f} min, masked loss "
               f"{p['first_loss']:.3f} -> {p['final_loss']:.3f}"
               for name, p in report["pretrainings"].items()]
-    name = report_name(settings.get("per_class", PER_CLASS))
+    name = settings.get("name") or report_name(settings.get("per_class", PER_CLASS))
     lines += ["", f"![accuracy]({name}.png)", ""]
     write_markdown(out / f"{name}.md", lines)
 
@@ -599,7 +603,8 @@ def describe_row(row: Row) -> str:
                 f"{options.MAX_SCHEDULED_STEPS} steps) at lr {defaults.learning_rate:g} "
                 f"(lambda {defaults.lr_ratio:g}), centre-pixel head "
                 f"{defaults.pixel_dim}, context dropout {defaults.context_dropout:g}, "
-                f"{defaults.classify_mode} mode, segment vote {defaults.segment_size}, bfloat16 "
+                f"{defaults.classify_mode} mode, spectral classifier weight "
+                f"{defaults.spectral_weight:g}, segment vote {defaults.segment_size}, bfloat16 "
                 f"where a CPU computes it (classifying; fine-tuning too for a ViT-Base-wide "
                 f"backbone)")
     return (f"{row.band_adaptation.upper()} backbone, "
@@ -646,6 +651,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=None,
+                        help="report file name without suffix (default: accuracy, or "
+                             "accuracy_<N>px with another --per-class), so that a study of a few "
+                             "rows does not replace the main report")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.pretrain_epochs, args.rows = [0], 2, ["default", "before"]
@@ -675,7 +684,7 @@ def run_benchmark(args, work: Path) -> dict:
         "seconds": time.perf_counter() - started,
         "runs_new": len(store.runs) - store.kept, "runs_kept": store.kept,
     }
-    return publish(report, args.out, report_name(args.per_class), write_report, plot)
+    return publish(report, args.out, args.name or report_name(args.per_class), write_report, plot)
 
 
 if __name__ == "__main__":

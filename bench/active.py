@@ -90,7 +90,7 @@ def next_spots(strategy: str, scene, adapter: str, layer: Path, chosen: np.ndarr
     with RasterReader(read_raster_info(scene.raster)) as reader:
         found = scene_candidates(reader, model, BandAdaptation.from_state(record.band_adaptation),
                                  window_size=record.window_size, device=device,
-                                 keep_per_tile=count * 20)
+                                 keep_per_tile=count * 20, spectral=record.spectral_kernel)
     order = [i for i in np.argsort(-found["scores"], kind="stable")
              if not chosen[found["rows"][i], found["cols"][i]]
              and scene.labels[found["rows"][i], found["cols"][i]] > 0]

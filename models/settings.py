@@ -72,6 +72,8 @@ class FineTuneSettings:
         context_dropout: share of training windows whose pooled tokens the head does not see.
         classify_mode: how the scene is classified after training and by the adapter later:
             "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
+        spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in
+            the map's probabilities (models.learning.spectral_kernel); 0: the network alone.
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
         majority_size: side of the majority filter after the vote (odd; 0: none).
         sieve_pixels: patches smaller than this many pixels are merged into a neighbour (0: none).
@@ -116,6 +118,7 @@ class FineTuneSettings:
     pixel_dim: int = options.DEFAULT_PIXEL_DIM
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
     classify_mode: str = options.DEFAULT_CLASSIFY_MODE
+    spectral_weight: float = options.DEFAULT_SPECTRAL_WEIGHT
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
     majority_size: int = options.DEFAULT_MAJORITY_SIZE
     sieve_pixels: int = options.DEFAULT_SIEVE_PIXELS
@@ -151,6 +154,9 @@ class FineTuneSettings:
         _check_whole(settings.min_validation_pixels, "least pixels of a validated class", 0,
                      10**9)
         problem = options.classify_mode_problem(settings.classify_mode)
+        if problem:
+            raise HyperAdaptError(problem)
+        problem = options.spectral_weight_problem(settings.spectral_weight)
         if problem:
             raise HyperAdaptError(problem)
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)

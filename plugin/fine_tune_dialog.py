@@ -41,6 +41,7 @@ SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "min_passes_spin": options
                  "input_size_spin": options.DEFAULT_INPUT_SIZE, "rank_spin": options.DEFAULT_RANK,
                  "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
                  "context_dropout_spin": options.DEFAULT_CONTEXT_DROPOUT,
+                 "spectral_weight_spin": options.DEFAULT_SPECTRAL_WEIGHT,
                  "segment_size_spin": options.DEFAULT_SEGMENT_SIZE,
                  "majority_spin": max(1, options.DEFAULT_MAJORITY_SIZE),
                  "sieve_spin": options.DEFAULT_SIEVE_PIXELS,
@@ -273,6 +274,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "preset": self.preset_combo.currentData(),
             "pixel_dim": self.pixel_dim_spin.value(),
             "context_dropout": self.context_dropout_spin.value(),
+            "spectral_weight": self.spectral_weight_spin.value(),
             "classify_mode": self.classify_mode_combo.currentData(),
             "segment_size": self.segment_size_spin.value(),
             # The majority box shows "off" at 1, its minimum, so that its steps stay odd.

@@ -94,6 +94,33 @@ def test_other_files_and_newer_versions_are_refused_with_a_sentence(tmp_path):
         load_adapter_file(tmp_path / "none.pt")
 
 
+def test_the_spectral_classifier_travels_in_the_file_and_a_damaged_one_is_a_sentence(tmp_path):
+    import numpy as np
+
+    from hyperadapt.models.learning.spectral_kernel import fit_spectral_kernel
+
+    rng = np.random.default_rng(0)
+    spectra = np.concatenate([rng.normal(0, 1, (6, 224)), rng.normal(2, 1, (6, 224)),
+                              rng.normal(4, 1, (6, 224))]).astype(np.float32)
+    labels = np.repeat([0, 1, 2], 6)
+    kernel = fit_spectral_kernel(spectra, labels, np.arange(18), 3, range(224), weight=0.5)
+    record = make_record()
+    # An adapter without one (older files, or weight 0) classifies with the network alone.
+    assert record.spectral_kernel is None
+    record.spectral = kernel.to_state()
+    save_adapter_file(record, tmp_path / "a.pt")
+    loaded = load_adapter_file(tmp_path / "a.pt").spectral_kernel
+    assert loaded.weight == 0.5 and loaded.band_indices == list(range(224))
+    assert np.array_equal(loaded.probabilities(spectra).argmax(axis=1),
+                          kernel.probabilities(spectra).argmax(axis=1))
+    payload = record.to_payload()
+    payload["spectral_kernel"]["coefficients"] = torch.zeros(5, 3)
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(HyperAdaptError, match="spectral classifier stored in the adapter file is "
+                                              "damaged"):
+        load_adapter_file(tmp_path / "damaged.pt").spectral_kernel
+
+
 def test_band_count_and_wavelength_mismatches_are_one_sentence():
     record = make_record()
     assert compatibility_problem(record, raster_info()) is None

@@ -484,6 +484,64 @@ def test_refit_trains_again_on_every_pixel_for_the_epochs_validation_chose(tmp_p
     assert not any("trained again" in note for note in whole.notes)
 
 
+def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
+    from hyperadapt.models.data.bands import BandAdaptation
+
+    raster = make_test_raster(tmp_path / "scene.tif", noise=0.05)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    # Weight 1 and no vote: the map is the spectral classifier's alone, pixel for pixel.
+    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "spectral.pt"),
+                       settings=tiny_settings(spectral_weight=1.0, segment_size=0),
+                       classification_path=str(tmp_path / "spectral.tif"))
+    record = load_adapter_file(result.adapter_path)
+    kernel = record.spectral_kernel
+    assert kernel.weight == 1.0
+    assert kernel.band_indices == BandAdaptation.from_state(record.band_adaptation).band_indices
+    split = result.metrics["split"]
+    assert split["validation_pixels"] > 0
+    # Fitted on every labelled pixel, the held-out ones included.
+    assert len(kernel.support) == split["train_pixels"] + split["validation_pixels"]
+    assert any("each pixel's spectrum" in note for note in result.notes)
+    with RasterReader(str(raster.path)) as reader:
+        data, valid = reader.read(0, 0, reader.width, reader.height, kernel.band_indices)
+    values = np.array([c.value for c in record.classes])
+    expected = values[kernel.probabilities(data[:, valid].T).argmax(axis=1)]
+    assert (read_band(tmp_path / "spectral.tif")[valid] == expected).all()
+    # The adapter file classifies a scene the same way later.
+    classify(str(raster.path), result.adapter_path, str(tmp_path / "again.tif"))
+    assert (read_band(tmp_path / "again.tif") == read_band(tmp_path / "spectral.tif")).all()
+    # Weight 0: no spectral classifier in the file, and a map that differs from the spectra's.
+    alone = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "alone.pt"),
+                      settings=tiny_settings(spectral_weight=0.0, segment_size=0),
+                      classification_path=str(tmp_path / "alone.tif"))
+    assert load_adapter_file(alone.adapter_path).spectral_kernel is None
+    assert not any("each pixel's spectrum" in note for note in alone.notes)
+    assert (read_band(tmp_path / "alone.tif")[valid] != expected).any()
+
+
+def test_held_out_pixels_are_classified_with_a_spectral_classifier_fitted_without_them(tmp_path):
+    from hyperadapt.models.jobs.fine_tuning import (_training_samples, held_out_predictions,
+                                                    spectral_classifier)
+
+    raster = make_test_raster(tmp_path / "scene.tif", noise=0.3)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    settings = tiny_settings(spectral_weight=1.0).resolved()
+    samples = _training_samples(str(raster.path), str(layer), "class", settings)
+    features = samples.pixels.feature_index
+    held = np.flatnonzero(np.isin(features, np.unique(features)[::3]))
+    kept = np.setdiff1d(np.arange(len(features)), held)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    model(samples.windows[:1])
+    predicted = held_out_predictions(model, samples, settings, kept, held, torch.device("cpu"),
+                                     None)
+    fitted_without = spectral_classifier(samples, settings, kept)
+    assert len(fitted_without.support) == len(kept)
+    expected = fitted_without.probabilities(samples.spectra[held]).argmax(axis=1)
+    assert (predicted == expected).all()
+    assert spectral_classifier(samples, dataclasses.replace(settings, spectral_weight=0.0),
+                               kept) is None
+
+
 def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():
     """A validation set that only gets worse as training learns (here: wrong labels) scores best
     by chance in epoch 1, while the head has barely started; that epoch must not end training."""

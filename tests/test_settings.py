@@ -55,6 +55,11 @@ def test_the_fast_preset_caps_steps_and_input():
     ({"sieve_pixels": -2}, "The sieve threshold must be a whole number from 0 to 1000000 (got -2)."),
     ({"learning_rate": float("nan")}, "The learning rate must be a positive number."),
     ({"context_dropout": 1.0}, "The context dropout must be at least 0 and below 1."),
+    ({"spectral_weight": 1.5}, "The spectral classifier's weight must be a number from 0 (the "
+                               "network alone) to 1 (the spectral classifier alone) (got 1.5)."),
+    ({"spectral_weight": "half"}, "The spectral classifier's weight must be a number from 0 (the "
+                                  "network alone) to 1 (the spectral classifier alone) (got "
+                                  "'half')."),
     ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "
                                  "mnf."),
     ({"method": "dora"}, "Unknown fine-tuning method 'dora'; choose one of krona_plus, krona, "

@@ -6,11 +6,12 @@ import pytest
 from osgeo import ogr
 
 from engine_data import make_polygons, make_test_raster, tiny_settings
-from hyperadapt.models.data.raster import read_raster_info
+from hyperadapt.models.data.raster import RasterReader, read_raster_info
 from hyperadapt.models.data.samples import read_labelled_pixels
 from hyperadapt.models.errors import HyperAdaptError
 from hyperadapt.models.jobs import fine_tune, suggest
 from hyperadapt.models.jobs.suggestion import choose_suggestions, score_candidates
+from hyperadapt.models.stores.adapter_file import load_adapter_file
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,27 @@ def test_suggestions_avoid_nodata_and_training_pixels_and_keep_apart(trained, tm
     assert layer_out.GetSpatialRef().GetAuthorityCode(None) == str(raster.epsg)
     source = None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["next.gpkg"]
+
+
+def test_suggestions_judge_the_pixels_as_the_map_does_with_its_spectral_classifier(trained,
+                                                                                   tmp_path):
+    """With the spectral classifier's weight at 1 the map is its alone, and so are the guesses and
+    the probabilities the suggestions report."""
+    raster, layer, _ = trained
+    spectral = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "spectral.pt"),
+                         settings=tiny_settings(epochs=2, spectral_weight=1.0))
+    kernel = load_adapter_file(spectral.adapter_path).spectral_kernel
+    found = suggest(str(raster.path), spectral.adapter_path, str(tmp_path / "next.gpkg"),
+                    count=6, min_spacing=3, step=1)
+    chosen = found["suggestions"]
+    assert chosen
+    rows = np.array([s.row for s in chosen])
+    cols = np.array([s.col for s in chosen])
+    with RasterReader(str(raster.path)) as reader:
+        spectra, _ = reader.read_pixels(rows, cols, kernel.band_indices)
+    expected = kernel.probabilities(spectra)
+    assert [s.guess for s in chosen] == expected.argmax(axis=1).tolist()
+    assert [s.top_probability for s in chosen] == pytest.approx(expected.max(axis=1), abs=1e-5)
 
 
 def test_bad_requests_are_one_sentence_and_write_nothing(trained, tmp_path):

@@ -14,6 +14,7 @@ from ..data.raster import RasterInfo, RasterReader, read_raster_info
 from ..data.samples import ClassInfo
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..learning.device import choose_device
+from ..learning.spectral_kernel import SpectralKernel
 from ..network import adapters
 from ..network.backbones import rebuild_model
 from ..progress import report as _report
@@ -69,6 +70,7 @@ class LoadedAdapter:
     device: torch.device
     notes: list[str]
     path: str = ""
+    spectral: SpectralKernel | None = None
 
 
 def load_adapter(adapter_path, *, weights=None, device: str = "auto",
@@ -82,7 +84,7 @@ def load_adapter(adapter_path, *, weights=None, device: str = "auto",
     adapters.merge_adapters(model)
     return LoadedAdapter(record=record, model=model, device=torch_device, notes=notes,
                          adaptation=BandAdaptation.from_state(record.band_adaptation),
-                         path=str(adapter_path))
+                         path=str(adapter_path), spectral=record.spectral_kernel)
 
 
 def classify_with(loaded: LoadedAdapter, raster_path: str, output_path: str, *,
@@ -121,7 +123,7 @@ def _classify_loaded(loaded: LoadedAdapter, info: RasterInfo, output_path, *, co
                                    segment_size=record.segment_size,
                                    majority_size=record.majority_size,
                                    sieve_pixels=record.sieve_pixels, device=loaded.device,
-                                   batch_size=batch_size,
+                                   batch_size=batch_size, spectral=loaded.spectral,
                                    confidence_path=confidence_path, progress=progress,
                                    cancel=cancel)
     return ClassifyResult(output_path=str(output_path),

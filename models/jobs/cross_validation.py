@@ -11,13 +11,12 @@ from ..data.samples import grouped_folds
 from ..errors import HyperAdaptError
 from ..learning.device import choose_device
 from ..learning.metrics import classification_metrics, confusion_matrix
-from ..learning.inference import predict_windows
 from ..progress import report as _report
 from ..progress import scaled as _scaled
 from ..settings import FineTuneSettings
 from ..stores.guard import check_job_files, layer_files
 from .evaluation import write_reports
-from .fine_tuning import _train_model, _training_samples
+from .fine_tuning import _train_model, _training_samples, held_out_predictions
 
 
 def cross_validate(raster_path: str, vector_path: str, class_field: str, *, folds: int = 5,
@@ -29,8 +28,9 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
 
     The training layer's features are dealt to ``folds`` folds by whole feature, stratified by class
     (models.data.samples.grouped_folds); each fold is classified by a model fine-tuned on the
-    others, pixel by pixel (without the segment vote, which needs a whole map). Returns the pooled
-    metrics (models.learning.metrics) with "folds" (each fold's OA, AA, kappa and pixels), also
+    others, pixel by pixel (without the segment vote, which needs a whole map), its probabilities
+    mixed with a spectral classifier's fitted on the same other folds, as the map mixes them.
+    Returns the pooled metrics (models.learning.metrics) with "folds" (each fold's OA, AA, kappa and pixels), also
     written as JSON and/or HTML.
     """
     settings = (settings or FineTuneSettings()).resolved()
@@ -63,9 +63,8 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
             samples.windows[torch.from_numpy(~held)], labels[torch.from_numpy(~held)], None, None,
             device=device, progress=_scaled(progress, start, start + 0.85 / folds),
             cancel=cancel)
-        predicted, _ = predict_windows(model, samples.windows[torch.from_numpy(held)],
-                                       device=device, batch_size=max(64, settings.batch_size),
-                                       cancel=cancel)
+        predicted = held_out_predictions(model, samples, settings, np.flatnonzero(~held),
+                                         np.flatnonzero(held), device, cancel)
         matrix = confusion_matrix(pixels.class_index[held], predicted, len(classes))
         pooled += matrix
         found = classification_metrics(matrix, classes)

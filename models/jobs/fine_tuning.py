@@ -5,12 +5,13 @@ fine_tune follows Ligan et al. (2025): the scene's bands are adapted to Spectral
 (PCA, MNF, or resampling to Sentinel-2 bands), pixel-centred windows around the training pixels
 are resized to the model's input, and a parameter-efficient adapter (KronA+ by default) on the
 frozen SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a head that sees the
-pooled tokens and the centre pixel (spectralgpt.PixelHead).
+pooled tokens and the centre pixel (spectralgpt.PixelHead). A kernel classifier on the labelled
+pixels' spectra (models.learning.spectral_kernel) is fitted beside it, and the map mixes the two.
 
-The module is longer than this project's usually are (about 500 lines): it holds the job's steps
+The module is longer than this project's usually are (about 600 lines): it holds the job's steps
 in the order they run (samples, hold-out, training rounds, the adapter record, the report, the
 scene classified), each a function of its own that only this job calls; cross_validate reuses
-two of them from here rather than a copy.
+three of them from here rather than a copy.
 """
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ from ..errors import HyperAdaptError, raise_if_cancelled
 from ..learning.device import choose_device
 from ..learning.distributed import distributed_rank, wait_for_all
 from ..learning.metrics import classification_metrics, metrics_from_labels
-from ..learning.inference import predict_probabilities, predict_windows
+from ..learning.inference import predict_probabilities
 from ..learning.pseudo import candidate_pixels, select_pseudo_labels
+from ..learning.spectral_kernel import SpectralKernel, fit_spectral_kernel
 from ..learning.seeding import seeded
 from ..network import adapters
 from ..network.backbones import (BackboneSource, backbone_source,
@@ -109,6 +111,7 @@ class _Samples:
     input_size: int
     pixels: object               # samples.LabelledPixels, capped per class
     windows: torch.Tensor        # (N, 12, w, w), one per pixel
+    spectra: np.ndarray          # (N, bands) of the band adaptation's bands, one per pixel
     notes: list[str]
 
 
@@ -153,9 +156,11 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         pixels = pixels.subset(kept)
         windows, _ = collect_windows(reader, adaptation, pixels.rows, pixels.cols, window_size,
                                      progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
+        spectra, _ = reader.read_pixels(pixels.rows, pixels.cols, adaptation.band_indices,
+                                        cancel=cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
-                    notes=notes)
+                    spectra=spectra, notes=notes)
 
 
 def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
@@ -349,13 +354,41 @@ def _refit(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, 
                                     seconds=outcome.seconds + refitted.seconds)
 
 
-def _validation_metrics(model, val_x, val_y, classes, settings: FineTuneSettings, device,
+def spectral_classifier(samples, settings: FineTuneSettings,
+                        index: np.ndarray) -> SpectralKernel | None:
+    """The kernel classifier on the spectra of the labelled pixels ``index`` (each polygon its
+    own group), or None where its weight is 0."""
+    if not settings.spectral_weight:
+        return None
+    pixels = samples.pixels
+    return fit_spectral_kernel(samples.spectra[index], pixels.class_index[index],
+                               pixels.feature_index[index], len(pixels.classes),
+                               samples.adaptation.band_indices, weight=settings.spectral_weight,
+                               seed=settings.seed)
+
+
+def held_out_predictions(model, samples, settings: FineTuneSettings, train_index: np.ndarray,
+                         held_index: np.ndarray, device, cancel) -> np.ndarray:
+    """Classes of the held-out pixels as the map would give them: the model's probabilities,
+    mixed with those of a spectral classifier fitted on ``train_index`` alone."""
+    probabilities = predict_probabilities(model, samples.windows[torch.from_numpy(held_index)],
+                                          device=device, batch_size=max(64, settings.batch_size),
+                                          cancel=cancel)
+    spectral = spectral_classifier(samples, settings, train_index)
+    if spectral is not None:
+        probabilities = spectral.mix(probabilities, samples.spectra[held_index])
+    return probabilities.argmax(axis=1).astype(np.int64)
+
+
+def _validation_metrics(model, samples, split, settings: FineTuneSettings, device,
                         notes: list[str], cancel) -> dict:
     """Accuracy on the held-out polygons; an empty matrix (and why) when none were held out."""
-    if val_x is not None:
-        predicted, _ = predict_windows(model, val_x, device=device,
-                                       batch_size=max(64, settings.batch_size), cancel=cancel)
-        return metrics_from_labels(val_y.numpy(), predicted, classes)
+    classes = samples.pixels.classes
+    if len(split.validation):
+        predicted = held_out_predictions(model, samples, settings, split.train, split.validation,
+                                         device, cancel)
+        return metrics_from_labels(samples.pixels.class_index[split.validation], predicted,
+                                   classes)
     notes.append("No validation share was asked for, so nothing was held out for validation."
                  if settings.val_fraction <= 0 else
                  f"No class has more than {MIN_TRAINING_FEATURES} features and "
@@ -364,9 +397,25 @@ def _validation_metrics(model, val_x, val_y, classes, settings: FineTuneSettings
     return classification_metrics(np.zeros((len(classes), len(classes)), np.int64), classes)
 
 
+def _final_spectral_classifier(samples, settings: FineTuneSettings, split,
+                               notes: list[str]) -> SpectralKernel | None:
+    """The spectral classifier the adapter keeps, fitted on every labelled pixel (it costs
+    seconds, so the held-out pixels need not be given up), with a note of what the map mixes."""
+    if not settings.spectral_weight:
+        return None
+    spectral = spectral_classifier(samples, settings, np.arange(len(samples.pixels)))
+    held = (f" (the validation figures come from one fitted without the "
+            f"{len(split.validation)} held-out pixels)" if len(split.validation) else "")
+    notes.append(f"The map mixes the network's class probabilities with those of a classifier on "
+                 f"each pixel's spectrum: {spectral.describe()}, fitted on all "
+                 f"{len(samples.pixels)} labelled pixels{held}.")
+    return spectral
+
+
 def _adapter_record(samples, settings: FineTuneSettings, model, identity: BackboneIdentity,
                     outcome, metrics: dict, adapter_config, *, name: str, sensor: str,
-                    raster_path, class_field: str, processes: int) -> AdapterRecord:
+                    raster_path, class_field: str, processes: int,
+                    spectral: SpectralKernel | None) -> AdapterRecord:
     """What the adapter file keeps: the trained tensors, and all a later classify needs."""
     info, window_size, input_size = samples.info, samples.window_size, samples.input_size
     return AdapterRecord(
@@ -389,7 +438,8 @@ def _adapter_record(samples, settings: FineTuneSettings, model, identity: Backbo
         postprocess={"classify_mode": settings.classify_mode,
                      "segment_size": int(settings.segment_size),
                      "majority_size": int(settings.majority_size),
-                     "sieve_pixels": int(settings.sieve_pixels)})
+                     "sieve_pixels": int(settings.sieve_pixels)},
+        spectral=spectral.to_state() if spectral is not None else {})
 
 
 def _describe_mode(mode: str, window_size: int) -> str:
@@ -399,7 +449,8 @@ def _describe_mode(mode: str, window_size: int) -> str:
 
 
 def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdentity, outcome,
-                    num_train: int, *, raster_path, vector_path, class_field: str) -> dict:
+                    num_train: int, spectral: SpectralKernel | None, *, raster_path, vector_path,
+                    class_field: str) -> dict:
     """The run's settings as the report's Details table shows them."""
     return {"raster": str(raster_path), "training layer": str(vector_path),
             "class field": class_field, "method": adapters.describe_method(settings.method),
@@ -414,6 +465,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
                      f"dropout {settings.context_dropout:g}" if settings.pixel_dim
                      else "pooled tokens"),
             "classifying": _describe_mode(settings.classify_mode, samples.window_size),
+            "spectral classifier": (spectral.describe() if spectral is not None else "off"),
             "segment vote": (f"superpixels of {settings.segment_size} pixels"
                              if settings.segment_size else "off"),
             "clean-up": _describe_cleanup(settings)}
@@ -438,7 +490,7 @@ def _run_figures(split, classes, outcome, identity: BackboneIdentity) -> dict:
 def _classify_scene(model, samples, record: AdapterRecord, device, output_path,
                     confidence_path, *, batch_size: int, progress, cancel) -> None:
     """The training raster classified with the model just trained, as its adapter file will
-    classify it (mode, vote, clean-up)."""
+    classify it (mode, spectral classifier as saved, vote, clean-up)."""
     adapters.merge_adapters(model)
     with RasterReader(samples.info) as reader:
         classify_and_clean(reader=reader, model=model, adaptation=samples.adaptation,
@@ -447,7 +499,8 @@ def _classify_scene(model, samples, record: AdapterRecord, device, output_path,
                            step=options.classify_step(record.classify_mode, samples.window_size),
                            segment_size=record.segment_size, majority_size=record.majority_size,
                            sieve_pixels=record.sieve_pixels, batch_size=batch_size,
-                           confidence_path=confidence_path, progress=progress, cancel=cancel)
+                           spectral=record.spectral_kernel, confidence_path=confidence_path,
+                           progress=progress, cancel=cancel)
 
 
 def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path: str, *,
@@ -502,20 +555,22 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             samples, settings, train_x, train_y, val_x, val_y, device=device, warm=warm,
             notes=notes, progress=_scaled(progress, 0.12, first_end), cancel=cancel,
             on_epoch=on_epoch)
-        metrics = {**_validation_metrics(model, val_x, val_y, classes, settings, device, notes,
-                                         cancel),
+        metrics = {**_validation_metrics(model, samples, split, settings, device, notes, cancel),
                    **_run_figures(split, classes, outcome, identity)}
         if refit:
             model, identity, outcome = _refit(
                 samples, settings, train_x, train_y, val_x, val_y, outcome, metrics,
                 device=device, warm=warm, notes=notes,
                 progress=_scaled(progress, first_end, end_of_training), cancel=cancel)
+        if settings.spectral_weight:
+            _report(progress, end_of_training, "Fitting the spectral classifier")
+        spectral = _final_spectral_classifier(samples, settings, split, notes)
         metrics["notes"] = list(notes)      # every note so far, the refit's included
         metrics["rounds"] = labelling_rounds(warm, metrics)
         record = _adapter_record(
             samples, settings, model, identity, outcome, metrics, adapter_config,
             name=adapter_name or Path(adapter_path).stem, sensor=sensor or info.sensor,
-            raster_path=raster_path, class_field=class_field, processes=world)
+            raster_path=raster_path, class_field=class_field, processes=world, spectral=spectral)
 
         # Under torchrun every process has trained the same model; rank 0 alone writes.
         if classification_path and rank == 0:
@@ -527,7 +582,7 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         raise_if_cancelled(cancel)
         if report_path and rank == 0:
             details = _report_details(samples, settings, identity, outcome, len(train_x),
-                                      raster_path=raster_path, vector_path=vector_path,
+                                      spectral, raster_path=raster_path, vector_path=vector_path,
                                       class_field=class_field)
             write_metrics_json(metrics, staged.stage(report_files(report_path)[1]))
             write_html_report(metrics, staged.stage(report_path),

@@ -28,6 +28,7 @@ from ..data.samples import read_labelled_pixels
 from ..data.windows import extract_windows
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..learning.inference import predict_probabilities
+from ..learning.spectral_kernel import SpectralKernel
 from ..progress import report as _report
 from ..progress import scaled as _scaled
 from ..settings import check_window_size
@@ -62,8 +63,13 @@ def score_candidates(probabilities: np.ndarray) -> np.ndarray:
 
 def scene_candidates(reader: RasterReader, model, adaptation: BandAdaptation, *,
                      window_size: int, device: torch.device, keep_per_tile: int, step: int = 1,
-                     batch_size: int = 64, progress=None, cancel=None) -> dict:
-    """The most uncertain grid pixels of each tile: {"rows", "cols", "scores", "probabilities"}."""
+                     batch_size: int = 64, spectral: SpectralKernel | None = None,
+                     progress=None, cancel=None) -> dict:
+    """The most uncertain grid pixels of each tile: {"rows", "cols", "scores", "probabilities"}.
+
+    With a ``spectral`` classifier, the probabilities are mixed with its as the map mixes them,
+    so a suggestion's best guess is the map's class there (before the segment vote).
+    """
     window_size = check_window_size(window_size)
     halo = window_size // 2
     tile = tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
@@ -82,6 +88,9 @@ def scene_candidates(reader: RasterReader, model, adaptation: BandAdaptation, *,
                                       window_size, halo)
             probs = predict_probabilities(model, windows, device=device, batch_size=batch_size,
                                           cancel=cancel)
+            if spectral is not None:
+                data, _ = reader.read(x, y, w, h, spectral.band_indices)
+                probs = spectral.mix(probs, data[:, rows, cols].T)
             scores = score_candidates(probs)
             keep = np.argsort(-scores, kind="stable")[:keep_per_tile]
             found["rows"].append(rows[keep] + y)
@@ -211,7 +220,7 @@ def suggest(raster_path: str, adapter_path: str, output_path: str, *, count: int
     with RasterReader(info) as reader:
         found = scene_candidates(reader, loaded.model, loaded.adaptation,
                                  window_size=record.window_size, device=loaded.device, step=step,
-                                 batch_size=max(1, batch_size),
+                                 batch_size=max(1, batch_size), spectral=loaded.spectral,
                                  keep_per_tile=count * CANDIDATES_PER_SUGGESTION,
                                  progress=_scaled(progress, 0.05, 0.95), cancel=cancel)
     chosen = choose_suggestions(found["rows"], found["cols"], found["scores"],

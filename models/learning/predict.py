@@ -35,6 +35,7 @@ from ..stores.class_map import (NODATA_CONFIDENCE, companions, create_map_output
                                 paletted_style_qml, place_outputs, remove_quietly, style_path_for,
                                 temporary_name)
 from .inference import grid_probabilities, predict_probabilities
+from .spectral_kernel import SpectralKernel
 
 gdal.UseExceptions()
 
@@ -104,11 +105,13 @@ def classify_halo(window_size: int, step: int = 1, segment_size: int = 0) -> int
 def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                        box: tuple[int, int, int, int], *, window_size: int, num_classes: int,
                        device: torch.device, batch_size: int, vote: SegmentVote | None = None,
-                       step: int = 1, cancel=None, on_chunk=None) -> tuple[np.ndarray, np.ndarray]:
+                       step: int = 1, spectral: SpectralKernel | None = None, cancel=None,
+                       on_chunk=None) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (K, h, w) float32 and validity (h, w) of the tile ``box`` (x, y, w, h).
 
     ``step`` 1 is window mode (one window per pixel); above 1, tile mode (``grid_probabilities``:
-    a window every ``step`` pixels).
+    a window every ``step`` pixels). With a ``spectral`` classifier, each pixel's probabilities
+    are mixed with its (before the vote, so that the vote counts the mixed ones).
 
     With a ``vote``, the tile and a margin around it are classified, and each pixel gets the mean
     probabilities of its superpixel. ``on_chunk(fraction)`` hears how much of the tile's valid
@@ -140,6 +143,10 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                 model, windows, device=device, batch_size=batch_size, cancel=cancel).T
             if on_chunk is not None:
                 on_chunk(stop / len(rows))
+    if len(rows) and spectral is not None:
+        # The reader still holds these blocks: the raw spectra cost no second read from disk.
+        data, _ = reader.read(x0, y0, x1 - x0, y1 - y0, spectral.band_indices)
+        probs[:, rows, cols] = spectral.mix(probs[:, rows, cols].T, data[:, rows, cols].T).T
     if len(rows) and vote is not None:
         core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
         segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
@@ -217,7 +224,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
                     classes: list[ClassInfo], output_path, window_size: int,
                     device: torch.device, batch_size: int = 64, confidence_path=None,
                     segment_size: int = 0, step: int = 1, tile: int | None = None,
-                    progress=None, cancel=None) -> dict:
+                    spectral: SpectralKernel | None = None, progress=None, cancel=None) -> dict:
     """Classify every valid pixel of the raster and write the class (and confidence) GeoTIFF.
 
     Args:
@@ -235,6 +242,8 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
         step: 1 for window mode (a window per pixel); above 1, tile mode: a window every ``step``
             pixels, features resampled to each pixel (``grid_probabilities``).
         tile: tile side in pixels (default from the band count).
+        spectral: a kernel classifier on each pixel's spectrum whose probabilities are mixed with
+            the model's (models.learning.spectral_kernel); None: the model alone.
         progress: ``progress(fraction, message)``.
         cancel: ``cancel() -> bool``, checked between batches.
 
@@ -268,7 +277,7 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             probs, valid = tile_probabilities(
                 reader, model, adaptation, (x, y, w, h), window_size=window_size,
                 num_classes=len(classes), device=device, batch_size=batch_size, vote=vote,
-                step=step, cancel=cancel,
+                step=step, spectral=spectral, cancel=cancel,
                 on_chunk=lambda fraction, done=done: report.within(done, fraction))
             counts += _write_tile(probs, valid, lookup, (x, y), out_band, conf_band)
             # Memory stays bounded by the tile, not the raster: the cached input and output

@@ -13,7 +13,10 @@ and numbers, so ``torch.load(..., weights_only=True)`` reads it without running 
 - ``metrics`` (validation), ``created`` (ISO time), ``software`` versions;
 - ``postprocess``: how classifying applies the model (``classify_mode``, tile or window) and what
   it does after it (``segment_size`` of the segment vote, ``majority_size`` and ``sieve_pixels``
-  of the clean-up); absent in older files, which classify window by window without them.
+  of the clean-up); absent in older files, which classify window by window without them;
+- ``spectral_kernel``: the kernel classifier on each pixel's spectrum whose probabilities are
+  mixed with the network's (models.learning.spectral_kernel); absent in older files and where
+  its weight was 0, which classify with the network alone.
 
 Files are written to a temporary name in the same folder and renamed, so a reader never sees half
 a file.
@@ -33,6 +36,7 @@ from .. import options
 from ..data.raster import RasterInfo
 from ..data.samples import ClassInfo
 from ..errors import HyperAdaptError
+from ..learning.spectral_kernel import SpectralKernel
 from ..network.identity import BackboneIdentity
 from .files import atomic_write
 
@@ -94,6 +98,7 @@ class AdapterRecord:
     created: str = field(default_factory=now_iso)
     software: dict = field(default_factory=dict)
     postprocess: dict = field(default_factory=dict)
+    spectral: dict = field(default_factory=dict)      # SpectralKernel.to_state(), or empty
     format_version: int = ADAPTER_FORMAT_VERSION
 
     @property
@@ -111,6 +116,17 @@ class AdapterRecord:
     @property
     def sieve_pixels(self) -> int:
         return int(self.postprocess.get("sieve_pixels") or 0)
+
+    @property
+    def spectral_kernel(self) -> SpectralKernel | None:
+        """The kernel classifier mixed into the map, or None (the network alone)."""
+        if not self.spectral:
+            return None
+        try:
+            return SpectralKernel.from_state(self.spectral)
+        except (KeyError, TypeError, ValueError) as error:
+            raise HyperAdaptError("The spectral classifier stored in the adapter file is "
+                                  "damaged.") from error
 
     @property
     def band_count(self) -> int:
@@ -140,7 +156,9 @@ class AdapterRecord:
                 "classes": [c.to_dict() for c in self.classes],
                 "sensor": to_plain(self.sensor), "backbone": to_plain(self.backbone),
                 "training": to_plain(self.training), "metrics": to_plain(self.metrics),
-                "software": to_plain(self.software), "postprocess": to_plain(self.postprocess)}
+                "software": to_plain(self.software), "postprocess": to_plain(self.postprocess),
+                "spectral_kernel": {str(k): v if isinstance(v, torch.Tensor) else to_plain(v)
+                                    for k, v in self.spectral.items()}}
 
     @classmethod
     def from_payload(cls, payload: dict, source: str = "The adapter file") -> AdapterRecord:
@@ -163,7 +181,9 @@ class AdapterRecord:
                        metrics=dict(payload.get("metrics") or {}),
                        created=str(payload.get("created", "")),
                        software=dict(payload.get("software") or {}),
-                       postprocess=dict(payload.get("postprocess") or {}), format_version=version)
+                       postprocess=dict(payload.get("postprocess") or {}),
+                       spectral=dict(payload.get("spectral_kernel") or {}),
+                       format_version=version)
         except (KeyError, TypeError, ValueError) as error:
             raise HyperAdaptError(f"{source} is incomplete: '{error}' is missing or "
                                   f"damaged.") from error

@@ -57,6 +57,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     SENSOR = "SENSOR"
     PIXEL_DIM = "PIXEL_DIM"
     CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
+    SPECTRAL_WEIGHT = "SPECTRAL_WEIGHT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
     CLASSIFY_MODE = "CLASSIFY_MODE"
     MAJORITY_SIZE = "MAJORITY_SIZE"
@@ -97,8 +98,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "both). The head sees the centre pixel's own inputs "
             "beside the window's pooled tokens. The scene is classified in tile mode (a window "
             "every few pixels, each pixel's features mixed from the windows around it: far "
-            "faster than a window per pixel at about the same accuracy), and each pixel then "
-            "takes the mean class probabilities of its superpixel (segment vote; 0 turns it off). "
+            "faster than a window per pixel at about the same accuracy). Each pixel's class "
+            "probabilities are mixed with those of a kernel classifier on its own spectrum, "
+            "every band the band adaptation reads (Spectral classifier weight; 0 = the network "
+            "alone), and each pixel then takes the mean class probabilities of its superpixel "
+            "(segment vote; 0 turns it off). "
             "The defaults are those the accuracy bench found best (bench/results/accuracy.md).")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
@@ -182,6 +186,13 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          options.DEFAULT_CONTEXT_DROPOUT, minValue=0.0,
                                          maxValue=0.95),
+            QgsProcessingParameterNumber(self.SPECTRAL_WEIGHT,
+                                         self.tr("Spectral classifier weight (share of a kernel "
+                                                 "classifier on each pixel's spectrum in the "
+                                                 "map; 0 = the network alone)"),
+                                         QgsProcessingParameterNumber.Double,
+                                         options.DEFAULT_SPECTRAL_WEIGHT, minValue=0.0,
+                                         maxValue=1.0),
             QgsProcessingParameterEnum(self.CLASSIFY_MODE, self.tr("Classifying the scene"),
                                        options=list(options.CLASSIFY_MODES.values()),
                                        defaultValue=CLASSIFY_MODES.index(
@@ -328,6 +339,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             refit=self.parameterAsBoolean(parameters, self.REFIT, context),
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
+            spectral_weight=self.parameterAsDouble(parameters, self.SPECTRAL_WEIGHT, context),
             classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
             majority_size=self.parameterAsInt(parameters, self.MAJORITY_SIZE, context),

@@ -1,0 +1,129 @@
+"""The kernel classifier on each pixel's spectrum (models.learning.spectral_kernel): its
+leave-out selection, its probabilities, its saved state and its share of the map."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from hyperadapt.models.learning.spectral_kernel import (SpectralKernel, _balanced_subsample,
+                                                        _squared_distances, fit_spectral_kernel,
+                                                        left_out_scores)
+
+
+def spectra_of_classes(rng, counts, bands=30, noise=0.3):
+    """Spectra of classes with their own smooth mean shape, and Gaussian noise."""
+    x = np.linspace(0, 1, bands)
+    spectra, labels = [], []
+    for cls, count in enumerate(counts):
+        shape = 1.0 + 0.5 * np.sin(2 * np.pi * (x + 0.2 * cls)) + 0.3 * cls * x
+        spectra.append(shape + noise * rng.standard_normal((count, bands)))
+        labels.append(np.full(count, cls))
+    return np.concatenate(spectra).astype(np.float32), np.concatenate(labels)
+
+
+def test_classifies_new_spectra_and_its_probabilities_are_distributions():
+    rng = np.random.default_rng(0)
+    train, train_y = spectra_of_classes(rng, [12, 12, 12])
+    test, test_y = spectra_of_classes(rng, [200, 200, 200])
+    kernel = fit_spectral_kernel(train, train_y, np.arange(len(train_y)), 3, range(30), weight=0.5)
+    probabilities = kernel.probabilities(test)
+    assert probabilities.shape == (600, 3) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities >= 0).all()
+    assert np.mean(probabilities.argmax(axis=1) == test_y) > 0.9
+    assert kernel.left_out_accuracy > 0.9
+    # Calibrated on left-out scores, the classifier is neither certain of everything nor flat.
+    assert 0.5 < probabilities.max(axis=1).mean() < 0.999
+
+
+def test_the_grouped_left_out_scores_are_those_of_a_fit_without_the_group():
+    rng = np.random.default_rng(1)
+    spectra, labels = spectra_of_classes(rng, [7, 6, 5], bands=8)
+    support = (spectra - spectra.mean(0)) / spectra.std(0)
+    targets = np.eye(3)[labels]
+    groups = rng.integers(0, 5, size=len(labels))
+    gamma, ridge = 0.1, 0.05
+    kernel = np.exp(-gamma * _squared_distances(support.astype(np.float64),
+                                                support.astype(np.float64)))
+    eigenvalues, eigenvectors = np.linalg.eigh(kernel)
+    index = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    scores = left_out_scores(eigenvalues, eigenvectors, targets, ridge, index)
+    for held in index:
+        kept = np.setdiff1d(np.arange(len(labels)), held)
+        dual = np.linalg.solve(kernel[np.ix_(kept, kept)] + ridge * np.eye(len(kept)),
+                               targets[kept])
+        assert np.allclose(scores[held], kernel[np.ix_(held, kept)] @ dual, atol=1e-6)
+
+
+def test_polygons_are_left_out_whole_so_a_polygon_cannot_vouch_for_itself():
+    """Polygons whose pixels repeat one spectrum: left out pixel by pixel, each pixel's twins
+    classify it perfectly; left out polygon by polygon, the classifier has to generalise."""
+    rng = np.random.default_rng(2)
+    spectra, labels = spectra_of_classes(rng, [4, 4, 4], noise=1.5)
+    polygons = np.arange(len(labels))
+    repeated = np.repeat(spectra, 5, axis=0)
+    repeated_labels, repeated_polygons = np.repeat(labels, 5), np.repeat(polygons, 5)
+    by_pixel = fit_spectral_kernel(repeated, repeated_labels, np.arange(len(repeated_labels)), 3,
+                                   range(30))
+    by_polygon = fit_spectral_kernel(repeated, repeated_labels, repeated_polygons, 3, range(30))
+    assert by_pixel.left_out_accuracy == 1.0
+    assert by_polygon.left_out_accuracy < 1.0
+
+
+def test_a_band_constant_over_the_training_pixels_gives_finite_probabilities():
+    rng = np.random.default_rng(3)
+    spectra, labels = spectra_of_classes(rng, [6, 6])
+    spectra[:, 4] = 7.0
+    kernel = fit_spectral_kernel(spectra, labels, np.arange(len(labels)), 2, range(30))
+    other = spectra.copy()
+    other[:, 4] = 9.0           # a scene where that band varies after all
+    assert np.isfinite(kernel.probabilities(other)).all()
+    assert np.isfinite(kernel.support).all()
+
+
+def test_the_support_is_a_class_balanced_subsample_within_the_limit():
+    labels = np.repeat([0, 1, 2], [1000, 30, 400])
+    kept = _balanced_subsample(labels, 300, np.random.default_rng(0))
+    counts = np.bincount(labels[kept], minlength=3)
+    assert counts.sum() <= 300
+    # The small class keeps every pixel; the others share what is left equally.
+    assert counts[1] == 30 and counts[0] == counts[2] == 135
+    assert len(np.unique(kept)) == len(kept)
+    rng = np.random.default_rng(4)
+    spectra, labels = spectra_of_classes(rng, [80, 20])
+    kernel = fit_spectral_kernel(spectra, labels, np.arange(100), 2, range(30), max_pixels=40)
+    assert len(kernel.support) == 40
+
+
+def test_its_state_survives_a_weights_only_file_and_classifies_the_same():
+    rng = np.random.default_rng(5)
+    spectra, labels = spectra_of_classes(rng, [10, 10, 10])
+    kernel = fit_spectral_kernel(spectra, labels, np.arange(30), 3, [3, 5, 7] + list(range(8, 35)),
+                                 weight=0.25)
+    buffer = io.BytesIO()
+    torch.save(kernel.to_state(), buffer)
+    buffer.seek(0)
+    again = SpectralKernel.from_state(torch.load(buffer, weights_only=True))
+    assert again.band_indices == kernel.band_indices and again.weight == 0.25
+    test, _ = spectra_of_classes(rng, [50, 50, 50])
+    # The support is kept in float16: the probabilities move by far less than a class decision.
+    assert np.abs(again.probabilities(test) - kernel.probabilities(test)).max() < 1e-2
+    broken = kernel.to_state()
+    broken["mean"] = broken["mean"][:-1]
+    with pytest.raises(ValueError):
+        SpectralKernel.from_state(broken)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_the_mix_gives_the_network_and_the_spectra_their_shares(weight):
+    rng = np.random.default_rng(6)
+    spectra, labels = spectra_of_classes(rng, [8, 8])
+    kernel = fit_spectral_kernel(spectra, labels, np.arange(16), 2, range(30), weight=weight)
+    network = np.tile(np.array([[0.9, 0.1]], dtype=np.float32), (16, 1))
+    mixed = kernel.mix(network, spectra)
+    assert np.allclose(mixed, (1 - weight) * network + weight * kernel.probabilities(spectra),
+                       atol=1e-6)
+    assert np.allclose(mixed.sum(axis=1), 1.0, atol=1e-5)
