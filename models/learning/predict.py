@@ -144,7 +144,7 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
             if on_chunk is not None:
                 on_chunk(stop / len(rows))
     if len(rows) and spectral is not None:
-        # The reader still holds these blocks: the raw spectra cost no second read from disk.
+        # GDAL's block cache still holds these blocks: the spectra need no second read from disk.
         data, _ = reader.read(x0, y0, x1 - x0, y1 - y0, spectral.band_indices)
         probs[:, rows, cols] = spectral.mix(probs[:, rows, cols].T, data[:, rows, cols].T).T
     if len(rows) and vote is not None:
