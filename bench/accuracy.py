@@ -567,7 +567,7 @@ def write_report(report: dict, out: Path) -> None:
     lines += [f"- {name}: {p['steps']} steps in {p['seconds'] / 60:.1f} min, masked loss "
               f"{p['first_loss']:.3f} -> {p['final_loss']:.3f}"
               for name, p in report["pretrainings"].items()]
-    name = settings.get("name") or report_name(settings.get("per_class", PER_CLASS))
+    name = settings["name"]
     lines += ["", f"![accuracy]({name}.png)", ""]
     write_markdown(out / f"{name}.md", lines)
 
@@ -660,6 +660,7 @@ def main(argv=None) -> dict:
         args.seeds, args.pretrain_epochs, args.rows = [0], 2, ["default", "before"]
     if "default" not in args.rows:
         args.rows = ["default"] + args.rows
+    args.name = args.name or report_name(args.per_class)
     return run_in_work_folder(run_benchmark, args, "accuracy")
 
 
@@ -684,7 +685,7 @@ def run_benchmark(args, work: Path) -> dict:
         "seconds": time.perf_counter() - started,
         "runs_new": len(store.runs) - store.kept, "runs_kept": store.kept,
     }
-    return publish(report, args.out, args.name or report_name(args.per_class), write_report, plot)
+    return publish(report, args.out, args.name, write_report, plot)
 
 
 if __name__ == "__main__":

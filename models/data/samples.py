@@ -533,6 +533,20 @@ def split_by_feature(feature_index: np.ndarray, class_index: np.ndarray, *,
                         validation_features=len(chosen))
 
 
+def cap_per_class(indices: np.ndarray, class_index: np.ndarray, cap: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """At most ``cap`` of the given pixel indices per class (a seeded subsample), sorted."""
+    if cap is None or cap <= 0:
+        return indices
+    kept = []
+    for cls in np.unique(class_index[indices]):
+        members = indices[class_index[indices] == cls]
+        if len(members) > cap:
+            members = np.sort(rng.choice(members, size=cap, replace=False))
+        kept.append(members)
+    return np.sort(np.concatenate(kept)) if kept else indices
+
+
 def grouped_folds(feature_index: np.ndarray, class_index: np.ndarray, folds: int,
                   seed: int = 0) -> np.ndarray:
     """Fold number (0..folds-1) of every pixel, by whole features and stratified by class.

@@ -30,8 +30,8 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
     (models.data.samples.grouped_folds); each fold is classified by a model fine-tuned on the
     others, pixel by pixel (without the segment vote, which needs a whole map), its probabilities
     mixed with a spectral classifier's fitted on the same other folds, as the map mixes them.
-    Returns the pooled metrics (models.learning.metrics) with "folds" (each fold's OA, AA, kappa and pixels), also
-    written as JSON and/or HTML.
+    Returns the pooled metrics (models.learning.metrics) with "folds" (each fold's OA, AA, kappa
+    and pixels), also written as JSON and/or HTML.
     """
     settings = (settings or FineTuneSettings()).resolved()
     if (isinstance(folds, bool) or not isinstance(folds, int)

@@ -26,7 +26,7 @@ import torch
 from .. import options
 from ..data.bands import BandAdaptation, fit_band_adaptation
 from ..data.raster import RasterInfo, RasterReader, read_raster_info
-from ..data.samples import (MIN_TRAINING_FEATURES, ClassInfo, check_class_pixels,
+from ..data.samples import (MIN_TRAINING_FEATURES, ClassInfo, cap_per_class, check_class_pixels,
                             read_labelled_pixels, split_by_feature)
 from ..data.regions import collect_windows
 from ..errors import HyperAdaptError, raise_if_cancelled
@@ -86,20 +86,6 @@ def _check_backbone_adaptation(adaptation: BandAdaptation, info: RasterInfo,
         raise HyperAdaptError("This backbone file reads bands that the raster does not have.")
 
 
-def _cap_per_class(indices: np.ndarray, class_index: np.ndarray, cap: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """At most ``cap`` of the given pixel indices per class (a seeded subsample)."""
-    if cap is None or cap <= 0:
-        return indices
-    kept = []
-    for cls in np.unique(class_index[indices]):
-        members = indices[class_index[indices] == cls]
-        if len(members) > cap:
-            members = np.sort(rng.choice(members, size=cap, replace=False))
-        kept.append(members)
-    return np.sort(np.concatenate(kept)) if kept else indices
-
-
 @dataclass
 class _Samples:
     """The labelled pixels of a training layer on its raster, and their windows."""
@@ -151,7 +137,7 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         check_class_pixels(pixels, settings.min_pixels_per_class)
         # A seeded subsample per class bounds the windows held in memory for large polygons.
         rng = np.random.default_rng([settings.seed, 1])
-        kept = _cap_per_class(np.arange(len(pixels)), pixels.class_index,
+        kept = cap_per_class(np.arange(len(pixels)), pixels.class_index,
                               settings.max_pixels_per_class, rng)
         pixels = pixels.subset(kept)
         windows, _ = collect_windows(reader, adaptation, pixels.rows, pixels.cols, window_size,
@@ -397,12 +383,13 @@ def _validation_metrics(model, samples, split, settings: FineTuneSettings, devic
     return classification_metrics(np.zeros((len(classes), len(classes)), np.int64), classes)
 
 
-def _final_spectral_classifier(samples, settings: FineTuneSettings, split,
-                               notes: list[str]) -> SpectralKernel | None:
+def _final_spectral_classifier(samples, settings: FineTuneSettings, split, notes: list[str],
+                               progress, fraction: float) -> SpectralKernel | None:
     """The spectral classifier the adapter keeps, fitted on every labelled pixel (it costs
     seconds, so the held-out pixels need not be given up), with a note of what the map mixes."""
     if not settings.spectral_weight:
         return None
+    _report(progress, fraction, "Fitting the spectral classifier")
     spectral = spectral_classifier(samples, settings, np.arange(len(samples.pixels)))
     held = (f" (the validation figures come from one fitted without the "
             f"{len(split.validation)} held-out pixels)" if len(split.validation) else "")
@@ -562,9 +549,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                 samples, settings, train_x, train_y, val_x, val_y, outcome, metrics,
                 device=device, warm=warm, notes=notes,
                 progress=_scaled(progress, first_end, end_of_training), cancel=cancel)
-        if settings.spectral_weight:
-            _report(progress, end_of_training, "Fitting the spectral classifier")
-        spectral = _final_spectral_classifier(samples, settings, split, notes)
+        spectral = _final_spectral_classifier(samples, settings, split, notes, progress,
+                                              end_of_training)
         metrics["notes"] = list(notes)      # every note so far, the refit's included
         metrics["rounds"] = labelling_rounds(warm, metrics)
         record = _adapter_record(

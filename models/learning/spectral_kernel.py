@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .. import options
+from ..data.samples import cap_per_class
 
 # Kernel widths as multiples of 1 / bands (the spectra are standardised, so squared distances grow
 # with the band count) and ridges tried by the leave-out selection.
@@ -40,7 +41,7 @@ class SpectralKernel:
 
     band_indices: list[int]
     mean: np.ndarray          # (B,) of the support's spectra
-    scale: np.ndarray         # (B,)
+    scale: np.ndarray         # (B,); infinite for a band constant over the training pixels
     support: np.ndarray       # (N, B) standardised training spectra, float32
     coefficients: np.ndarray  # (N, K) dual coefficients
     gamma: float              # RBF width on standardised spectra
@@ -155,7 +156,8 @@ def fit_spectral_kernel(spectra: np.ndarray, class_index: np.ndarray, groups: np
     spectra, class_index, groups = spectra[keep], class_index[keep], groups[keep]
     mean = spectra.mean(axis=0)
     scale = spectra.std(axis=0)
-    # A band constant over the training pixels carries nothing; it must not divide by zero.
+    # A band constant over the training pixels carries nothing: an infinite scale zeroes it in
+    # every spectrum, rather than dividing by zero.
     scale = np.where(scale > 1e-6 * max(float(scale.max(initial=0.0)), 1e-12), scale, np.inf)
     support = (spectra - mean) / scale
     targets = np.eye(num_classes)[class_index]
@@ -180,7 +182,7 @@ def fit_spectral_kernel(spectra: np.ndarray, class_index: np.ndarray, groups: np
     temperature = _fit_temperature(scores, class_index)
     return SpectralKernel(band_indices=[int(b) for b in band_indices],
                           mean=mean.astype(np.float32),
-                          scale=np.where(np.isfinite(scale), scale, 1e30).astype(np.float32),
+                          scale=scale.astype(np.float32),
                           support=support.astype(np.float32),
                           coefficients=coefficients.astype(np.float32), gamma=float(gamma),
                           ridge=float(ridge), temperature=float(temperature),
@@ -202,17 +204,16 @@ def _fit_temperature(scores: np.ndarray, class_index: np.ndarray) -> float:
 def _balanced_subsample(class_index: np.ndarray, max_pixels: int,
                         rng: np.random.Generator) -> np.ndarray:
     """Indices of at most ``max_pixels`` pixels, each class keeping an equal share where it can."""
+    indices = np.arange(len(class_index))
     if len(class_index) <= max_pixels:
-        return np.arange(len(class_index))
-    members = [np.flatnonzero(class_index == c) for c in np.unique(class_index)]
-    quota = max_pixels // len(members)
-    # Classes under the quota keep all theirs; what they leave goes to the others.
-    for _ in range(len(members)):
-        small = [m for m in members if len(m) <= quota]
-        spare = max_pixels - sum(len(m) for m in small)
-        large = len(members) - len(small)
-        if not large:
+        return indices
+    # Classes under the quota keep all theirs; what they leave is shared by the others.
+    remaining, quota = max_pixels, max_pixels
+    sizes = np.sort(np.bincount(class_index)[np.unique(class_index)])
+    for left, size in zip(range(len(sizes), 0, -1), sizes):
+        quota = remaining // left
+        if size > quota:
             break
-        quota = max(quota, spare // large)
-    kept = [m if len(m) <= quota else rng.choice(m, size=quota, replace=False) for m in members]
-    return np.sort(np.concatenate(kept))
+        remaining -= size
+    # Every class keeps a pixel, even with more classes than ``max_pixels``.
+    return cap_per_class(indices, class_index, max(quota, 1), rng)
