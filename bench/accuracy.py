@@ -100,7 +100,7 @@ class Row:
 # backbone pretrained with options.PRETRAIN_BAND_ADAPTATION. Every other row changes one thing
 # from it, or (the "before" rows) rebuilds the path this project had before these levers.
 BEFORE = {"epochs": 30, "learning_rate": 1e-3, "pixel_dim": 0, "context_dropout": 0.0,
-          "segment_size": 0}
+          "segment_size": 0, "spectral_weight": 0.0}
 ROWS = {row.name: row for row in (
     Row("default", "Default path (models.options)"),
     Row("before", "Before: PCA backbone, 30 epochs at lr 1e-3, linear head, no vote", "pca",
@@ -141,6 +141,12 @@ ROWS = {row.name: row for row in (
         settings={"refit": True}),
     Row("no_spectral", "Default without the spectral classifier (the network alone)",
         settings={"spectral_weight": 0.0}),
+    Row("spectral_pixel", "Default, the spectral classifier on the pixel's spectrum alone",
+        settings={"spectral_context": 0}),
+    Row("spectral_quarter", "Default, spectral classifier weight 0.25",
+        settings={"spectral_weight": 0.25}),
+    Row("spectral_three_quarters", "Default, spectral classifier weight 0.75",
+        settings={"spectral_weight": 0.75}),
 )}
 DEFAULT_ROWS = list(ROWS)
 

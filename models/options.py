@@ -191,6 +191,11 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # spread of 0.3). Same time per run; the adapter holds the training spectra (0.1 to 0.7 MB instead
 # of 0.09).
 DEFAULT_SPECTRAL_WEIGHT = 0.5
+# The neighbourhood whose mean spectrum the kernel classifier may see instead of or beside the
+# pixel's own (models.learning.spectral_kernel), chosen per run by grouped leave-out accuracy; 0:
+# the pixel's spectrum alone. FIGURES_PENDING
+DEFAULT_SPECTRAL_CONTEXT = 9
+MAX_SPECTRAL_CONTEXT = 51
 # The most training pixels the kernel classifier keeps (a class-balanced subsample): choosing its
 # width and ridge costs the cube of this count, and classifying a pixel a multiple of it.
 SPECTRAL_MAX_PIXELS = 2000

@@ -74,6 +74,9 @@ class FineTuneSettings:
             "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
         spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in
             the map's probabilities (models.learning.spectral_kernel); 0: the network alone.
+        spectral_context: odd side of the neighbourhood whose mean spectrum the kernel classifier
+            may see instead of or beside the pixel's (chosen by leave-out accuracy); 0 or 1: the
+            pixel's spectrum alone.
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
         majority_size: side of the majority filter after the vote (odd; 0: none).
         sieve_pixels: patches smaller than this many pixels are merged into a neighbour (0: none).
@@ -119,6 +122,7 @@ class FineTuneSettings:
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
     classify_mode: str = options.DEFAULT_CLASSIFY_MODE
     spectral_weight: float = options.DEFAULT_SPECTRAL_WEIGHT
+    spectral_context: int = options.DEFAULT_SPECTRAL_CONTEXT
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
     majority_size: int = options.DEFAULT_MAJORITY_SIZE
     sieve_pixels: int = options.DEFAULT_SIEVE_PIXELS
@@ -159,6 +163,12 @@ class FineTuneSettings:
         problem = options.spectral_weight_problem(settings.spectral_weight)
         if problem:
             raise HyperAdaptError(problem)
+        _check_whole(settings.spectral_context, "spectral classifier's neighbourhood", 0,
+                     options.MAX_SPECTRAL_CONTEXT)
+        if settings.spectral_context and settings.spectral_context % 2 == 0:
+            raise HyperAdaptError(f"The spectral classifier's neighbourhood must be an odd number "
+                                  f"of pixels across, or 0 for each pixel's spectrum alone (got "
+                                  f"{settings.spectral_context}).")
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
         _check_whole(settings.majority_size, "majority filter size", 0, options.MAX_MAJORITY_SIZE)
         if settings.majority_size and (settings.majority_size < 3 or settings.majority_size % 2 == 0):

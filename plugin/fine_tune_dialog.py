@@ -42,6 +42,7 @@ SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "min_passes_spin": options
                  "batch_spin": options.DEFAULT_BATCH_SIZE, "pixel_dim_spin": options.DEFAULT_PIXEL_DIM,
                  "context_dropout_spin": options.DEFAULT_CONTEXT_DROPOUT,
                  "spectral_weight_spin": options.DEFAULT_SPECTRAL_WEIGHT,
+                 "spectral_context_spin": max(1, options.DEFAULT_SPECTRAL_CONTEXT),
                  "segment_size_spin": options.DEFAULT_SEGMENT_SIZE,
                  "majority_spin": max(1, options.DEFAULT_MAJORITY_SIZE),
                  "sieve_spin": options.DEFAULT_SIEVE_PIXELS,
@@ -275,6 +276,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "pixel_dim": self.pixel_dim_spin.value(),
             "context_dropout": self.context_dropout_spin.value(),
             "spectral_weight": self.spectral_weight_spin.value(),
+            "spectral_context": (self.spectral_context_spin.value()
+                                 if self.spectral_context_spin.value() > 1 else 0),
             "classify_mode": self.classify_mode_combo.currentData(),
             "segment_size": self.segment_size_spin.value(),
             # The majority box shows "off" at 1, its minimum, so that its steps stay odd.

@@ -18,6 +18,7 @@ from engine_data import (POTSDAM, POTSDAM_POINTS, TINY_BACKBONE, enmap_potsdam_v
                          indian_pines_crop, labels_to_polygons, make_polygons, make_test_raster,
                          pixel_box_polygon, potsdam_class_colors, read_band, spectralgpt_small,
                          tiny_settings, valid_mask, write_label_raster, write_layer)
+from hyperadapt.models.data.neighbourhood import box_means
 from hyperadapt.models.data.raster import RasterReader, read_raster_info
 from hyperadapt.models.errors import HyperAdaptError, JobCancelled
 from hyperadapt.models.jobs import classify, evaluate, fine_tune, read_class_raster_classes
@@ -487,7 +488,8 @@ def test_refit_trains_again_on_every_pixel_for_the_epochs_validation_chose(tmp_p
 def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
     from hyperadapt.models.data.bands import BandAdaptation
 
-    raster = make_test_raster(tmp_path / "scene.tif", noise=0.05)
+    # Noisy spectra, so that the classifier sees each pixel's neighbourhood too.
+    raster = make_test_raster(tmp_path / "scene.tif", noise=1.0)
     layer = make_polygons(tmp_path / "t.gpkg", raster)
     # Weight 1 and no vote: the map is the spectral classifier's alone, pixel for pixel.
     result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "spectral.pt"),
@@ -496,16 +498,19 @@ def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
     record = load_adapter_file(result.adapter_path)
     kernel = record.spectral_kernel
     assert kernel.weight == 1.0
+    assert kernel.inputs != "spectrum" and kernel.context_size == 9
     assert kernel.band_indices == BandAdaptation.from_state(record.band_adaptation).band_indices
     split = result.metrics["split"]
     assert split["validation_pixels"] > 0
     # Fitted on every labelled pixel, the held-out ones included.
     assert len(kernel.support) == split["train_pixels"] + split["validation_pixels"]
-    assert any("each pixel's spectrum" in note for note in result.notes)
+    assert any("9 x 9 neighbourhood" in note for note in result.notes)
     with RasterReader(str(raster.path)) as reader:
         data, valid = reader.read(0, 0, reader.width, reader.height, kernel.band_indices)
+    means = box_means(data, valid, kernel.context_size) if kernel.context_size else None
     values = np.array([c.value for c in record.classes])
-    expected = values[kernel.probabilities(data[:, valid].T).argmax(axis=1)]
+    expected = values[kernel.probabilities(kernel.features(
+        data[:, valid].T, None if means is None else means[:, valid].T)).argmax(axis=1)]
     assert (read_band(tmp_path / "spectral.tif")[valid] == expected).all()
     # The adapter file classifies a scene the same way later.
     classify(str(raster.path), result.adapter_path, str(tmp_path / "again.tif"))
@@ -515,7 +520,7 @@ def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
                       settings=tiny_settings(spectral_weight=0.0, segment_size=0),
                       classification_path=str(tmp_path / "alone.tif"))
     assert load_adapter_file(alone.adapter_path).spectral_kernel is None
-    assert not any("each pixel's spectrum" in note for note in alone.notes)
+    assert not any("The map mixes" in note for note in alone.notes)
     assert (read_band(tmp_path / "alone.tif")[valid] != expected).any()
 
 
@@ -536,7 +541,9 @@ def test_held_out_pixels_are_classified_with_a_spectral_classifier_fitted_withou
                                      None)
     fitted_without = spectral_classifier(samples, settings, kept)
     assert len(fitted_without.support) == len(kept)
-    expected = fitted_without.probabilities(samples.spectra[held]).argmax(axis=1)
+    assert samples.means.shape == samples.spectra.shape
+    expected = fitted_without.probabilities(fitted_without.features(
+        samples.spectra[held], samples.means[held])).argmax(axis=1)
     assert (predicted == expected).all()
     assert spectral_classifier(samples, dataclasses.replace(settings, spectral_weight=0.0),
                                kept) is None

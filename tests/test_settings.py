@@ -60,6 +60,10 @@ def test_the_fast_preset_caps_steps_and_input():
     ({"spectral_weight": "half"}, "The spectral classifier's weight must be a number from 0 (the "
                                   "network alone) to 1 (the spectral classifier alone) (got "
                                   "'half')."),
+    ({"spectral_context": 4}, "The spectral classifier's neighbourhood must be an odd number of "
+                               "pixels across, or 0 for each pixel's spectrum alone (got 4)."),
+    ({"spectral_context": 53}, "The spectral classifier's neighbourhood must be a whole number "
+                                "from 0 to 51 (got 53)."),
     ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "
                                  "mnf."),
     ({"method": "dora"}, "Unknown fine-tuning method 'dora'; choose one of krona_plus, krona, "

@@ -127,3 +127,107 @@ def test_the_mix_gives_the_network_and_the_spectra_their_shares(weight):
     assert np.allclose(mixed, (1 - weight) * network + weight * kernel.probabilities(spectra),
                        atol=1e-6)
     assert np.allclose(mixed.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_neighbourhood_means_average_the_valid_pixels_inside_the_raster(tmp_path):
+    """Each pixel's mean is that of the valid pixels of its square, clipped at the raster's edge;
+    a tile read with its halo gives the whole raster's means, and so do the training pixels'."""
+    from engine_data import make_test_raster
+    from hyperadapt.models.data.neighbourhood import box_means, means_at, read_with_means
+    from hyperadapt.models.data.raster import RasterReader
+
+    raster = make_test_raster(tmp_path / "scene.tif", noise=0.3, nodata_box=(3, 5, 4, 6))
+    with RasterReader(str(raster.path)) as reader:
+        data, valid = reader.read(0, 0, reader.width, reader.height)
+        bands = list(range(data.shape[0]))
+        whole = box_means(data, valid, 5)
+        for row, col in [(0, 0), (5, 11), (8, 7), (29, 35)]:
+            box = valid[max(0, row - 2):row + 3, max(0, col - 2):col + 3]
+            pixels = data[:, max(0, row - 2):row + 3, max(0, col - 2):col + 3][:, box]
+            assert np.allclose(whole[:, row, col], pixels.mean(axis=1), atol=1e-5)
+        spectra, means = read_with_means(reader, 10, 6, 12, 9, bands, 5)
+        assert np.array_equal(spectra, data[:, 6:15, 10:22])
+        assert np.allclose(means, whole[:, 6:15, 10:22], atol=1e-5)
+        assert read_with_means(reader, 10, 6, 12, 9, bands, 0)[1] is None
+        rows, cols = np.array([0, 29, 12, 7]), np.array([35, 0, 20, 4])
+        found = means_at(reader, rows, cols, bands, [5, 9])
+    assert np.allclose(found[5], whole[:, rows, cols].T, atol=1e-5)
+    assert np.allclose(found[9], box_means(data, valid, 9)[:, rows, cols].T, atol=1e-5)
+
+
+def _field_scene(rng, size=60, block=10, bands=20, noise=2.0):
+    """Square fields of random classes: each pixel's spectrum is its class shape under heavy
+    noise, so only a neighbourhood's mean tells the class."""
+    from hyperadapt.models.data.neighbourhood import box_means
+
+    fields = rng.integers(0, 3, size=(size // block, size // block))
+    labels = np.kron(fields, np.ones((block, block), dtype=np.int64))
+    shapes = spectra_of_classes(rng, [1, 1, 1], bands=bands, noise=0.0)[0]
+    cube = shapes[labels].transpose(2, 0, 1) + noise * rng.standard_normal((bands, size, size))
+    return cube.astype(np.float32), labels, box_means(cube, np.ones(labels.shape, bool), 5)
+
+
+def test_the_leave_out_accuracy_chooses_the_neighbourhood_where_it_tells_the_classes_apart():
+    rng = np.random.default_rng(7)
+    cube, labels, means = _field_scene(rng)
+    # Scattered pixels away from the fields' edges.
+    rows, cols = np.nonzero((np.arange(60)[:, None] % 10 == 5) & (np.arange(60) % 10 == 5))
+    spectra, near = cube[:, rows, cols].T, means[:, rows, cols].T
+    kernel = fit_spectral_kernel(spectra, labels[rows, cols], np.arange(len(rows)), 3, range(20),
+                                 means=near, context_size=5)
+    assert kernel.inputs in ("context", "both") and kernel.context_size == 5
+    assert kernel.left_out_accuracy > 0.9
+    assert kernel.mean.shape == (20 if kernel.inputs == "context" else 40,)
+    alone = fit_spectral_kernel(spectra, labels[rows, cols], np.arange(len(rows)), 3, range(20))
+    assert alone.inputs == "spectrum" and alone.context_size == 0
+    assert alone.left_out_accuracy < kernel.left_out_accuracy
+    # Classified from its features, the whole scene follows the fields.
+    everything = kernel.features(cube.reshape(20, -1).T, means.reshape(20, -1).T)
+    assert np.mean(kernel.probabilities(everything).argmax(axis=1) == labels.ravel()) > 0.85
+    with pytest.raises(ValueError):
+        kernel.features(spectra, None)
+
+
+def test_pixels_whose_neighbours_belong_to_other_classes_keep_their_own_spectrum():
+    """Salt and pepper: the neighbourhood's mean carries no class, the pixel's spectrum does."""
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 3, size=(40, 40))
+    shapes = spectra_of_classes(rng, [1, 1, 1], bands=20, noise=0.0)[0]
+    cube = (shapes[labels].transpose(2, 0, 1)
+            + 0.3 * rng.standard_normal((20, 40, 40))).astype(np.float32)
+    from hyperadapt.models.data.neighbourhood import box_means
+
+    means = box_means(cube, np.ones(labels.shape, bool), 9)
+    rows, cols = rng.integers(0, 40, 90), rng.integers(0, 40, 90)
+    kernel = fit_spectral_kernel(cube[:, rows, cols].T, labels[rows, cols], np.arange(90), 3,
+                                 range(20), means=means[:, rows, cols].T, context_size=9)
+    assert kernel.inputs == "spectrum" and kernel.context_size == 0
+    assert kernel.mean.shape == (20,)
+
+
+@pytest.mark.parametrize("inputs", ["both", "context"])
+def test_a_neighbourhood_classifier_survives_its_state_and_older_states_read_as_spectra(inputs):
+    rng = np.random.default_rng(9)
+    cube, labels, means = _field_scene(rng)
+    rows, cols = rng.integers(0, 60, 60), rng.integers(0, 60, 60)
+    kernel = fit_spectral_kernel(cube[:, rows, cols].T, labels[rows, cols], np.arange(60), 3,
+                                 range(20), means=means[:, rows, cols].T, context_size=5)
+    kernel.inputs = inputs     # either way, as a fit may choose
+    kernel.mean = np.resize(kernel.mean, 40 if inputs == "both" else 20)
+    kernel.scale = np.resize(kernel.scale, 40 if inputs == "both" else 20)
+    kernel.support = np.resize(kernel.support, (len(kernel.support), len(kernel.mean)))
+    buffer = io.BytesIO()
+    torch.save(kernel.to_state(), buffer)
+    buffer.seek(0)
+    again = SpectralKernel.from_state(torch.load(buffer, weights_only=True))
+    assert (again.inputs, again.context_size) == (inputs, 5)
+    assert "5 x 5 neighbourhood" in again.describe()
+    # Saved before the neighbourhood inputs, a state is a classifier of the spectrum alone.
+    spectral = fit_spectral_kernel(cube[:, rows, cols].T, labels[rows, cols], np.arange(60), 3,
+                                   range(20))
+    older = spectral.to_state()
+    del older["inputs"], older["context_size"]
+    assert SpectralKernel.from_state(older).inputs == "spectrum"
+    mismatched = {**kernel.to_state(), "context_size": 0}
+    with pytest.raises(ValueError):
+        SpectralKernel.from_state(mismatched)

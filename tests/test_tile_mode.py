@@ -49,13 +49,13 @@ def trained(tmp_path_factory):
     return raster, result, record, model
 
 
-def _classify(trained, out, *, tile, step, segment_size=0):
+def _classify(trained, out, *, tile, step, segment_size=0, spectral=None):
     raster, _, record, model = trained
     with RasterReader(read_raster_info(raster.path)) as reader:
         classify_raster(reader=reader, model=model,
                         adaptation=BandAdaptation.from_state(record.band_adaptation),
                         classes=record.classes, output_path=out, window_size=WINDOW, device=CPU,
-                        step=step, tile=tile, segment_size=segment_size)
+                        step=step, tile=tile, segment_size=segment_size, spectral=spectral)
     return read_band(out)
 
 
@@ -102,6 +102,33 @@ def test_tile_mode_shows_no_seams_and_keeps_nodata(trained, tmp_path):
         assert (map_values[~valid] == 0).all()
         assert (map_values[valid] > 0).all() and set(np.unique(map_values[valid])) <= values
     assert (tiled[valid] == whole[valid]).mean() >= 0.999
+
+
+def test_a_spectral_classifier_of_neighbourhoods_shows_no_seams_either(trained, tmp_path):
+    """Its neighbourhood means come from each tile's halo: tiles of 10 pixels make the whole
+    raster's map, pixel for pixel, with nodata left out of the means and of the map."""
+    from hyperadapt.models.data.neighbourhood import box_means
+    from hyperadapt.models.learning.spectral_kernel import fit_spectral_kernel
+
+    raster, _, record, _ = trained
+    bands = BandAdaptation.from_state(record.band_adaptation).band_indices
+    with RasterReader(read_raster_info(raster.path)) as reader:
+        data, valid = reader.read(0, 0, reader.width, reader.height, bands)
+    means = box_means(data, valid, 5)
+    rows, cols = np.nonzero(valid)
+    pick = np.random.default_rng(0).choice(len(rows), 60, replace=False)
+    lookup = {c.value: i for i, c in enumerate(record.classes)}
+    truth = np.array([lookup[v] for v in raster.labels[rows[pick], cols[pick]]])
+    # A classifier of the neighbourhood's mean alone, weighted to make the map by itself.
+    kernel = fit_spectral_kernel(means[:, rows[pick], cols[pick]].T, truth, np.arange(60),
+                                 len(record.classes), bands, weight=1.0)
+    kernel.inputs, kernel.context_size = "context", 5
+    whole = _classify(trained, tmp_path / "whole.tif", tile=64, step=3, spectral=kernel)
+    tiled = _classify(trained, tmp_path / "tiled.tif", tile=10, step=3, spectral=kernel)
+    values = np.array([c.value for c in record.classes])
+    expected = values[kernel.probabilities(means[:, valid].T).argmax(axis=1)]
+    assert (whole[valid] == expected).all() and (tiled[valid] == expected).all()
+    assert (whole[~valid] == 0).all() and (tiled[~valid] == 0).all()
 
 
 def test_the_segment_vote_follows_tile_mode_too(trained, tmp_path):

@@ -25,6 +25,7 @@ import torch
 
 from .. import options
 from ..data.bands import BandAdaptation, fit_band_adaptation
+from ..data.neighbourhood import means_at
 from ..data.raster import RasterInfo, RasterReader, read_raster_info
 from ..data.samples import (MIN_TRAINING_FEATURES, ClassInfo, cap_per_class, check_class_pixels,
                             read_labelled_pixels, split_by_feature)
@@ -99,6 +100,7 @@ class _Samples:
     windows: torch.Tensor        # (N, 12, w, w), one per pixel
     spectra: np.ndarray          # (N, bands) of the band adaptation's bands, one per pixel
     notes: list[str]
+    means: np.ndarray | None = None  # (N, bands) neighbourhood means (settings.spectral_context)
 
 
 def _training_samples(raster_path, vector_path, class_field: str, settings: FineTuneSettings, *,
@@ -144,9 +146,13 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
                                      progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
         spectra, _ = reader.read_pixels(pixels.rows, pixels.cols, adaptation.band_indices,
                                         cancel=cancel)
+        means = None
+        if settings.spectral_weight and settings.spectral_context > 1:
+            means = means_at(reader, pixels.rows, pixels.cols, adaptation.band_indices,
+                             [settings.spectral_context], cancel=cancel)[settings.spectral_context]
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
-                    spectra=spectra, notes=notes)
+                    spectra=spectra, notes=notes, means=means)
 
 
 def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
@@ -342,15 +348,18 @@ def _refit(samples, settings: FineTuneSettings, train_x, train_y, val_x, val_y, 
 
 def spectral_classifier(samples, settings: FineTuneSettings,
                         index: np.ndarray) -> SpectralKernel | None:
-    """The kernel classifier on the spectra of the labelled pixels ``index`` (each polygon its
-    own group), or None where its weight is 0."""
+    """The kernel classifier on the spectra (and neighbourhood means) of the labelled pixels
+    ``index`` (each polygon its own group), or None where its weight is 0."""
     if not settings.spectral_weight:
         return None
     pixels = samples.pixels
     return fit_spectral_kernel(samples.spectra[index], pixels.class_index[index],
                                pixels.feature_index[index], len(pixels.classes),
-                               samples.adaptation.band_indices, weight=settings.spectral_weight,
-                               seed=settings.seed)
+                               samples.adaptation.band_indices,
+                               means=None if samples.means is None else samples.means[index],
+                               context_size=settings.spectral_context if samples.means is not None
+                               else 0,
+                               weight=settings.spectral_weight, seed=settings.seed)
 
 
 def held_out_predictions(model, samples, settings: FineTuneSettings, train_index: np.ndarray,
@@ -362,7 +371,9 @@ def held_out_predictions(model, samples, settings: FineTuneSettings, train_index
                                           cancel=cancel)
     spectral = spectral_classifier(samples, settings, train_index)
     if spectral is not None:
-        probabilities = spectral.mix(probabilities, samples.spectra[held_index])
+        probabilities = spectral.mix(probabilities, spectral.features(
+            samples.spectra[held_index],
+            None if samples.means is None else samples.means[held_index]))
     return probabilities.argmax(axis=1).astype(np.int64)
 
 
@@ -393,8 +404,8 @@ def _final_spectral_classifier(samples, settings: FineTuneSettings, split, notes
     spectral = spectral_classifier(samples, settings, np.arange(len(samples.pixels)))
     held = (f" (the validation figures come from one fitted without the "
             f"{len(split.validation)} held-out pixels)" if len(split.validation) else "")
-    notes.append(f"The map mixes the network's class probabilities with those of a classifier on "
-                 f"each pixel's spectrum: {spectral.describe()}, fitted on all "
+    notes.append(f"The map mixes the network's class probabilities with those of a spectral "
+                 f"classifier: {spectral.describe()}, fitted on all "
                  f"{len(samples.pixels)} labelled pixels{held}.")
     return spectral
 

@@ -89,8 +89,7 @@ def scene_candidates(reader: RasterReader, model, adaptation: BandAdaptation, *,
             probs = predict_probabilities(model, windows, device=device, batch_size=batch_size,
                                           cancel=cancel)
             if spectral is not None:
-                data, _ = reader.read(x, y, w, h, spectral.band_indices)
-                probs = spectral.mix(probs, data[:, rows, cols].T)
+                probs = spectral.mix_block(probs, reader, (x, y, w, h), rows, cols)
             scores = score_candidates(probs)
             keep = np.argsort(-scores, kind="stable")[:keep_per_tile]
             found["rows"].append(rows[keep] + y)

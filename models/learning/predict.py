@@ -145,8 +145,8 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
                 on_chunk(stop / len(rows))
     if len(rows) and spectral is not None:
         # GDAL's block cache still holds these blocks: the spectra need no second read from disk.
-        data, _ = reader.read(x0, y0, x1 - x0, y1 - y0, spectral.band_indices)
-        probs[:, rows, cols] = spectral.mix(probs[:, rows, cols].T, data[:, rows, cols].T).T
+        probs[:, rows, cols] = spectral.mix_block(probs[:, rows, cols].T, reader,
+                                                  (x0, y0, x1 - x0, y1 - y0), rows, cols).T
     if len(rows) and vote is not None:
         core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
         segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,

@@ -14,9 +14,10 @@ and numbers, so ``torch.load(..., weights_only=True)`` reads it without running 
 - ``postprocess``: how classifying applies the model (``classify_mode``, tile or window) and what
   it does after it (``segment_size`` of the segment vote, ``majority_size`` and ``sieve_pixels``
   of the clean-up); absent in older files, which classify window by window without them;
-- ``spectral_kernel``: the kernel classifier on each pixel's spectrum whose probabilities are
-  mixed with the network's (models.learning.spectral_kernel); absent in older files and where
-  its weight was 0, which classify with the network alone.
+- ``spectral_kernel``: the kernel classifier on each pixel's spectrum, or its neighbourhood's
+  mean spectrum, or both (``inputs``, ``context_size``; a kernel saved without them saw the
+  spectrum), whose probabilities are mixed with the network's (models.learning.spectral_kernel);
+  absent in older files and where its weight was 0, which classify with the network alone.
 
 Files are written to a temporary name in the same folder and renamed, so a reader never sees half
 a file.

@@ -58,6 +58,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     PIXEL_DIM = "PIXEL_DIM"
     CONTEXT_DROPOUT = "CONTEXT_DROPOUT"
     SPECTRAL_WEIGHT = "SPECTRAL_WEIGHT"
+    SPECTRAL_CONTEXT = "SPECTRAL_CONTEXT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
     CLASSIFY_MODE = "CLASSIFY_MODE"
     MAJORITY_SIZE = "MAJORITY_SIZE"
@@ -99,9 +100,12 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "beside the window's pooled tokens. The scene is classified in tile mode (a window "
             "every few pixels, each pixel's features mixed from the windows around it: far "
             "faster than a window per pixel at about the same accuracy). Each pixel's class "
-            "probabilities are mixed with those of a kernel classifier on its own spectrum, "
-            "every band the band adaptation reads (Spectral classifier weight; 0 = the network "
-            "alone), and each pixel then takes the mean class probabilities of its superpixel "
+            "probabilities are mixed with those of a kernel classifier on every band the band "
+            "adaptation reads (Spectral classifier weight; 0 = the network alone), which sees "
+            "the pixel's own spectrum, the mean spectrum of the square around it (Spectral "
+            "classifier neighbourhood), or both, whichever classifies the training polygons "
+            "best when each is left out in turn; each pixel then takes the mean class "
+            "probabilities of its superpixel "
             "(segment vote; 0 turns it off). "
             "The defaults are those the accuracy bench found best (bench/results/accuracy.md).")
 
@@ -193,6 +197,13 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          options.DEFAULT_SPECTRAL_WEIGHT, minValue=0.0,
                                          maxValue=1.0),
+            QgsProcessingParameterNumber(self.SPECTRAL_CONTEXT,
+                                         self.tr("Spectral classifier neighbourhood (odd side in "
+                                                 "pixels of the square whose mean spectrum it may "
+                                                 "see; 0 = the pixel's spectrum alone)"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_SPECTRAL_CONTEXT, minValue=0,
+                                         maxValue=options.MAX_SPECTRAL_CONTEXT),
             QgsProcessingParameterEnum(self.CLASSIFY_MODE, self.tr("Classifying the scene"),
                                        options=list(options.CLASSIFY_MODES.values()),
                                        defaultValue=CLASSIFY_MODES.index(
@@ -340,6 +351,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
             spectral_weight=self.parameterAsDouble(parameters, self.SPECTRAL_WEIGHT, context),
+            spectral_context=self.parameterAsInt(parameters, self.SPECTRAL_CONTEXT, context),
             classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
             majority_size=self.parameterAsInt(parameters, self.MAJORITY_SIZE, context),
