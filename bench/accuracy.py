@@ -103,7 +103,8 @@ BEFORE = {"epochs": 30, "learning_rate": 1e-3, "pixel_dim": 0, "context_dropout"
           "segment_size": 0, "spectral_weight": 0.0}
 ROWS = {row.name: row for row in (
     Row("default", "Default path (models.options)"),
-    Row("before", "Before: PCA backbone, 30 epochs at lr 1e-3, linear head, no vote", "pca",
+    Row("before", "Before: PCA backbone, 30 epochs at lr 1e-3, linear head, no vote, no spectral "
+        "classifier", "pca",
         BEFORE),
     Row("before_mnf", "Before, on the MNF backbone", "mnf", BEFORE),
     Row("steps", "Before + MNF + 300 steps at lr 3e-3", "mnf",
@@ -530,12 +531,10 @@ def write_report(report: dict, out: Path) -> None:
     time_note = ("Time: \"s per run\" is fine-tuning and classifying the whole scene; \"user "
                  "path, min\" adds the pretraining of the row's backbone on the scene (listed "
                  "below), the whole path a user without official weights runs on these 2 cores.")
-    # Only the main report keeps rows from before tile mode, beside the window-mode row.
-    if "window_mode" in settings["rows"]:
-        time_note += (" The rows that change a setting (all but the default, the two on other "
-                      "backbones, the window-mode row, the two precision rows and the steps "
-                      "alone) were measured before tile mode became the default, classifying a "
-                      "window per pixel: compare them with the window-mode row.")
+    if settings["name"] == "accuracy":
+        time_note += (" The levers measured while the default was the network alone, before the "
+                      "spectral classifier, are in [accuracy_network_alone.md]"
+                      "(accuracy_network_alone.md).")
     lines += ["", "## Ablation: OA (%) per row, mean ± sd over the seeds", "", time_note, ""]
     header = ["Row"] + [f"{scene.replace('_', ' ')}, {sampling}" for scene, sampling in columns]
     header += ["s per run", "user path, min"]
@@ -610,7 +609,9 @@ def describe_row(row: Row) -> str:
                 f"(lambda {defaults.lr_ratio:g}), centre-pixel head "
                 f"{defaults.pixel_dim}, context dropout {defaults.context_dropout:g}, "
                 f"{defaults.classify_mode} mode, spectral classifier weight "
-                f"{defaults.spectral_weight:g}, segment vote {defaults.segment_size}, bfloat16 "
+                f"{defaults.spectral_weight:g} (pixel, {defaults.spectral_context} x "
+                f"{defaults.spectral_context} neighbourhood or both), segment vote "
+                f"{defaults.segment_size}, bfloat16 "
                 f"where a CPU computes it (classifying; fine-tuning too for a ViT-Base-wide "
                 f"backbone)")
     return (f"{row.band_adaptation.upper()} backbone, "

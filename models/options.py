@@ -25,7 +25,8 @@ FACTOR_METHODS = ("krona_plus", "krona", "lokr")
 TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")
 # The query and value projections, as in Ligan et al. (2025). All six layers on the
 # scene-pretrained tiny backbone: +0.4 and +1.9 OA points on Indian Pines, -0.2 and -0.1 on EnMAP
-# Potsdam, for 1.6 times the training time and twice the adapter (bench/results/accuracy.md):
+# Potsdam, for 1.6 times the training time and twice the adapter
+# (bench/results/accuracy_network_alone.md):
 # within the seeds' spread, so q and v stay.
 DEFAULT_TARGETS = ("attn.q", "attn.v")
 DEFAULT_RANK = 8
@@ -45,7 +46,7 @@ DEFAULT_BAND_ADAPTATION = "pca"
 # about 20 OA points more than on 12 per-component-scaled principal components; the default path
 # on a backbone pretrained on MNF components scored 5 to 11 points more than on a PCA backbone on
 # three of the bench's four scene x sampling cases, 1.4 less on the fourth
-# (bench/results/accuracy.md).
+# (bench/results/accuracy_network_alone.md).
 PRETRAIN_BAND_ADAPTATION = "mnf"
 
 # -- backbones and presets ------------------------------------------------------------------------
@@ -104,7 +105,8 @@ def input_size_problem(input_size) -> str | None:
 # -- the schedule ---------------------------------------------------------------------------------
 # Counted in optimizer steps, whose epochs follow from the pixels (at least one). 300 steps of 32
 # windows at 3e-3 against the paper's 30 epochs at 1e-3 (about 50 steps at 10 px/class): +3.7 and
-# +10.7 OA points on Indian Pines, -2.4 and +0.3 on EnMAP Potsdam (bench/results/accuracy.md).
+# +10.7 OA points on Indian Pines, -2.4 and +0.3 on EnMAP Potsdam
+# (bench/results/accuracy_network_alone.md).
 DEFAULT_STEPS = 300
 MAX_STEPS = 100_000
 # ... but steps alone leave a larger training set too few passes: 50 pixels per class of Indian
@@ -128,8 +130,8 @@ DEFAULT_WARMUP_FRACTION = 0.1
 # pixels are held out for validation (early stopping and the report); other classes train on all
 # of theirs. With 10 pixels per class, holding a quarter out of the small classes too cost the
 # default path 3.3 (Indian Pines) and 6.7 (EnMAP Potsdam) OA points at scattered sampling
-# (bench/results/accuracy.md): a handful of pixels is worth more for training than for a
-# validation figure, and the step-counted schedule needs no early stopping.
+# (bench/results/accuracy_network_alone.md): a handful of pixels is worth more for training than
+# for a validation figure, and the step-counted schedule needs no early stopping.
 # With 100 pixels per class, where classes reach the threshold, training on every pixel instead
 # moved OA by +1.8 / +2.6 / -0.5 / +0.6 points (Indian Pines polygons / scattered, EnMAP Potsdam
 # polygons / scattered) for 1.7 times the training time (no early stop), and training again on
@@ -168,7 +170,7 @@ DEFAULT_PIXEL_DIM = 64
 # Share of training windows whose pooled tokens the head does not see, so the pixel path learns to
 # classify on its own: on EnMAP Potsdam, where neighbouring pixels often differ in class, the
 # window's context alone overfits: +8.0 and +2.8 OA points there, +0.6 and -2.9 on Indian Pines
-# (bench/results/accuracy.md).
+# (bench/results/accuracy_network_alone.md).
 DEFAULT_CONTEXT_DROPOUT = 0.5
 # A head trained with context dropout classifies each window with the more confident of its two
 # views, with and without the pooled tokens (spectralgpt.SpectralGPT.forward). The window's view
@@ -189,11 +191,20 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # Indian Pines, where the window's context carries the lead, moves by -0.5 to +1.1, inside the
 # draws' spread but for its scattered pixels at 50 per class (-0.4 in all three draws, against a
 # spread of 0.3). Same time per run; the adapter holds the training spectra (0.1 to 0.7 MB instead
-# of 0.09).
+# of 0.09). With the neighbourhood inputs below, weights 0.25 and 0.75 did no better at 10 pixels
+# per class: +0.3 / -2.6 / +0.1 / -1.0 and -1.3 / -1.6 / -2.2 / -0.1 against 0.5
+# (bench/results/accuracy.md).
 DEFAULT_SPECTRAL_WEIGHT = 0.5
-# The neighbourhood whose mean spectrum the kernel classifier may see instead of or beside the
-# pixel's own (models.learning.spectral_kernel), chosen per run by grouped leave-out accuracy; 0:
-# the pixel's spectrum alone. FIGURES_PENDING
+# The odd side of the square whose mean spectrum the kernel classifier may see instead of or
+# beside the pixel's own (models.learning.spectral_kernel), whichever scores best leaving one
+# polygon out at a time; 0 (or 1): the pixel's spectrum alone. Against the spectrum alone, OA
+# points (Indian Pines polygons / scattered, EnMAP Potsdam polygons / scattered): -0.4 / +4.1 /
+# -0.3 / +0.3 at 10 pixels per class (bench/results/accuracy.md, 3 draws), +1.3 / +4.0 / -0.7 /
+# +0.1 at 25 and +2.1 / +3.3 / -0.6 / +0.1 at 50 (accuracy_neighbourhood_25px.md, _50px.md):
+# Indian Pines gains in 15 draws of 18, Potsdam moves by -1.2 to +1.2; at 100 (5 draws,
+# accuracy_neighbourhood_100px.md against accuracy_spectral_100px.md) +2.5 / +3.1 / +0.2 / +0.2.
+# In a screen of the same draws at 10 and 50 per class, 15 x 15 squares lost up to 1.8 on
+# Potsdam and 3 x 3 gained less on Indian Pines (bench/README.md).
 DEFAULT_SPECTRAL_CONTEXT = 9
 MAX_SPECTRAL_CONTEXT = 51
 # The most training pixels the kernel classifier keeps (a class-balanced subsample): choosing its
@@ -218,10 +229,11 @@ CLASSIFY_MODES = {
 }
 # Tile mode (models.learning.inference.grid_probabilities): windows 0.4 of a window apart, their
 # pooled features mixed bilinearly at each pixel, the head given the pixel's own inputs. Against a
-# window per pixel, the default path moved OA by -0.4 and -0.2 points on Indian Pines (polygons,
-# scattered) and 0.0 and 0.0 on EnMAP Potsdam (bench/results/accuracy.md), for 1/36 of the
-# backbone's windows (bench/results/modes.md). Half a window apart (7 of 15 pixels) lost 1.0 and 1.8
-# points on Indian Pines in a screen of the same draws, 0.4 of a window 0.0 and 0.8 there.
+# window per pixel, the default path moved OA by +0.2 and -0.6 points on Indian Pines (polygons,
+# scattered) and +0.5 and +0.5 on EnMAP Potsdam (bench/results/accuracy.md; the network alone
+# -0.4 / -0.2 / 0.0 / 0.0, accuracy_network_alone.md), for 1/36 of the backbone's windows
+# (bench/results/modes.md). Half a window apart (7 of 15 pixels) lost 1.0 and 1.8 points on Indian
+# Pines in a screen of the same draws, 0.4 of a window 0.0 and 0.8 there.
 # Training stays window by window: moving each training window's context up to 3 or 5 pixels off
 # its labelled pixel, as tile mode's pixels see it, cost 2.6 to 3.5 OA points on Indian Pines'
 # scattered pixels in that screen (whichever step classified) and gained under 0.4 elsewhere.
@@ -250,7 +262,7 @@ def classify_mode_problem(mode) -> str | None:
 # -- spatial clean-up -----------------------------------------------------------------------------
 # Superpixel side in pixels for the segment vote after classifying (models.data.segments); 0 = off.
 # +2.5 and +2.6 OA points on Indian Pines, -0.1 and +0.5 on EnMAP Potsdam; 8-pixel superpixels
-# did no better (bench/results/accuracy.md).
+# did no better (bench/results/accuracy_network_alone.md).
 DEFAULT_SEGMENT_SIZE = 5
 MAX_SEGMENT_SIZE = 50
 # Majority filter side and sieve threshold applied after the vote (models.jobs.postprocessing);
@@ -273,7 +285,7 @@ WARM_START_STEP_SHARE = 0.5
 # -- self-training --------------------------------------------------------------------------------
 # Rounds of training again with confident pseudo-labels of the scene's other pixels
 # (models.learning.pseudo). Off: two rounds moved OA by -5.6 to +0.5 points on the bench
-# (bench/results/accuracy.md) for three times the training time.
+# (bench/results/accuracy_network_alone.md) for three times the training time.
 DEFAULT_SELF_TRAINING_ROUNDS = 0
 MAX_SELF_TRAINING_ROUNDS = 5
 DEFAULT_PSEUDO_THRESHOLD = 0.9

@@ -25,13 +25,14 @@ def test_majority_vote_takes_the_commonest_class_and_keeps_nodata():
 
 @pytest.fixture(scope="module")
 def speckled(tmp_path_factory):
-    """A noisy scene and a briefly trained, speckled classification of it (no vote)."""
+    """A noisy scene and a briefly trained, speckled classification of it: the network alone,
+    without the spectral classifier's smooth neighbourhood means or the vote."""
     folder = tmp_path_factory.mktemp("speckled")
     raster = make_test_raster(folder / "scene.tif", width=48, height=40, noise=0.25,
                               nodata_box=(10, 20, 6, 5))
     layer = make_polygons(folder / "training.gpkg", raster)
     result = fine_tune(str(raster.path), str(layer), "class", str(folder / "adapter.pt"),
-                       settings=tiny_settings(epochs=3, segment_size=0),
+                       settings=tiny_settings(epochs=3, segment_size=0, spectral_weight=0.0),
                        classification_path=str(folder / "classes.tif"))
     return raster, result
 

@@ -107,7 +107,7 @@ class SpectralKernel:
         width = self.gamma * self.support.shape[1]
         return (f"kernel ridge on {seen} ({len(self.band_indices)} bands) of "
                 f"{len(self.support)} pixels, weight {self.weight:g} (width {width:g} / "
-                f"inputs, ridge {self.ridge:g}, left-out balanced accuracy "
+                f"features, ridge {self.ridge:g}, left-out balanced accuracy "
                 f"{100 * self.left_out_accuracy:.1f} %)")
 
     def to_state(self) -> dict:
@@ -203,6 +203,8 @@ def fit_spectral_kernel(spectra: np.ndarray, class_index: np.ndarray, groups: np
     class-balanced subsample) form the support: the selection costs a cube of that count per
     input tried, and classifying a pixel a multiple of it.
     """
+    if means is not None and int(context_size) < 2:
+        raise ValueError("neighbourhood means need the side of their square (context_size)")
     class_index = np.asarray(class_index, dtype=np.int64)
     groups = np.asarray(groups)
     keep = _balanced_subsample(class_index, max_pixels, np.random.default_rng([seed, 7]))
