@@ -150,9 +150,9 @@ def test_neighbourhood_means_average_the_valid_pixels_inside_the_raster(tmp_path
         assert np.allclose(means, whole[:, 6:15, 10:22], atol=1e-5)
         assert read_with_means(reader, 10, 6, 12, 9, bands, 0)[1] is None
         rows, cols = np.array([0, 29, 12, 7]), np.array([35, 0, 20, 4])
-        found = means_at(reader, rows, cols, bands, [5, 9])
-    assert np.allclose(found[5], whole[:, rows, cols].T, atol=1e-5)
-    assert np.allclose(found[9], box_means(data, valid, 9)[:, rows, cols].T, atol=1e-5)
+        found_5, found_9 = (means_at(reader, rows, cols, bands, size) for size in (5, 9))
+    assert np.allclose(found_5, whole[:, rows, cols].T, atol=1e-5)
+    assert np.allclose(found_9, box_means(data, valid, 9)[:, rows, cols].T, atol=1e-5)
 
 
 def _field_scene(rng, size=60, block=10, bands=20, noise=2.0):

@@ -92,8 +92,8 @@ def test_suggestions_judge_the_pixels_as_the_map_does_with_its_spectral_classifi
     cols = np.array([s.col for s in chosen])
     with RasterReader(str(raster.path)) as reader:
         spectra, _ = reader.read_pixels(rows, cols, kernel.band_indices)
-        means = (means_at(reader, rows, cols, kernel.band_indices, [kernel.context_size])
-                 [kernel.context_size] if kernel.context_size else None)
+        means = (means_at(reader, rows, cols, kernel.band_indices, kernel.context_size)
+                 if kernel.context_size else None)
     expected = kernel.probabilities(kernel.features(spectra, means))
     assert [s.guess for s in chosen] == expected.argmax(axis=1).tolist()
     assert [s.top_probability for s in chosen] == pytest.approx(expected.max(axis=1), abs=1e-5)

@@ -60,15 +60,12 @@ def read_with_means(reader: RasterReader, x: int, y: int, width: int, height: in
 
 
 def means_at(reader: RasterReader, rows: np.ndarray, cols: np.ndarray, bands: list[int],
-             sizes, *, cancel=None) -> dict[int, np.ndarray]:
-    """{size: (N, B) neighbourhood means} at the given pixels, for each size; each tile that holds
-    some of them is read once, with the halo of the largest size."""
+             size: int, *, cancel=None) -> np.ndarray:
+    """(N, B) neighbourhood means at the given pixels; each tile that holds some of them is read
+    once, with its halo."""
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    sizes = [int(s) for s in sizes]
-    found = {s: np.zeros((len(rows), len(bands)), dtype=np.float32) for s in sizes}
-    if not sizes or not len(rows):
-        return found
-    radius = max(sizes) // 2
+    found = np.zeros((len(rows), len(bands)), dtype=np.float32)
+    radius = int(size) // 2
     for index, (tx, ty, tw, th) in group_pixels_by_tile(
             rows, cols, tile_side_for(len(bands), halo=radius), reader.width, reader.height):
         raise_if_cancelled(cancel)
@@ -76,7 +73,5 @@ def means_at(reader: RasterReader, rows: np.ndarray, cols: np.ndarray, bands: li
         x1 = min(reader.width, tx + tw + radius)
         y1 = min(reader.height, ty + th + radius)
         data, valid = reader.read(x0, y0, x1 - x0, y1 - y0, bands)
-        r, c = rows[index] - y0, cols[index] - x0
-        for size in sizes:
-            found[size][index] = box_means(data, valid, size, r, c).T
+        found[index] = box_means(data, valid, size, rows[index] - y0, cols[index] - x0).T
     return found

@@ -140,7 +140,7 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         # A seeded subsample per class bounds the windows held in memory for large polygons.
         rng = np.random.default_rng([settings.seed, 1])
         kept = cap_per_class(np.arange(len(pixels)), pixels.class_index,
-                              settings.max_pixels_per_class, rng)
+                             settings.max_pixels_per_class, rng)
         pixels = pixels.subset(kept)
         windows, _ = collect_windows(reader, adaptation, pixels.rows, pixels.cols, window_size,
                                      progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
@@ -149,7 +149,7 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         means = None
         if settings.spectral_weight and settings.spectral_context > 1:
             means = means_at(reader, pixels.rows, pixels.cols, adaptation.band_indices,
-                             [settings.spectral_context], cancel=cancel)[settings.spectral_context]
+                             settings.spectral_context, cancel=cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
                     spectra=spectra, notes=notes, means=means)
@@ -357,8 +357,7 @@ def spectral_classifier(samples, settings: FineTuneSettings,
                                pixels.feature_index[index], len(pixels.classes),
                                samples.adaptation.band_indices,
                                means=None if samples.means is None else samples.means[index],
-                               context_size=settings.spectral_context if samples.means is not None
-                               else 0,
+                               context_size=settings.spectral_context,
                                weight=settings.spectral_weight, seed=settings.seed)
 
 
