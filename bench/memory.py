@@ -7,8 +7,8 @@ finishes on a CPU; the tiling, band adaptation, window cutting and writing are t
 raster is classified in a fresh subprocess; its peak resident set size is the kernel's high-water
 mark of that process (``VmHWM``; ``ru_maxrss`` is not used, because Linux carries the parent's peak
 into it across fork and exec), checked by the parent polling the child's RSS every 0.2 s. The child
-also samples its own resident memory after every tile, which shows whether memory stays flat from
-tile to tile.
+also samples its own resident memory and GDAL's block cache as each tile and each chunk of a tile
+finishes, which shows whether memory stays flat from tile to tile.
 
 When a full run of the largest raster would take longer than ``--max-minutes`` (estimated from
 the speed of the smallest), it is classified only for its first tiles and then cancelled; the
@@ -41,6 +41,8 @@ NUM_BANDS = 200
 NUM_ENDMEMBERS = 5
 MIB = 2 ** 20
 POLL_S = 0.2
+LABEL_SQUARE = 9       # pixels averaged to label a training point
+TIMELINE_POINTS = 200  # samples of each run's memory curve kept in the report
 
 
 # -- synthetic rasters ----------------------------------------------------------------------------
@@ -110,9 +112,13 @@ def write_training_points(path: Path, raster: Path, *, num_classes: int = 4, per
     dataset = gdal.Open(str(raster))
     side = dataset.RasterXSize
     rng = np.random.default_rng(seed)
-    rows, cols = rng.integers(0, side, (2, num_classes * per_class))
-    # Classes by brightness rank: cheap, and separable enough to train on.
-    brightness = np.array([dataset.ReadAsArray(int(c), int(r), 1, 1).astype(np.float32).mean()
+    half = LABEL_SQUARE // 2
+    rows, cols = rng.integers(half, side - half, (2, num_classes * per_class))
+    # Classes by the brightness rank of the square around each point: cheap, separable enough to
+    # train on, and following the scene's patches as land cover does, so that the spectral
+    # classifier sees the neighbourhood's mean (the path whose reads are measured).
+    brightness = np.array([dataset.ReadAsArray(int(c) - half, int(r) - half, LABEL_SQUARE,
+                                               LABEL_SQUARE).astype(np.float32).mean()
                            for r, c in zip(rows, cols)])
     ranks = np.argsort(np.argsort(brightness))
     return write_point_layer(path, raster, rows, cols, 1 + ranks * num_classes // len(ranks))
@@ -122,6 +128,7 @@ def make_tiny_adapter(raster: Path, work: Path, *, seed: int = 0) -> dict:
     """An adapter on the tiny random-start backbone, through ``models.jobs.fine_tune``."""
     from hyperadapt.models.jobs import FineTuneSettings, fine_tune
     from hyperadapt.models.network.backbones import BACKBONE_PRESETS
+    from hyperadapt.models.stores.adapter_file import load_adapter_file
 
     tiny = BACKBONE_PRESETS["tiny"]
     adapter = work / "tiny_adapter.pt"
@@ -134,17 +141,22 @@ def make_tiny_adapter(raster: Path, work: Path, *, seed: int = 0) -> dict:
              "window_size": settings.window_size, "input_size": 16}
     if adapter.exists():
         # Measurements kept in the work folder were made with this adapter.
-        return {**about, "bytes": adapter.stat().st_size, "seconds": None}
-    points = write_training_points(work / "training.gpkg", raster, seed=seed)
-    result = fine_tune(str(raster), str(points), "class_id", str(adapter), settings=settings,
-                       layer_name="training")
-    return {**about, "bytes": result.adapter_bytes, "seconds": result.seconds}
+        found = {"bytes": adapter.stat().st_size, "seconds": None}
+    else:
+        points = write_training_points(work / "training.gpkg", raster, seed=seed)
+        result = fine_tune(str(raster), str(points), "class_id", str(adapter),
+                           settings=settings, layer_name="training")
+        found = {"bytes": result.adapter_bytes, "seconds": result.seconds}
+    kernel = load_adapter_file(str(adapter)).spectral_kernel
+    return {**about, **found, "spectral": kernel.describe() if kernel is not None else "off"}
 
 
 # -- the measured child ---------------------------------------------------------------------------
 def run_child(args) -> None:
     """Classify one raster and write what memory did to ``args.child_json``."""
     set_threads(args.threads)
+    from osgeo import gdal
+
     from hyperadapt.models.errors import JobCancelled
     from hyperadapt.models.jobs import classify
 
@@ -152,20 +164,25 @@ def run_child(args) -> None:
 
     started = time.perf_counter()
     timeline = [{"tiles": 0, "fraction": 0.0, "seconds": 0.0, "rss_bytes": current_rss_bytes()}]
-    tiles = [0]
+    total_tiles = tile_count(gdal.Open(args.child_raster).RasterXSize, args.child_adapter,
+                             args.mode)
+    tiles_done = [0.0]
 
     def progress(fraction, message):
-        if message == "Classifying the raster":
-            tiles[0] += 1
-            timeline.append({"tiles": tiles[0], "fraction": float(fraction),
+        # Sampled as each tile and each chunk of a tile finishes ("Classifying the raster",
+        # past the first estimate followed by the time left).
+        if message.startswith("Classifying the raster"):
+            tiles_done[0] = fraction * total_tiles
+            timeline.append({"tiles": round(tiles_done[0], 3), "fraction": float(fraction),
                              "seconds": time.perf_counter() - started,
-                             "rss_bytes": current_rss_bytes()})
-            if tiles[0] % 8 == 0:
-                print(f"  tile {tiles[0]} ({100 * fraction:.0f} %), "
+                             "rss_bytes": current_rss_bytes(),
+                             "gdal_cache_bytes": int(gdal.GetCacheUsed())})
+            if len(timeline) % 32 == 0:
+                print(f"  tile {tiles_done[0]:.1f} of {total_tiles} ({100 * fraction:.0f} %), "
                       f"{current_rss_bytes() / MIB:.0f} MiB", flush=True)
 
     def cancel():
-        return bool(args.max_tiles) and tiles[0] >= args.max_tiles
+        return bool(args.max_tiles) and tiles_done[0] >= args.max_tiles
 
     completed = True
     try:
@@ -173,9 +190,7 @@ def run_child(args) -> None:
                  batch_size=args.batch_size, mode=args.mode, progress=progress, cancel=cancel)
     except JobCancelled:
         completed = False
-    from osgeo import gdal
-
-    report = {"completed": completed, "tiles_done": tiles[0],
+    report = {"completed": completed, "tiles_done": int(round(tiles_done[0])),
               "gdal_cache_max_bytes": int(gdal.GetCacheMax()),
               "fraction_done": timeline[-1]["fraction"],
               "seconds": time.perf_counter() - started, "rss_after_imports_bytes": import_rss,
@@ -241,9 +256,10 @@ def write_report(report: dict, out: Path) -> None:
         f"256 x 256), one fresh process per raster, CPU, {report['threads']} threads, batch "
         f"{report['batch_size']}. Adapter: KronA+ on {report['adapter']['backbone']}, window "
         f"{report['adapter']['window_size']}, input {report['adapter']['input_size']} "
-        f"({report['adapter']['bytes'] / 1e3:.0f} kB). Peak RSS is the child's own high-water "
-        f"mark (`VmHWM`), checked by the parent polling its RSS every {POLL_S:g} s; the child "
-        f"also samples its RSS after every tile. "
+        f"({report['adapter']['bytes'] / 1e3:.0f} kB); its spectral classifier: "
+        f"{report['adapter'].get('spectral', 'not recorded')}. Peak RSS is the child's own "
+        f"high-water mark (`VmHWM`), checked by the parent polling its RSS every {POLL_S:g} s; "
+        f"the child also samples its RSS as each tile and each chunk of a tile finishes. "
         f"Machine: {machine['device']}, {machine['cores']} cores, torch {machine['torch']}.",
         "",
         *markdown_table(["GDAL cache", "Megapixels", "File", "Classified", "Seconds", "Pixels/s",
@@ -302,7 +318,7 @@ def plot(report: dict, path: Path) -> None:
     right.set_ylabel("RSS (MiB)")
     right.set_ylim(bottom=0)
     right.legend(fontsize=7, title="GDAL cache", title_fontsize=7)
-    right.set_title("resident memory after each tile")
+    right.set_title("resident memory while classifying")
     figure.suptitle("models.jobs.classify memory, tiny backbone, CPU", fontsize=10)
     save_figure(figure, path)
 
@@ -313,30 +329,33 @@ def cache_label(cache: str) -> str:
 
 
 def flat_for(sizes: list[dict]) -> bool:
-    """Flat: the largest raster's peak is within 15 % of the smallest's."""
-    return sizes[-1]["peak_rss_bytes"] / sizes[0]["peak_rss_bytes"] < 1.15
+    """Flat: no larger raster's peak is more than 15 % above the smallest's."""
+    return max(s["peak_rss_bytes"] for s in sizes) / sizes[0]["peak_rss_bytes"] < 1.15
 
 
 def verdict_lines(sizes: list[dict], cache: str, max_minutes: float) -> list[str]:
     smallest, largest = sizes[0], sizes[-1]
     growth = largest["peak_rss_bytes"] - smallest["peak_rss_bytes"]
+    highest = max(sizes, key=lambda s: s["peak_rss_bytes"])
     lines = [
         f"{cache_label(cache)}: peak RSS {smallest['peak_rss_bytes'] / MIB:.0f} MiB at "
         f"{smallest['megapixels']:g} Mpx and {largest['peak_rss_bytes'] / MIB:.0f} MiB at "
         f"{largest['megapixels']:g} Mpx: {growth / MIB:+.0f} MiB "
         f"({largest['peak_rss_bytes'] / smallest['peak_rss_bytes']:.2f} x) for "
-        f"{largest['megapixels'] / smallest['megapixels']:g} x the pixels -- "
-        + ("flat." if flat_for(sizes) else "NOT flat."),
+        f"{largest['megapixels'] / smallest['megapixels']:g} x the pixels"
+        + (f"; the highest, {highest['peak_rss_bytes'] / MIB:.0f} MiB, at "
+           f"{highest['megapixels']:g} Mpx" if highest is not largest else "")
+        + " -- " + ("flat." if flat_for(sizes) else "NOT flat."),
         f"{cache_label(cache)}: {smallest['rss_after_imports_bytes'] / MIB:.0f} MiB of it is the "
         f"interpreter with torch, GDAL, numpy and the engine loaded, before any work.",
     ]
-    cache_max = max(e.get("gdal_cache_max_bytes") or 0 for e in sizes)
-    if not flat_for(sizes) and cache_max:
-        lines.append(
-            f"{cache_label(cache)}: the growth is GDAL's block cache filling with the raster's "
-            f"blocks; it is capped at {cache_max / MIB:.0f} MiB here (GDAL_CACHEMAX), so the peak "
-            f"stops growing once the cache is full, at the cap plus the working memory. A smaller "
-            f"cache (or the engine releasing the reader's blocks after each tile) keeps it flat.")
+    # The engine drops the reader's cached blocks after each tile (RasterReader.release_cache):
+    # what GDAL's cache held at the samples says whether that worked.
+    held = max(e.get("gdal_cache_held_bytes", 0) for e in sizes)
+    lines.append(
+        f"{cache_label(cache)}: GDAL's block cache held at most {held / MIB:.0f} MiB at any "
+        f"sample (a tile's blocks, dropped once the tile is written), against its cap of "
+        f"{max(e.get('gdal_cache_max_bytes') or 0 for e in sizes) / MIB:.0f} MiB.")
     for entry in sizes:
         if not entry["completed"]:
             lines.append(
@@ -345,6 +364,18 @@ def verdict_lines(sizes: list[dict], cache: str, max_minutes: float) -> list[str
                 f"estimated above {max_minutes:g} min); over the second half of those tiles RSS "
                 f"moved by {entry['late_tile_rss_spread_bytes'] / MIB:.0f} MiB.")
     return lines
+
+
+def thin_timeline(timeline: list[dict], keep: int = TIMELINE_POINTS) -> list[dict]:
+    """At most ``keep`` evenly spaced samples of a child's timeline, its highest RSS among them
+    (the report's curve; the child's own file keeps every sample)."""
+    import numpy as np
+
+    if len(timeline) <= keep:
+        return timeline
+    picked = set(np.linspace(0, len(timeline) - 1, keep - 1).round().astype(int).tolist())
+    picked.add(max(range(len(timeline)), key=lambda i: timeline[i]["rss_bytes"]))
+    return [timeline[i] for i in sorted(picked)]
 
 
 def tile_count(side: int, adapter: str, mode: str) -> int:
@@ -436,6 +467,9 @@ def run_benchmark(args, work: Path) -> dict:
             late = [p["rss_bytes"] for p in found["timeline"][1:]]
             late = late[len(late) // 2:]
             found["late_tile_rss_spread_bytes"] = (max(late) - min(late)) if late else 0
+            found["gdal_cache_held_bytes"] = max(p.get("gdal_cache_bytes", 0)
+                                                 for p in found["timeline"])
+            found["timeline"] = thin_timeline(found["timeline"])
             pixels_per_s = pixels_per_s or found["pixels_per_s"]
             report["sizes"].append(found)
             log(f"  peak RSS {found['peak_rss_bytes'] / MIB:.0f} MiB, "

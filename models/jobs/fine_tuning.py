@@ -98,7 +98,7 @@ class _Samples:
     input_size: int
     pixels: object               # samples.LabelledPixels, capped per class
     windows: torch.Tensor        # (N, 12, w, w), one per pixel
-    spectra: np.ndarray          # (N, bands) of the band adaptation's bands, one per pixel
+    spectra: np.ndarray | None   # (N, bands) of the band adaptation's bands; None at weight 0
     notes: list[str]
     means: np.ndarray | None = None  # (N, bands) neighbourhood means (settings.spectral_context)
 
@@ -144,12 +144,14 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         pixels = pixels.subset(kept)
         windows, _ = collect_windows(reader, adaptation, pixels.rows, pixels.cols, window_size,
                                      progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
-        spectra, _ = reader.read_pixels(pixels.rows, pixels.cols, adaptation.band_indices,
-                                        cancel=cancel)
-        means = None
-        if settings.spectral_weight and settings.spectral_context > 1:
-            means = means_at(reader, pixels.rows, pixels.cols, adaptation.band_indices,
-                             settings.spectral_context, cancel=cancel)
+        # The spectral classifier's inputs; without it (weight 0) nothing reads them.
+        spectra = means = None
+        if settings.spectral_weight:
+            spectra, _ = reader.read_pixels(pixels.rows, pixels.cols, adaptation.band_indices,
+                                            cancel=cancel)
+            if settings.spectral_context > 1:
+                means = means_at(reader, pixels.rows, pixels.cols, adaptation.band_indices,
+                                 settings.spectral_context, cancel=cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
                     spectra=spectra, notes=notes, means=means)
