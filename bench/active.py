@@ -41,7 +41,7 @@ SPACING = 5
 # pixels, as active-learning studies do (Tuia et al. 2011): the suggestions asked for are this
 # many times the spots needed, and the first ones on labelled ground are kept.
 ASKED_PER_SPOT = 5
-# The goals of the active-learning issue: OA points over random additions after the last round,
+# What a simulated user is judged against: OA points over random additions after the last round,
 # at the same number of training pixels; warm-started rounds' training time against afresh.
 GOAL_LEAD_OVER_RANDOM = 10.0
 GOAL_WARM_TIME_SHARE = 0.5
