@@ -133,7 +133,8 @@ def test_neighbourhood_means_average_the_valid_pixels_inside_the_raster(tmp_path
     """Each pixel's mean is that of the valid pixels of its square, clipped at the raster's edge;
     a tile read with its halo gives the whole raster's means, and so do the training pixels'."""
     from engine_data import make_test_raster
-    from hyperadapt.models.data.neighbourhood import box_means, means_at, read_with_means
+    from hyperadapt.models.data.neighbourhood import (box_means, read_with_means,
+                                                          read_with_means_at)
     from hyperadapt.models.data.raster import RasterReader
 
     raster = make_test_raster(tmp_path / "scene.tif", noise=0.3, nodata_box=(3, 5, 4, 6))
@@ -150,9 +151,13 @@ def test_neighbourhood_means_average_the_valid_pixels_inside_the_raster(tmp_path
         assert np.allclose(means, whole[:, 6:15, 10:22], atol=1e-5)
         assert read_with_means(reader, 10, 6, 12, 9, bands, 0)[1] is None
         rows, cols = np.array([0, 29, 12, 7]), np.array([35, 0, 20, 4])
-        found_5, found_9 = (means_at(reader, rows, cols, bands, size) for size in (5, 9))
+        (spectra_5, found_5), (spectra_9, found_9) = (
+            read_with_means_at(reader, rows, cols, bands, size) for size in (5, 9))
+        assert read_with_means_at(reader, rows, cols, bands, 0)[1] is None
     assert np.allclose(found_5, whole[:, rows, cols].T, atol=1e-5)
     assert np.allclose(found_9, box_means(data, valid, 9)[:, rows, cols].T, atol=1e-5)
+    assert np.array_equal(spectra_5, data[:, rows, cols].T)
+    assert np.array_equal(spectra_9, data[:, rows, cols].T)
 
 
 def _field_scene(rng, size=60, block=10, bands=20, noise=2.0):

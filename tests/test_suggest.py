@@ -6,7 +6,7 @@ import pytest
 from osgeo import ogr
 
 from engine_data import make_polygons, make_test_raster, tiny_settings
-from hyperadapt.models.data.neighbourhood import means_at
+from hyperadapt.models.data.neighbourhood import read_with_means_at
 from hyperadapt.models.data.raster import RasterReader, read_raster_info
 from hyperadapt.models.data.samples import read_labelled_pixels
 from hyperadapt.models.errors import HyperAdaptError
@@ -91,9 +91,8 @@ def test_suggestions_judge_the_pixels_as_the_map_does_with_its_spectral_classifi
     rows = np.array([s.row for s in chosen])
     cols = np.array([s.col for s in chosen])
     with RasterReader(str(raster.path)) as reader:
-        spectra, _ = reader.read_pixels(rows, cols, kernel.band_indices)
-        means = (means_at(reader, rows, cols, kernel.band_indices, kernel.context_size)
-                 if kernel.context_size else None)
+        spectra, means = read_with_means_at(reader, rows, cols, kernel.band_indices,
+                                            kernel.context_size)
     expected = kernel.probabilities(kernel.features(spectra, means))
     assert [s.guess for s in chosen] == expected.argmax(axis=1).tolist()
     assert [s.top_probability for s in chosen] == pytest.approx(expected.max(axis=1), abs=1e-5)

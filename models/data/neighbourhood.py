@@ -44,14 +44,23 @@ def box_means(data: np.ndarray, valid: np.ndarray, size: int, rows=None,
     return out
 
 
-def read_with_means(reader: RasterReader, x: int, y: int, width: int, height: int,
-                    bands: list[int], size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Spectra (B, height, width) of a block and, for a ``size`` above 0, its pixels' neighbourhood
-    means (B, height, width); None for size 0. The block's neighbours are read too."""
-    radius = int(size) // 2 if size else 0
+def _read_around(reader: RasterReader, x: int, y: int, width: int, height: int,
+                 bands: list[int], radius: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """A block read with ``radius`` pixels of its neighbours inside the raster: (data, valid,
+    x0, y0), the read's top-left corner."""
     x0, y0 = max(0, x - radius), max(0, y - radius)
     x1, y1 = min(reader.width, x + width + radius), min(reader.height, y + height + radius)
     data, valid = reader.read(x0, y0, x1 - x0, y1 - y0, bands)
+    return data, valid, x0, y0
+
+
+def read_with_means(reader: RasterReader, x: int, y: int, width: int, height: int,
+                    bands: list[int], size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Spectra (B, height, width) of a block and, for a ``size`` above 1, its pixels' neighbourhood
+    means (B, height, width); None for 0 or 1 (the pixel alone). The block's neighbours are read
+    too."""
+    size = int(size) if size and size > 1 else 0
+    data, valid, x0, y0 = _read_around(reader, x, y, width, height, bands, size // 2)
     top, left = y - y0, x - x0
     spectra = data[:, top:top + height, left:left + width]
     if not size:
@@ -59,19 +68,22 @@ def read_with_means(reader: RasterReader, x: int, y: int, width: int, height: in
     return spectra, box_means(data, valid, size)[:, top:top + height, left:left + width]
 
 
-def means_at(reader: RasterReader, rows: np.ndarray, cols: np.ndarray, bands: list[int],
-             size: int, *, cancel=None) -> np.ndarray:
-    """(N, B) neighbourhood means at the given pixels; each tile that holds some of them is read
-    once, with its halo."""
+def read_with_means_at(reader: RasterReader, rows: np.ndarray, cols: np.ndarray,
+                       bands: list[int], size: int, *,
+                       cancel=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``read_with_means`` at the given pixels: spectra (N, B) and, for a ``size`` above 1, their
+    neighbourhood means (N, B); each tile that holds some of them is read once, with its halo."""
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    found = np.zeros((len(rows), len(bands)), dtype=np.float32)
-    radius = int(size) // 2
+    size = int(size) if size and size > 1 else 0
+    radius = size // 2
+    spectra = np.zeros((len(rows), len(bands)), dtype=np.float32)
+    means = np.zeros_like(spectra) if size else None
     for index, (tx, ty, tw, th) in group_pixels_by_tile(
             rows, cols, tile_side_for(len(bands), halo=radius), reader.width, reader.height):
         raise_if_cancelled(cancel)
-        x0, y0 = max(0, tx - radius), max(0, ty - radius)
-        x1 = min(reader.width, tx + tw + radius)
-        y1 = min(reader.height, ty + th + radius)
-        data, valid = reader.read(x0, y0, x1 - x0, y1 - y0, bands)
-        found[index] = box_means(data, valid, size, rows[index] - y0, cols[index] - x0).T
-    return found
+        data, valid, x0, y0 = _read_around(reader, tx, ty, tw, th, bands, radius)
+        r, c = rows[index] - y0, cols[index] - x0
+        spectra[index] = data[:, r, c].T
+        if size:
+            means[index] = box_means(data, valid, size, r, c).T
+    return spectra, means

@@ -25,7 +25,7 @@ import torch
 
 from .. import options
 from ..data.bands import BandAdaptation, fit_band_adaptation
-from ..data.neighbourhood import means_at
+from ..data.neighbourhood import read_with_means_at
 from ..data.raster import RasterInfo, RasterReader, read_raster_info
 from ..data.samples import (MIN_TRAINING_FEATURES, ClassInfo, cap_per_class, check_class_pixels,
                             read_labelled_pixels, split_by_feature)
@@ -147,11 +147,9 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         # The spectral classifier's inputs; without it (weight 0) nothing reads them.
         spectra = means = None
         if settings.spectral_weight:
-            spectra, _ = reader.read_pixels(pixels.rows, pixels.cols, adaptation.band_indices,
-                                            cancel=cancel)
-            if settings.spectral_context > 1:
-                means = means_at(reader, pixels.rows, pixels.cols, adaptation.band_indices,
-                                 settings.spectral_context, cancel=cancel)
+            spectra, means = read_with_means_at(reader, pixels.rows, pixels.cols,
+                                                adaptation.band_indices,
+                                                settings.spectral_context, cancel=cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
                     spectra=spectra, notes=notes, means=means)
