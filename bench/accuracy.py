@@ -14,7 +14,10 @@ Scenes:
 Samplings, 10 training pixels per class (half of a smaller class), a new draw per seed:
 - "polygons": 2 to 4 small rectangles per class inside a field, as a person draws them
   (bench/indian_pines.py's rectangle chooser), written as polygons;
-- "scattered": single pixels at random over the class (the protocol of most papers), as points.
+- "scattered": single pixels at random over the class (the protocol of most papers), as points;
+- "polygons_uneven" and "scattered_uneven" (``--samplings``): the same, each class with its own
+  count, from half to eight times the 10 (one large polygon where drawing is easy, a few pixels of
+  a rare class).
 Every other labelled pixel is a test pixel.
 
 Each deep row runs the user's path: ``models.jobs.pretraining.pretrain_backbone`` once per scene and
@@ -58,6 +61,10 @@ ENMAP_DIR = ROOT.parent / "shared" / "datasets" / "enmap_potsdam"
 ENMAP_CLASS_NAMES = {1: "roof", 2: "pavement", 3: "low vegetation", 4: "tree", 5: "soil",
                      6: "water"}
 SAMPLINGS = ("polygons", "scattered")
+# The same two, with as many pixels per class as a person who draws what is easy to draw gives:
+# from half to eight times --per-class (2 ** uniform(-1, 3) times; 5 to 80 at 10 per class).
+UNEVEN_SAMPLINGS = ("polygons_uneven", "scattered_uneven")
+UNEVEN_SPAN = (-1.0, 3.0)
 PER_CLASS = 10
 PCA_COMPONENTS = 15
 CLASSICAL_WINDOWS = (9, 15)
@@ -148,6 +155,8 @@ ROWS = {row.name: row for row in (
         settings={"spectral_weight": 0.25}),
     Row("spectral_three_quarters", "Default, spectral classifier weight 0.75",
         settings={"spectral_weight": 0.75}),
+    Row("no_class_weighting", "Default without class weights (every pixel weighing the same in "
+        "training)", settings={"class_weighting": "none"}),
 )}
 DEFAULT_ROWS = list(ROWS)
 
@@ -201,7 +210,8 @@ SCENES = {"indian_pines": prepare_indian_pines, "enmap_potsdam": prepare_enmap_p
 
 # -- training and test pixels ---------------------------------------------------------------------
 def split_pixels(labels: np.ndarray, sampling: str, per_class: int, seed: int) -> dict:
-    """Training pixels per class (rectangles or scattered pixels), every other labelled pixel tests.
+    """Training pixels per class (rectangles or scattered pixels), every other labelled pixel tests;
+    an "_uneven" sampling draws each class's count (UNEVEN_SPAN) instead of ``per_class``.
 
     Returns {"train": (rows, cols), "test": (rows, cols), "train_values", "test_values",
     "rectangles": {value: [(row, col, rows, cols)]} (polygons only)}.
@@ -210,16 +220,23 @@ def split_pixels(labels: np.ndarray, sampling: str, per_class: int, seed: int) -
 
     chosen = np.zeros(labels.shape, dtype=bool)
     rectangles = {}
+    values = sorted(int(v) for v in np.unique(labels) if v > 0)
+    wanted = {value: per_class for value in values}
+    if sampling in UNEVEN_SAMPLINGS:
+        factors = 2.0 ** np.random.default_rng([seed, per_class, 7]).uniform(*UNEVEN_SPAN,
+                                                                           len(values))
+        wanted = {value: max(1, int(round(per_class * f))) for value, f in zip(values, factors)}
+        sampling = sampling.removesuffix("_uneven")
     if sampling == "polygons":
-        rectangles = choose_rectangles(labels, per_class=per_class, seed=seed)
+        rectangles = choose_rectangles(labels, per_class=wanted, seed=seed)
         for rects in rectangles.values():
             for row, col, rows, cols in rects:
                 chosen[row:row + rows, col:col + cols] = True
     elif sampling == "scattered":
         rng = np.random.default_rng([seed, per_class])
-        for value in sorted(int(v) for v in np.unique(labels) if v > 0):
+        for value in values:
             rows, cols = np.nonzero(labels == value)
-            take = min(per_class, len(rows) // 2)
+            take = min(wanted[value], len(rows) // 2)
             pick = rng.choice(len(rows), size=take, replace=False)
             chosen[rows[pick], cols[pick]] = True
     else:
@@ -298,19 +315,25 @@ def classical_scores(scene: Scene, features: dict, split: dict, seed: int, threa
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    from hyperadapt.models.learning.class_balance import class_weights
+
     width = features["width"]
     train_index = split["train"][0] * width + split["train"][1]
     test_index = split["test"][0] * width + split["test"][1]
     y = split["train_values"]
     counts = np.bincount(y)
     folds = max(2, min(3, int(counts[counts > 0].min())))
+    # Balanced class weights, as the default path trains with (all 1 where the classes have as
+    # many pixels), from the whole training set, so the cross-validation's folds share them.
+    per_class = class_weights(y, "balanced")
+    weights = {int(c): float(per_class[c]) for c in np.unique(y)}
     results = {}
     for kind in ["spectra"] + [f"pca_w{w}" for w in CLASSICAL_WINDOWS]:
         x_train, x_test = features[kind][train_index], features[kind][test_index]
         started = time.perf_counter()
         num_features = x_train.shape[1]
         search = GridSearchCV(
-            make_pipeline(StandardScaler(), SVC(kernel="rbf")),
+            make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight=weights)),
             {"svc__C": list(SVM_GRID_C),
              "svc__gamma": [f / num_features for f in SVM_GRID_GAMMA_FACTORS]},
             cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed), n_jobs=1)
@@ -318,7 +341,8 @@ def classical_scores(scene: Scene, features: dict, split: dict, seed: int, threa
         results[f"svm/{kind}"] = {**score(scene, split["test_values"], search.predict(x_test)),
                                   "seconds": time.perf_counter() - started}
         started = time.perf_counter()
-        forest = RandomForestClassifier(n_estimators=RF_TREES, random_state=seed, n_jobs=threads)
+        forest = RandomForestClassifier(n_estimators=RF_TREES, random_state=seed, n_jobs=threads,
+                                        class_weight=weights)
         forest.fit(x_train, y)
         results[f"rf/{kind}"] = {**score(scene, split["test_values"], forest.predict(x_test)),
                                  "seconds": time.perf_counter() - started}
@@ -511,6 +535,12 @@ def fmt(stat: dict, digits: int = 1) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def _uneven_note(samplings) -> str:
+    low, high = (2.0 ** bound for bound in UNEVEN_SPAN)
+    return (f" (in the uneven samplings, {low:g} to {high:g} times as many, drawn per class)"
+            if set(samplings) & set(UNEVEN_SAMPLINGS) else "")
+
+
 def write_report(report: dict, out: Path) -> None:
     summary, settings = report["summary"], report["settings"]
     scenes, samplings = settings["scenes"], settings["samplings"]
@@ -518,10 +548,10 @@ def write_report(report: dict, out: Path) -> None:
     lines = [
         "# Accuracy of the default path against SVM and Random Forest",
         "",
-        f"Both scenes x both samplings x seeds {settings['seeds']}, "
-        f"{settings.get('per_class', PER_CLASS)} training pixels "
-        f"per class; every other labelled pixel is a test pixel. Backbone: the tiny "
-        f"SpectralGPT-shaped backbone pretrained without labels on each scene for "
+        f"Scenes {', '.join(scenes)} x samplings {', '.join(samplings)} x seeds "
+        f"{settings['seeds']}, {settings.get('per_class', PER_CLASS)} training pixels per class"
+        f"{_uneven_note(samplings)}; every other labelled pixel is a test pixel. Backbone: the "
+        f"tiny SpectralGPT-shaped backbone pretrained without labels on each scene for "
         f"{settings['pretrain_epochs']} epochs (no official weights on this machine). Machine: "
         f"{report['machine']['device']}, {report['machine']['threads']} threads, shared with "
         f"other work. {_took(report)}",
@@ -608,6 +638,7 @@ def describe_row(row: Row) -> str:
                 f"{options.MAX_SCHEDULED_STEPS} steps) at lr {defaults.learning_rate:g} "
                 f"(lambda {defaults.lr_ratio:g}), centre-pixel head "
                 f"{defaults.pixel_dim}, context dropout {defaults.context_dropout:g}, "
+                f"{defaults.class_weighting} class weights, "
                 f"{defaults.classify_mode} mode, spectral classifier weight "
                 f"{defaults.spectral_weight:g} (pixel, {defaults.spectral_context} x "
                 f"{defaults.spectral_context} neighbourhood or both), segment vote "
@@ -647,7 +678,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: a few minutes")
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
-    parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
+    parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS),
+                        choices=SAMPLINGS + UNEVEN_SAMPLINGS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--per-class", type=int, default=PER_CLASS,
                         help="training pixels per class (half of a smaller class)")

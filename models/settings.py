@@ -70,6 +70,8 @@ class FineTuneSettings:
         pixel_dim: width of the centre pixel's embedding in the head (spectralgpt.PixelHead);
             0: a linear head on the pooled tokens alone.
         context_dropout: share of training windows whose pooled tokens the head does not see.
+        class_weighting: "balanced" (each class counts the same in the loss, however many
+            pixels it has) or "none" (each pixel counts the same); options.CLASS_WEIGHTINGS.
         classify_mode: how the scene is classified after training and by the adapter later:
             "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
         spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in
@@ -120,6 +122,7 @@ class FineTuneSettings:
     augment: bool = True
     pixel_dim: int = options.DEFAULT_PIXEL_DIM
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
+    class_weighting: str = options.DEFAULT_CLASS_WEIGHTING
     classify_mode: str = options.DEFAULT_CLASSIFY_MODE
     spectral_weight: float = options.DEFAULT_SPECTRAL_WEIGHT
     spectral_context: int = options.DEFAULT_SPECTRAL_CONTEXT
@@ -157,7 +160,8 @@ class FineTuneSettings:
         _check_whole(settings.pixel_dim, "pixel embedding width", 0, 4096)
         _check_whole(settings.min_validation_pixels, "least pixels of a validated class", 0,
                      10**9)
-        problem = options.classify_mode_problem(settings.classify_mode)
+        problem = (options.classify_mode_problem(settings.classify_mode)
+                   or options.class_weighting_problem(settings.class_weighting))
         if problem:
             raise HyperAdaptError(problem)
         problem = options.spectral_weight_problem(settings.spectral_weight)

@@ -176,6 +176,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
                 (self.band_combo, options.BAND_ADAPTATIONS, options.DEFAULT_BAND_ADAPTATION),
                 (self.backbone_combo, options.BACKBONES, options.DEFAULT_BACKBONE),
                 (self.preset_combo, options.PRESETS, options.DEFAULT_PRESET),
+                (self.class_weighting_combo, options.CLASS_WEIGHTINGS,
+                 options.DEFAULT_CLASS_WEIGHTING),
                 (self.classify_mode_combo, options.CLASSIFY_MODES, options.DEFAULT_CLASSIFY_MODE)):
             for key, label in choices.items():
                 combo.addItem(label, key)
@@ -278,6 +280,7 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             "spectral_weight": self.spectral_weight_spin.value(),
             "spectral_context": (self.spectral_context_spin.value()
                                  if self.spectral_context_spin.value() > 1 else 0),
+            "class_weighting": self.class_weighting_combo.currentData(),
             "classify_mode": self.classify_mode_combo.currentData(),
             "segment_size": self.segment_size_spin.value(),
             # The majority box shows "off" at 1, its minimum, so that its steps stay odd.

@@ -25,7 +25,7 @@ def test_fine_tune_classify_evaluate_suggest_and_clean_from_a_shell(tmp_path):
     layer = make_polygons(tmp_path / "fields.gpkg", raster)
     done = cli("finetune", raster.path, layer, "class", tmp_path / "adapter.pt",
                "--classification", tmp_path / "map.tif", "--report", tmp_path / "report.html",
-               "--targets", "attn.q", "attn.k", "attn.v", *TINY)
+               "--targets", "attn.q", "attn.k", "attn.v", "--class-weighting", "none", *TINY)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Fine-tuned 3 classes in ")
     assert "[100 %] Done" in done.stderr
@@ -33,6 +33,7 @@ def test_fine_tune_classify_evaluate_suggest_and_clean_from_a_shell(tmp_path):
     record = load_adapter_file(tmp_path / "adapter.pt")
     assert record.training["targets"] == ["attn.q", "attn.k", "attn.v"]
     assert record.training["epochs"] == 2
+    assert record.training["class_weighting"] == "none"
 
     done = cli("classify", raster.path, tmp_path / "adapter.pt", tmp_path / "again.tif")
     assert done.returncode == 0, done.stderr

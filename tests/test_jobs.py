@@ -569,6 +569,56 @@ def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():
     assert outcome.epochs_run == max(10, outcome.best_epoch + 2) < 20
 
 
+def test_balanced_class_weights_make_every_class_weigh_the_same():
+    from hyperadapt.models.learning.class_balance import class_weights
+
+    labels = np.array([0] * 30 + [1] * 6 + [3] * 4)
+    weights = class_weights(labels, "balanced")
+    # 40 pixels, 3 classes present: each class's pixels weigh 40 / 3 in all; class 2 has none.
+    assert np.allclose(weights, [40 / 90, 40 / 18, 0.0, 40 / 12])
+    assert np.isclose(weights[labels].sum(), 40.0)        # the loss keeps its scale
+    assert np.array_equal(class_weights(np.tile(np.arange(4), 5), "balanced"), np.ones(4))
+    assert class_weights(labels, "none") is None
+    with pytest.raises(ValueError, match="unknown class weighting 'focal'"):
+        class_weights(labels, "focal")
+
+
+def _imbalanced_windows():
+    """60 windows of class 0 and 6 of class 1, their values overlapping."""
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0] * 60 + [1] * 6)
+    windows = (torch.rand(66, 12, 5, 5, generator=generator) * 0.5
+               + labels.view(-1, 1, 1, 1) * 0.15)
+    return windows, labels
+
+
+def test_balanced_weighting_is_the_plain_loss_when_classes_are_even_and_lifts_a_rare_class():
+    from hyperadapt.models.learning.inference import predict_windows
+    from hyperadapt.models.learning.training import train_classifier
+
+    def train(windows, labels, weighting):
+        model = _tiny_adapted_model(num_classes=2)
+        outcome = train_classifier(model, windows, labels, None, None, epochs=6,
+                                   learning_rate=3e-3, batch_size=16, device=torch.device("cpu"),
+                                   class_weighting=weighting)
+        return model, outcome
+
+    even = torch.arange(2).repeat_interleave(20)
+    windows = torch.rand(40, 12, 5, 5, generator=torch.Generator().manual_seed(2))
+    _, plain = train(windows, even, "none")
+    _, balanced = train(windows, even, "balanced")
+    assert all(torch.equal(plain.best_state[name], balanced.best_state[name])
+               for name in plain.best_state)
+
+    windows, labels = _imbalanced_windows()
+    recall = {}
+    for weighting in ("none", "balanced"):
+        model, _ = train(windows, labels, weighting)
+        predicted, _ = predict_windows(model, windows, device=torch.device("cpu"), batch_size=64)
+        recall[weighting] = float((predicted[labels.numpy() == 1] == 1).mean())
+    assert recall["balanced"] > recall["none"]
+
+
 def _tiny_adapted_model(num_classes=3):
     from hyperadapt.models.network.adapters import AdapterConfig, apply_adapter
 

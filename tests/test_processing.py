@@ -796,6 +796,9 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
     assert parameter("WINDOW_SIZE").maximum() == options.MAX_WINDOW_SIZE
     assert list(options.PRESETS)[parameter("PRESET").defaultValue()] == defaults.preset
     assert list(options.BACKBONES)[parameter("BACKBONE").defaultValue()] == defaults.backbone
+    weighting = parameter("CLASS_WEIGHTING")
+    assert weighting.options() == list(options.CLASS_WEIGHTINGS.values())
+    assert list(options.CLASS_WEIGHTINGS)[weighting.defaultValue()] == defaults.class_weighting
     assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune",
                                                          "postprocess", "pretrain", "suggest"]
 

@@ -64,6 +64,8 @@ def test_the_fast_preset_caps_steps_and_input():
                                "pixels across, or 0 for each pixel's spectrum alone (got 4)."),
     ({"spectral_context": 53}, "The spectral classifier's neighbourhood must be a whole number "
                                 "from 0 to 51 (got 53)."),
+    ({"class_weighting": "focal"}, "The class weighting 'focal' is unknown; choose one of "
+                                   "balanced, none."),
     ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "
                                  "mnf."),
     ({"method": "dora"}, "Unknown fine-tuning method 'dora'; choose one of krona_plus, krona, "

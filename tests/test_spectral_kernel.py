@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hyperadapt.models.learning.spectral_kernel import (SpectralKernel, _balanced_subsample,
-                                                        _squared_distances, fit_spectral_kernel,
-                                                        left_out_scores)
+                                                        _fit_inputs, _squared_distances,
+                                                        fit_spectral_kernel, left_out_scores)
 
 
 def spectra_of_classes(rng, counts, bands=30, noise=0.3):
@@ -22,6 +22,36 @@ def spectra_of_classes(rng, counts, bands=30, noise=0.3):
         spectra.append(shape + noise * rng.standard_normal((count, bands)))
         labels.append(np.full(count, cls))
     return np.concatenate(spectra).astype(np.float32), np.concatenate(labels)
+
+
+def test_balanced_weights_fit_weighted_least_squares_and_leave_groups_out_exactly():
+    """Each pixel's squared error weighs the inverse of its class's share: the coefficients solve
+    the weighted normal equations, and each left-out score is that of a weighted fit without the
+    pixel's group."""
+    rng = np.random.default_rng(4)
+    spectra, labels = spectra_of_classes(rng, [12, 4, 2], bands=8, noise=0.6)
+    groups = np.arange(len(labels)) // 2
+    index = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    weights = (len(labels) / (3 * np.bincount(labels)))[labels]
+    targets = np.eye(3)[labels]
+    found = _fit_inputs(spectra.astype(np.float64), targets, labels, index, weights)
+    kernel = np.exp(-found["gamma"] * _squared_distances(found["support"], found["support"]))
+    ridge = found["ridge"]
+    assert np.allclose(found["coefficients"], np.linalg.solve(
+        weights[:, None] * kernel + ridge * np.eye(len(labels)), weights[:, None] * targets))
+    for held in index:
+        kept = np.setdiff1d(np.arange(len(labels)), held)
+        dual = np.linalg.solve(weights[kept, None] * kernel[np.ix_(kept, kept)]
+                               + ridge * np.eye(len(kept)), weights[kept, None] * targets[kept])
+        assert np.allclose(found["scores"][held], kernel[np.ix_(held, kept)] @ dual, atol=1e-6)
+    # With as many pixels in every class, balanced is the plain fit, to the bit.
+    even, even_labels = spectra_of_classes(rng, [6, 6, 6], bands=8)
+    plain = fit_spectral_kernel(even, even_labels, np.arange(18), 3, range(8),
+                                class_weighting="none")
+    balanced = fit_spectral_kernel(even, even_labels, np.arange(18), 3, range(8),
+                                   class_weighting="balanced")
+    assert np.array_equal(plain.coefficients, balanced.coefficients)
+    assert plain.temperature == balanced.temperature
 
 
 def test_classifies_new_spectra_and_its_probabilities_are_distributions():

@@ -140,7 +140,10 @@ def test_the_segment_vote_follows_tile_mode_too(trained, tmp_path):
 
     assert class_changes(whole) < 0.8 * class_changes(plain)
     assert (whole[~valid] == 0).all() and (whole[valid] > 0).all()
-    assert (tiled[valid] == whole[valid]).mean() >= 0.995
+    # SLIC's rounds in a tile's halo can draw a superpixel's edge a pixel elsewhere (mostly next to
+    # nodata), and this barely trained model flips such pixels: 6 and 13 of about 2,000 in two
+    # trainings. A seam would show along whole tile edges (some 180 pixels lie next to them).
+    assert (tiled[valid] == whole[valid]).mean() >= 0.99
 
 
 def test_a_raster_smaller_than_a_step_and_a_window_is_classified(trained, tmp_path):

@@ -181,7 +181,8 @@ def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes
         batch_size=settings.batch_size,
         warmup_fraction=settings.warmup_fraction, patience=settings.patience, seed=settings.seed,
         device=device, augment=settings.augment, context_dropout=settings.context_dropout,
-        progress=progress, cancel=cancel, on_epoch=on_epoch)
+        class_weighting=settings.class_weighting, progress=progress, cancel=cancel,
+        on_epoch=on_epoch)
     adapters.load_trainable_state_dict(model, outcome.best_state)
     return model, identity, outcome
 
@@ -358,7 +359,8 @@ def spectral_classifier(samples, settings: FineTuneSettings,
                                samples.adaptation.band_indices,
                                means=None if samples.means is None else samples.means[index],
                                context_size=settings.spectral_context,
-                               weight=settings.spectral_weight, seed=settings.seed)
+                               weight=settings.spectral_weight,
+                               class_weighting=settings.class_weighting, seed=settings.seed)
 
 
 def held_out_predictions(model, samples, settings: FineTuneSettings, train_index: np.ndarray,
@@ -461,6 +463,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
             "head": (f"pooled tokens and the centre pixel ({settings.pixel_dim}), context "
                      f"dropout {settings.context_dropout:g}" if settings.pixel_dim
                      else "pooled tokens"),
+            "class weighting": options.CLASS_WEIGHTINGS[settings.class_weighting],
             "classifying": _describe_mode(settings.classify_mode, samples.window_size),
             "spectral classifier": (spectral.describe() if spectral is not None else "off"),
             "segment vote": (f"superpixels of {settings.segment_size} pixels"

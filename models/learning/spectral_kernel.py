@@ -34,6 +34,7 @@ import torch
 from .. import options
 from ..data.neighbourhood import read_with_means
 from ..data.samples import cap_per_class
+from .class_balance import class_weights
 
 # Kernel widths as multiples of 1 / bands (the spectra are standardised, so squared distances grow
 # with the band count) and ridges tried by the leave-out selection.
@@ -193,9 +194,13 @@ def fit_spectral_kernel(spectra: np.ndarray, class_index: np.ndarray, groups: np
                         num_classes: int, band_indices, *, means: np.ndarray | None = None,
                         context_size: int = 0,
                         weight: float = options.DEFAULT_SPECTRAL_WEIGHT,
+                        class_weighting: str = options.DEFAULT_CLASS_WEIGHTING,
                         max_pixels: int = options.SPECTRAL_MAX_PIXELS,
                         seed: int = 0) -> SpectralKernel:
     """Fit the classifier on labelled spectra (N, B); ``groups`` (N,) names each pixel's polygon.
+
+    With ``class_weighting`` "balanced", each pixel's squared error weighs the inverse of its
+    class's share (class_balance.class_weights), as the network's loss does.
 
     With ``means`` (N, B), the pixels' ``context_size`` neighbourhood means, the classifier may
     see them instead of or beside the spectra (INPUTS): all three are fitted and the best by
@@ -212,12 +217,14 @@ def fit_spectral_kernel(spectra: np.ndarray, class_index: np.ndarray, groups: np
     spectra = np.asarray(spectra, dtype=np.float64)[keep]
     means = None if means is None else np.asarray(means, dtype=np.float64)[keep]
     targets = np.eye(num_classes)[class_index]
+    per_class = class_weights(class_index, class_weighting)
+    pixel_weights = np.ones(len(class_index)) if per_class is None else per_class[class_index]
     _, group_ids = np.unique(groups, return_inverse=True)
     groups_index = [np.flatnonzero(group_ids == g) for g in range(group_ids.max() + 1)]
     best = None
     for inputs in INPUTS if means is not None else ("spectrum",):
         features = stack_inputs(inputs, spectra, means)
-        found = _fit_inputs(features, targets, class_index, groups_index)
+        found = _fit_inputs(features, targets, class_index, groups_index, pixel_weights)
         # A tie keeps the earlier inputs (the pixel's own spectrum first).
         if best is None or found["accuracy"] > best["accuracy"]:
             best = {**found, "inputs": inputs}
@@ -234,9 +241,14 @@ def fit_spectral_kernel(spectra: np.ndarray, class_index: np.ndarray, groups: np
 
 
 def _fit_inputs(features: np.ndarray, targets: np.ndarray, class_index: np.ndarray,
-                groups_index: list) -> dict:
+                groups_index: list, pixel_weights: np.ndarray) -> dict:
     """Standardise the features, then choose the width and the ridge by grouped leave-out
-    balanced accuracy; the dual coefficients and left-out scores of the choice."""
+    balanced accuracy; the dual coefficients and left-out scores of the choice.
+
+    Weighted kernel ridge regression (each pixel's squared error times its weight w) is the plain
+    one on the kernel S K S and targets S Y, S = diag(sqrt(w)): its dual coefficients are S times
+    the plain ones' and its scores S^-1 times theirs, so one eigendecomposition per width still
+    serves every ridge and every left-out group."""
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     # A band constant over the training pixels carries nothing: an infinite scale zeroes it in
@@ -244,20 +256,24 @@ def _fit_inputs(features: np.ndarray, targets: np.ndarray, class_index: np.ndarr
     scale = np.where(scale > 1e-6 * max(float(scale.max(initial=0.0)), 1e-12), scale, np.inf)
     support = (features - mean) / scale
     distances = _squared_distances(support, support)
+    root = np.sqrt(pixel_weights)[:, None]
+    targets = root * targets
     best = None
     for factor in WIDTH_FACTORS:
         gamma = factor / support.shape[1]
-        eigenvalues, eigenvectors = np.linalg.eigh(np.exp(-gamma * distances))
+        eigenvalues, eigenvectors = np.linalg.eigh(root * np.exp(-gamma * distances) * root.T)
         eigenvalues = np.maximum(eigenvalues, 0.0)
         for ridge in RIDGES:
-            scores = left_out_scores(eigenvalues, eigenvectors, targets, ridge, groups_index)
+            scores = left_out_scores(eigenvalues, eigenvectors, targets, ridge,
+                                     groups_index) / root
             accuracy = _balanced_accuracy(scores.argmax(axis=1), class_index)
             # Ties go to the stronger ridge and the wider kernel: the smoother classifier.
             key = (accuracy, ridge, -factor)
             if best is None or key > best[0]:
                 best = (key, gamma, ridge, eigenvalues, eigenvectors, scores)
     (accuracy, ridge, _), gamma, ridge, eigenvalues, eigenvectors, scores = best
-    coefficients = eigenvectors @ ((eigenvectors.T @ targets) / (eigenvalues + ridge)[:, None])
+    coefficients = root * (eigenvectors @ ((eigenvectors.T @ targets)
+                                           / (eigenvalues + ridge)[:, None]))
     return {"mean": mean, "scale": scale, "support": support, "coefficients": coefficients,
             "gamma": gamma, "ridge": ridge, "scores": scores, "accuracy": accuracy}
 

@@ -25,11 +25,13 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..network.adapters import trainable_state_dict
+from .class_balance import class_weights
 from .device import OUT_OF_MEMORY, autocast_dtype, cpu_bf16_training
 from .distributed import distributed_rank, mean_over_processes
 from .loop import TrainingTask, run_training
@@ -155,9 +157,12 @@ class _ClassifierTask(TrainingTask):
     def __init__(self, model, optimization: Optimization, windows, labels, val_windows,
                  val_labels, *, epochs: int, batch_size: int, warmup_fraction: float,
                  patience: int, min_epochs: int | None, seed: int, augment: bool,
-                 context_dropout: float, progress, cancel, on_epoch):
+                 context_dropout: float, weights_per_class: np.ndarray | None, progress,
+                 cancel, on_epoch):
         self.model, self.optimization = model, optimization
         self.windows, self.labels = windows, labels
+        self.class_weights = (None if weights_per_class is None else torch.from_numpy(
+            weights_per_class).float().to(optimization.device))
         self.val_windows, self.val_labels = val_windows, val_labels
         self.has_val = val_windows is not None and len(val_windows) > 0
         self.epochs, self.batch_size = epochs, max(1, int(batch_size))
@@ -201,7 +206,8 @@ class _ClassifierTask(TrainingTask):
 
     def loss(self, logits, inputs) -> torch.Tensor:
         _, y, _, weight = inputs
-        return F.cross_entropy(logits.float(), y, reduction="sum") * weight
+        return F.cross_entropy(logits.float(), y, weight=self.class_weights,
+                               reduction="sum") * weight
 
     def after_step(self, index, inputs, logits, loss) -> bool:
         _, y, _, weight = inputs
@@ -247,8 +253,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                      batch_size: int = 32, warmup_fraction: float = 0.1, patience: int = 10,
                      min_epochs: int | None = None, seed: int = 0,
                      device: torch.device = torch.device("cpu"), augment: bool = True,
-                     context_dropout: float = 0.0, progress=None, cancel=None,
-                     on_epoch=None) -> TrainingOutcome:
+                     context_dropout: float = 0.0, class_weighting: str = "none",
+                     progress=None, cancel=None, on_epoch=None) -> TrainingOutcome:
     """Train the model's trainable tensors (adapter + head) on labelled windows.
 
     Args:
@@ -270,6 +276,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         augment: random flips and quarter turns.
         context_dropout: share of training windows whose pooled tokens a pixel head does not see
             (drawn per window from the seeded generator).
+        class_weighting: "balanced" weighs each class in the loss by the inverse of its share of
+            the training windows (class_balance.class_weights); "none": every window the same.
         progress: ``progress(fraction, message)``; cancel: ``cancel() -> bool`` (checked every
             batch); on_epoch: ``on_epoch(record)`` with epoch, epochs (planned), loss,
             train_accuracy, val_accuracy, val_loss, learning_rate.
@@ -287,8 +295,10 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                            val_windows, val_labels, epochs=epochs, batch_size=batch_size,
                            warmup_fraction=warmup_fraction, patience=patience,
                            min_epochs=min_epochs, seed=seed, augment=augment,
-                           context_dropout=context_dropout, progress=progress, cancel=cancel,
-                           on_epoch=on_epoch)
+                           context_dropout=context_dropout,
+                           weights_per_class=class_weights(train_labels.cpu().numpy(),
+                                                           class_weighting),
+                           progress=progress, cancel=cancel, on_epoch=on_epoch)
     epochs_run = run_training(task, optimization, first_epoch=1, last_epoch=epochs,
                               cancel=cancel)
     best = task.best

@@ -24,6 +24,7 @@ from .common import (ADAPTER_FILE_FILTER, WEIGHTS_FILE_FILTER, EngineFeedback,
 METHODS = list(options.METHODS)
 BAND_ADAPTATIONS = list(options.BAND_ADAPTATIONS)
 CLASSIFY_MODES = list(options.CLASSIFY_MODES)
+CLASS_WEIGHTINGS = list(options.CLASS_WEIGHTINGS)
 PRESETS = list(options.PRESETS)
 BACKBONES = list(options.BACKBONES)
 
@@ -61,6 +62,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     SPECTRAL_CONTEXT = "SPECTRAL_CONTEXT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
     CLASSIFY_MODE = "CLASSIFY_MODE"
+    CLASS_WEIGHTING = "CLASS_WEIGHTING"
     MAJORITY_SIZE = "MAJORITY_SIZE"
     SIEVE_PIXELS = "SIEVE_PIXELS"
     SELF_TRAINING = "SELF_TRAINING"
@@ -96,7 +98,9 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "those of the first model. "
             "Training runs the optimizer steps, and more where a larger training set needs "
             "them to pass over its pixels the least number of epochs (Epochs, if set, replaces "
-            "both). The head sees the centre pixel's own inputs "
+            "both). Each class counts the same in the loss, however many pixels its polygons "
+            "hold (Class weighting: None counts every pixel the same). "
+            "The head sees the centre pixel's own inputs "
             "beside the window's pooled tokens. The scene is classified in tile mode (a window "
             "every few pixels, each pixel's features mixed from the windows around it: far "
             "faster than a window per pixel at about the same accuracy). Each pixel's class "
@@ -190,6 +194,10 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          options.DEFAULT_CONTEXT_DROPOUT, minValue=0.0,
                                          maxValue=0.95),
+            QgsProcessingParameterEnum(self.CLASS_WEIGHTING, self.tr("Class weighting in the loss"),
+                                       options=list(options.CLASS_WEIGHTINGS.values()),
+                                       defaultValue=CLASS_WEIGHTINGS.index(
+                                           options.DEFAULT_CLASS_WEIGHTING)),
             QgsProcessingParameterNumber(self.SPECTRAL_WEIGHT,
                                          self.tr("Spectral classifier weight (share of a kernel "
                                                  "classifier on each pixel's spectrum in the "
@@ -350,6 +358,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             refit=self.parameterAsBoolean(parameters, self.REFIT, context),
             pixel_dim=self.parameterAsInt(parameters, self.PIXEL_DIM, context),
             context_dropout=self.parameterAsDouble(parameters, self.CONTEXT_DROPOUT, context),
+            class_weighting=choice(self.CLASS_WEIGHTING, CLASS_WEIGHTINGS),
             spectral_weight=self.parameterAsDouble(parameters, self.SPECTRAL_WEIGHT, context),
             spectral_context=self.parameterAsInt(parameters, self.SPECTRAL_CONTEXT, context),
             classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
