@@ -26,8 +26,8 @@ epochs so that every row gets the same backbone), then ``models.jobs.fine_tune``
 classification of the whole scene, whose class raster is scored at the test pixels. The classical
 baselines (scikit-learn) get the same training pixels: an RBF SVM (C and gamma by 3-fold
 cross-validation) and a Random Forest of 300 trees, each on the standardised spectra and on 15
-principal components plus their means over 9 x 9 and 15 x 15 windows; the best of them per scene and
-sampling is "the strongest classical".
+principal components plus their means over 9 x 9 and 15 x 15 windows, both with balanced class
+weights as the default path; the best of them per scene and sampling is "the strongest classical".
 
     python -m bench.accuracy [--quick] [--rows ...] [--seeds 0 1 2] [--pretrain-epochs 40]
                              [--per-class 10] [--name accuracy_study]

@@ -70,8 +70,9 @@ class FineTuneSettings:
         pixel_dim: width of the centre pixel's embedding in the head (spectralgpt.PixelHead);
             0: a linear head on the pooled tokens alone.
         context_dropout: share of training windows whose pooled tokens the head does not see.
-        class_weighting: "balanced" (each class counts the same in the loss, however many
-            pixels it has) or "none" (each pixel counts the same); options.CLASS_WEIGHTINGS.
+        class_weighting: "balanced" (each class counts the same in the network's loss and the
+            spectral classifier's fit, however many pixels it has) or "none" (each pixel counts
+            the same); options.CLASS_WEIGHTINGS.
         classify_mode: how the scene is classified after training and by the adapter later:
             "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
         spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in

@@ -98,7 +98,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "those of the first model. "
             "Training runs the optimizer steps, and more where a larger training set needs "
             "them to pass over its pixels the least number of epochs (Epochs, if set, replaces "
-            "both). Each class counts the same in the loss, however many pixels its polygons "
+            "both). Each class counts the same in training, however many pixels its polygons "
             "hold (Class weighting: None counts every pixel the same). "
             "The head sees the centre pixel's own inputs "
             "beside the window's pooled tokens. The scene is classified in tile mode (a window "
@@ -194,7 +194,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          options.DEFAULT_CONTEXT_DROPOUT, minValue=0.0,
                                          maxValue=0.95),
-            QgsProcessingParameterEnum(self.CLASS_WEIGHTING, self.tr("Class weighting in the loss"),
+            QgsProcessingParameterEnum(self.CLASS_WEIGHTING, self.tr("Class weighting in training"),
                                        options=list(options.CLASS_WEIGHTINGS.values()),
                                        defaultValue=CLASS_WEIGHTINGS.index(
                                            options.DEFAULT_CLASS_WEIGHTING)),
