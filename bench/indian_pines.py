@@ -207,16 +207,15 @@ def _rectangles_for_class(class_mask: np.ndarray, target: int, rng: np.random.Ge
     raise ValueError(f"cannot place {target} training pixels in class {name}")
 
 
-def choose_rectangles(labels: np.ndarray, *, per_class: int | dict[int, int], seed: int = 0
+def choose_rectangles(labels: np.ndarray, *, per_class: dict[int, int], seed: int = 0
                       ) -> dict[int, list[tuple[int, int, int, int]]]:
-    """Rectangles a person would draw over any label raster: ``per_class`` pixels per class value
-    (or {value: pixels}; half of a smaller class), {value: [(row, col, rows, cols), ...]}."""
+    """Rectangles a person would draw over any label raster: ``per_class`` {value: pixels} (half
+    of a smaller class), {value: [(row, col, rows, cols), ...]}."""
     rng = np.random.default_rng(seed)
     chosen = {}
     for value in sorted(int(v) for v in np.unique(labels) if v > 0):
         class_mask = labels == value
-        wanted = per_class[value] if isinstance(per_class, dict) else per_class
-        target = int(min(wanted, max(1, int(class_mask.sum()) // 2)))
+        target = int(min(per_class[value], max(1, int(class_mask.sum()) // 2)))
         chosen[value] = _rectangles_for_class(class_mask, target, rng, f"value {value}")
     return chosen
 
