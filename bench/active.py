@@ -130,12 +130,22 @@ def run_user(scene, backbone: str, seed: int, strategy: str, args, work: Path) -
         seconds = time.perf_counter() - started
         # The training alone (the adapter records it): classifying the scene and fitting the
         # spectral classifier cost the same in every round, warm or not.
-        training_seconds = float(load_adapter_file(str(adapter)).training["seconds"])
+        record = load_adapter_file(str(adapter))
+        training_seconds = float(record.training["seconds"])
+        # Epochs run and the early stop tell a warm round's time against a fresh one's: a fresh
+        # round that holds polygons out may stop well before its schedule ends.
+        history = record.training.get("history") or [{}]
+        schedule = {"epochs_run": int(record.training.get("epochs_run") or 0),
+                    "epochs_scheduled": int(history[0].get("epochs") or 0),
+                    "stopped_early": bool(record.metrics.get("stopped_early")),
+                    "validation_pixels": int((record.metrics.get("split") or {})
+                                             .get("validation_pixels", 0))}
         test = np.nonzero((scene.labels > 0) & ~chosen)
         predicted = gdal.Open(str(classification)).ReadAsArray()[test].astype(np.int64)
         found = score(scene, scene.labels[test], predicted)
         rounds.append({"round": number, "train_pixels": int(chosen.sum()), **found,
-                       "fine_tune_seconds": seconds, "training_seconds": training_seconds})
+                       "fine_tune_seconds": seconds, "training_seconds": training_seconds,
+                       **schedule})
         log(f"  {scene.name} seed {seed} {strategy} round {number}: {int(chosen.sum())} px, "
             f"OA {found['oa']:.1f}")
         if number == args.rounds:
@@ -206,6 +216,19 @@ def verdict_lines(report: dict) -> list[str]:
     return lines
 
 
+def epochs_cell(rounds: list[dict]) -> str:
+    """'25-36 of 50 (2 stopped early)' over the seeds' rounds; '-' for runs kept from before
+    the bench recorded epochs."""
+    if any("epochs_run" not in r for r in rounds):
+        return "-"
+    run = sorted(r["epochs_run"] for r in rounds)
+    scheduled = sorted({r["epochs_scheduled"] for r in rounds})
+    early = sum(r["stopped_early"] for r in rounds)
+    span = f"{run[0]}" if run[0] == run[-1] else f"{run[0]}-{run[-1]}"
+    return (f"{span} of {'/'.join(map(str, scheduled))}"
+            + (f" ({early} stopped early)" if early else ""))
+
+
 def write_report(report: dict, out: Path) -> None:
     lines = ["# Active learning: where to draw next", "", "## Verdict", "",
              *verdict_lines(report), "", "## Rounds", "",
@@ -214,7 +237,9 @@ def write_report(report: dict, out: Path) -> None:
              "strategy points; the model is fine-tuned again each round with the defaults on the "
              "scene-pretrained tiny backbone and scored on every labelled pixel not used for "
              "training. Mean ± spread over seeds; the time is one round's fine-tuning and "
-             "choosing, on this machine.", ""]
+             "choosing, on this machine; the epochs, those the seeds' trainings ran of those "
+             "scheduled (a round whose classes reach the pixels for a hold-out may stop early "
+             "on it).", ""]
     table = []
     for scene, by_strategy in report["scenes"].items():
         for strategy, users in by_strategy.items():
@@ -224,9 +249,10 @@ def write_report(report: dict, out: Path) -> None:
                 seconds = np.mean([user[number]["fine_tune_seconds"]
                                    + user[number].get("suggest_seconds", 0.0) for user in users])
                 table.append([scene, strategy, number, f"{pixels:.0f}",
-                              f"{oa['mean']:.1f} ± {oa['std']:.1f}", f"{seconds:.0f}"])
+                              f"{oa['mean']:.1f} ± {oa['std']:.1f}", f"{seconds:.0f}",
+                              epochs_cell([user[number] for user in users])])
     lines += markdown_table(["scene", "strategy", "round", "training pixels", "OA %",
-                             "seconds"], table)
+                             "seconds", "epochs run of scheduled"], table)
     lines += ["", f"Seeds {report['seeds']}; {report['machine']}."]
     write_markdown(out / "active.md", lines)
 

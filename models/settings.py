@@ -88,7 +88,8 @@ class FineTuneSettings:
         pseudo_threshold: the least top probability of a pseudo-labelled pixel.
         warm_start: an adapter file made earlier on the same backbone with the same method: its
             adapter (and its head, where the classes are the same) is the start, and training
-            runs options.WARM_START_STEP_SHARE of the steps; None: a fresh adapter.
+            runs options.WARM_START_STEP_SHARE of the steps and of the patience; None: a fresh
+            adapter.
     """
 
     method: str = options.DEFAULT_METHOD
@@ -213,6 +214,12 @@ class FineTuneSettings:
         epochs = max(int(self.steps) / steps_per_epoch,
                      min(int(self.min_passes), options.MAX_SCHEDULED_STEPS // steps_per_epoch))
         return max(1, math.ceil(epochs * share))
+
+    def patience_for(self) -> int:
+        """Epochs without a better validation result before stopping: a warm start's shorter
+        schedule waits the same share of them, as it begins from a model that already fits."""
+        share = options.WARM_START_STEP_SHARE if self.warm_start else 1.0
+        return max(1, math.ceil(int(self.patience) * share))
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -144,6 +144,11 @@ def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tm
                                "50% of the steps.") for note in again.notes)
     assert again.metrics["epochs_run"] <= 1 == round(2 * options.WARM_START_STEP_SHARE)
     assert FineTuneSettings(steps=300, batch_size=30, warm_start="a.pt").epochs_for(30) == 150
+    # Its early stop waits the same share of the patience: a fresh round stops on its held-out
+    # polygons, and a warm one that waited as long would take most of a fresh one's time.
+    assert FineTuneSettings(patience=10, warm_start="a.pt").patience_for() == 5
+    assert FineTuneSettings(patience=10).patience_for() == 10
+    assert FineTuneSettings(patience=1, warm_start="a.pt").patience_for() == 1
 
     with pytest.raises(HyperAdaptError) as caught:
         fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "other.pt"),

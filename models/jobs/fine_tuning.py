@@ -179,7 +179,8 @@ def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes
         model, train_x, train_y, val_x, val_y, epochs=epochs or settings.epochs_for(len(train_x)),
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
         batch_size=settings.batch_size,
-        warmup_fraction=settings.warmup_fraction, patience=settings.patience, seed=settings.seed,
+        warmup_fraction=settings.warmup_fraction, patience=settings.patience_for(),
+        seed=settings.seed,
         device=device, augment=settings.augment, context_dropout=settings.context_dropout,
         class_weighting=settings.class_weighting, progress=progress, cancel=cancel,
         on_epoch=on_epoch)
