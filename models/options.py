@@ -28,8 +28,8 @@ TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")
 # Potsdam, for 1.6 times the training time and twice the adapter
 # (bench/results/accuracy_network_alone.md):
 # within the seeds' spread, so q and v stay. Measured again with the spectral classifier and the
-# class weights (bench/results/accuracy_all_layers.md, the same 3 draws): -0.1 / -0.1 / +0.2 /
-# -1.5 against q and v, for 1.3 times the time per run.
+# class weights (bench/results/accuracy_all_layers.md, the same 3 draws): -0.1 / -0.2 / +0.2 /
+# -1.5 against q and v, for about 1.6 times the time per run.
 DEFAULT_TARGETS = ("attn.q", "attn.v")
 DEFAULT_RANK = 8
 
@@ -200,7 +200,9 @@ DEFAULT_PIXEL_DIM = 64
 # Share of training windows whose pooled tokens the head does not see, so the pixel path learns to
 # classify on its own: on EnMAP Potsdam, where neighbouring pixels often differ in class, the
 # window's context alone overfits: +8.0 and +2.8 OA points there, +0.6 and -2.9 on Indian Pines
-# (bench/results/accuracy_network_alone.md).
+# (bench/results/accuracy_network_alone.md). With the spectral classifier mixed in, none at all
+# still lost 1.4 / 0.1 / 7.4 / 1.3 points, and 0.25 moved OA by +0.5 / -0.3 / -0.3 / -0.5
+# (bench/results/accuracy_levers.md).
 DEFAULT_CONTEXT_DROPOUT = 0.5
 # A head trained with context dropout classifies each window with the more confident of its two
 # views, with and without the pooled tokens (spectralgpt.SpectralGPT.forward). The window's view
