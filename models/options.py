@@ -313,10 +313,10 @@ MAX_FOLDS = 20
 # Share of the steps a warm start (FineTuneSettings.warm_start) trains: the adapter already fits
 # the earlier labels, so a round of active learning costs about half a training. Its early stop
 # waits the same share of the patience (FineTuneSettings.patience_for): once classes hold polygons
-# out, a fresh round stops after 25 to 45 of its 50 epochs, and a warm one that waited the whole
-# patience ran most of its 25, 0.61 of a fresh round's training on Indian Pines; waiting half of
-# it, 0.49 (bench/results/active.md; Potsdam, which holds nothing out, 0.49), with the warm
-# rounds' OA at 94.9 % against 93.7 % afresh.
+# out, a fresh round often stops after 25 to 45 of its 50 epochs, and a warm one that waited the
+# whole patience ran most of its 25, 0.61 of a fresh round's training on Indian Pines; waiting
+# half of it, 0.49 (bench/results/active.md; Potsdam, which holds nothing out, 0.49), with the
+# warm rounds' OA at 94.9 % against 93.7 % afresh.
 WARM_START_STEP_SHARE = 0.5
 
 # -- self-training --------------------------------------------------------------------------------
