@@ -229,6 +229,18 @@ def epochs_cell(rounds: list[dict]) -> str:
             + (f" ({early} stopped early)" if early else ""))
 
 
+def provenance(report: dict) -> str:
+    """Which machine ran the simulated users, and which users an earlier invocation ran (kept in
+    --work), whose machine and code may have been other."""
+    kept = report.get("users_kept", 0)
+    minutes = f"{report['seconds'] / 60:.0f} min"
+    if not kept:
+        return f"All users simulated in {minutes} on {report['machine']}."
+    return (f"This invocation simulated {report.get('users_new', 0)} users in {minutes} on "
+            f"{report['machine']}; the other {kept} come from earlier invocations kept in the "
+            f"work folder (`--work`), made with the code of their time.")
+
+
 def write_report(report: dict, out: Path) -> None:
     lines = ["# Active learning: where to draw next", "", "## Verdict", "",
              *verdict_lines(report), "", "## Rounds", "",
@@ -253,7 +265,7 @@ def write_report(report: dict, out: Path) -> None:
                               epochs_cell([user[number] for user in users])])
     lines += markdown_table(["scene", "strategy", "round", "training pixels", "OA %",
                              "seconds", "epochs run of scheduled"], table)
-    lines += ["", f"Seeds {report['seeds']}; {report['machine']}."]
+    lines += ["", f"Seeds {report['seeds']}. {provenance(report)}"]
     write_markdown(out / "active.md", lines)
 
 
@@ -277,7 +289,7 @@ def run_benchmark(args, work: Path) -> dict:
     started = time.perf_counter()
     store = RunStore(path=work / "active_runs.json")
     report = {"machine": machine_info(), "seeds": args.seeds, "rounds": args.rounds,
-              "scenes": {}}
+              "scenes": {}, "users_new": 0, "users_kept": 0}
     for scene_name in args.scenes:
         scene = SCENES[scene_name](work)
         backbone, _ = pretrained_backbone(scene, "mnf", None, args, work)
@@ -289,6 +301,9 @@ def run_benchmark(args, work: Path) -> dict:
                 if rounds is None:
                     rounds = run_user(scene, backbone, seed, strategy, args, work)
                     store.put(key, rounds)
+                    report["users_new"] += 1
+                else:
+                    report["users_kept"] += 1
                 users.append(rounds)
             report["scenes"].setdefault(scene.name, {})[strategy] = users
     report["seconds"] = time.perf_counter() - started
