@@ -207,19 +207,23 @@ class FineTuneSettings:
         """Passes over ``num_train`` training windows: the fixed epochs; or enough for the steps
         and at least ``min_passes``, as far as options.MAX_SCHEDULED_STEPS steps allow (a share
         of them for a warm start)."""
-        share = options.WARM_START_STEP_SHARE if self.warm_start else 1.0
         if self.epochs is not None:
-            return max(1, math.ceil(int(self.epochs) * share))
+            return self._warm_share(int(self.epochs))
         steps_per_epoch = max(1, math.ceil(num_train / max(1, int(self.batch_size))))
         epochs = max(int(self.steps) / steps_per_epoch,
                      min(int(self.min_passes), options.MAX_SCHEDULED_STEPS // steps_per_epoch))
-        return max(1, math.ceil(epochs * share))
+        return self._warm_share(epochs)
 
     def patience_for(self) -> int:
         """Epochs without a better validation result before stopping: a warm start's shorter
         schedule waits the same share of them, as it begins from a model that already fits."""
+        return self._warm_share(int(self.patience))
+
+    def _warm_share(self, count: float) -> int:
+        """``count`` epochs, or options.WARM_START_STEP_SHARE of them for a warm start; at least
+        one."""
         share = options.WARM_START_STEP_SHARE if self.warm_start else 1.0
-        return max(1, math.ceil(int(self.patience) * share))
+        return max(1, math.ceil(count * share))
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
