@@ -137,6 +137,10 @@ ROWS = {row.name: row for row in (
     Row("lambda16", "Default, KronA+ lambda 16", settings={"lr_ratio": 16.0}),
     Row("window_mode", "Default, classifying a window per pixel (window mode)",
         settings={"classify_mode": "window"}),
+    Row("window_training", "Default, trained window by window (each window centred on its pixel)",
+        settings={"training_mode": "window"}),
+    Row("previous_default", "Previous default: trained window by window, tile step 6 (0.4 of the "
+        "window)", settings={"training_mode": "window", "tile_step": 6}),
     Row("fp32_cpu", "Default in float32 on the CPU (fine-tuning and classifying)",
         cpu_precision="fp32"),
     Row("bf16_cpu", "Default in bfloat16 on the CPU (fine-tuning and classifying)",
@@ -639,7 +643,9 @@ def describe_row(row: Row) -> str:
                 f"(lambda {defaults.lr_ratio:g}), centre-pixel head "
                 f"{defaults.pixel_dim}, context dropout {defaults.context_dropout:g}, "
                 f"{defaults.class_weighting} class weights, "
-                f"{defaults.classify_mode} mode, spectral classifier weight "
+                f"classifying in {defaults.classify_mode} mode (windows "
+                f"{options.TILE_STEP_SHARE:g} of a window apart), training in "
+                f"{defaults.training_mode} mode, spectral classifier weight "
                 f"{defaults.spectral_weight:g} (pixel, {defaults.spectral_context} x "
                 f"{defaults.spectral_context} neighbourhood or both), segment vote "
                 f"{defaults.segment_size}, bfloat16 "

@@ -5,8 +5,10 @@ Rows: the ViT-Base shape (window 9 at input 16 and 32) and the tiny backbone (wi
 each with a KronA+ adapter on q and v and the centre-pixel head, 16 classes. For each row:
 
 - fine-tuning: ``models.learning.training.train_classifier`` (the loop fine-tuning runs) on random
-  labelled windows, one epoch at the engine's default batch, under the engine's CUDA autocast
-  (bfloat16 where the GPU has it, else float16 with a gradient scaler): windows per second;
+  labelled windows, one epoch at the engine's default batch, in the engine's default training mode
+  (tile mode: four grid windows per labelled pixel, models.learning.tile_training), under the
+  engine's CUDA autocast (bfloat16 where the GPU has it, else float16 with a gradient scaler):
+  labelled pixels per second;
 - classifying, window mode: ``models.learning.inference.predict_probabilities`` on a window per
   pixel of an in-memory region, with the adapter merged as ``jobs.classify`` merges it;
 - classifying, tile mode: ``models.learning.inference.grid_probabilities`` on a larger region,
@@ -58,26 +60,35 @@ def _peak_mib(device: torch.device) -> float | None:
 def time_training(backbone: str, window: int, input_size: int, num_windows: int,
                   device: torch.device) -> dict:
     from hyperadapt.models import options
+    from hyperadapt.models.learning.tile_training import crop_window_size, grid_crops
     from hyperadapt.models.learning.training import train_classifier
 
     model = adapted_random_model(backbone, input_size, NUM_CLASSES, merged=False)
     generator = torch.Generator().manual_seed(1)
-    windows = torch.rand(num_windows, 12, window, window, generator=generator)
+    step = options.training_step(options.DEFAULT_TRAINING_MODE, window)
+    side = window if step == 1 else crop_window_size(window, step)
+    windows = torch.rand(num_windows, 12, side, side, generator=generator)
+    if step > 1:
+        places = torch.randint(0, 1000, (2, num_windows), generator=generator).numpy()
+        windows = torch.from_numpy(grid_crops(windows.numpy(), *places, window, step))
     labels = torch.randint(0, NUM_CLASSES, (num_windows,), generator=generator)
     batch = options.DEFAULT_BATCH_SIZE
+    tile_window = window if step > 1 else None
     # A short first run compiles the kernels and fills the allocator; the second is timed.
     train_classifier(model, windows[:2 * batch], labels[:2 * batch], None, None, epochs=1,
                      learning_rate=options.DEFAULT_LEARNING_RATE, batch_size=batch,
-                     device=device)
+                     device=device, tile_window=tile_window)
     _reset_peak(device)
     synchronize(device)
     started = time.perf_counter()
     train_classifier(model, windows, labels, None, None, epochs=1,
                      learning_rate=options.DEFAULT_LEARNING_RATE, batch_size=batch,
-                     device=device, context_dropout=options.DEFAULT_CONTEXT_DROPOUT)
+                     device=device, context_dropout=options.DEFAULT_CONTEXT_DROPOUT,
+                     tile_window=tile_window)
     synchronize(device)
     seconds = time.perf_counter() - started
     return {"windows": num_windows, "batch": batch, "seconds": seconds,
+            "mode": options.DEFAULT_TRAINING_MODE, "step": step,
             "windows_per_s": num_windows / seconds, "peak_mib": _peak_mib(device)}
 
 
@@ -171,7 +182,8 @@ def verdict_lines(report: dict) -> list[str]:
         lines.append(f"{row['backbone']}, window {row['window_size']}, input "
                      f"{row['input_size']}: tile mode {ratio:.1f} x window mode; "
                      f"{tile['minutes_per_mpx']:.2f} min per megapixel; "
-                     f"fine-tuning {row['training']['windows_per_s']:.0f} windows/s")
+                     f"fine-tuning ({row['training']['mode']} mode) "
+                     f"{row['training']['windows_per_s']:.0f} labelled pixels/s")
     return lines
 
 
@@ -198,7 +210,7 @@ def write_report(report: dict, out: Path) -> Path:
                       f"{tile['pixels_per_s']:,.0f} (step {tile['step']})",
                       f"{tile['minutes_per_mpx']:.2f}", _mib(tile["peak_mib"])])
     lines += [""] + markdown_table(
-        ["backbone", "window / input", "fine-tuning windows/s", "peak MiB",
+        ["backbone", "window / input", "fine-tuning px/s", "peak MiB",
          "window mode px/s", "peak MiB", "tile mode px/s", "min per Mpx", "peak MiB"],
         table, align="llrrrrrrr")
     return write_markdown(out / "gpu.md", lines)

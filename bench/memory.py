@@ -379,7 +379,6 @@ def thin_timeline(timeline: list[dict], keep: int = TIMELINE_POINTS) -> list[dic
 
 
 def tile_count(side: int, adapter: str, mode: str) -> int:
-    from hyperadapt.models import options
     from hyperadapt.models.data.bands import BandAdaptation
     from hyperadapt.models.data.raster import iter_tiles, tile_side_for
     from hyperadapt.models.learning.predict import classify_halo
@@ -387,7 +386,7 @@ def tile_count(side: int, adapter: str, mode: str) -> int:
 
     record = load_adapter_file(adapter)
     adaptation = BandAdaptation.from_state(record.band_adaptation)
-    halo = classify_halo(record.window_size, options.classify_step(mode, record.window_size),
+    halo = classify_halo(record.window_size, record.classify_step(mode),
                          record.segment_size)
     tile = tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
     return len(list(iter_tiles(side, side, tile)))

@@ -259,28 +259,38 @@ CLASSIFY_MODES = {
     "tile": "Tile: a window every few pixels, features resampled to each pixel (fast)",
     "window": "Window: one window through the backbone per pixel",
 }
-# Tile mode (models.learning.inference.grid_probabilities): windows 0.4 of a window apart, their
-# pooled features mixed bilinearly at each pixel, the head given the pixel's own inputs. Against a
-# window per pixel, the default path moved OA by +0.2 and -0.6 points on Indian Pines (polygons,
-# scattered) and +0.5 and +0.5 on EnMAP Potsdam (bench/results/accuracy.md; the network alone
-# -0.4 / -0.2 / 0.0 / 0.0, accuracy_network_alone.md), for 1/36 of the backbone's windows
-# (bench/results/modes.md). Half a window apart (7 of 15 pixels) lost 1.0 and 1.8 points on Indian
-# Pines in a screen of the same draws, 0.4 of a window 0.0 and 0.8 there.
-# Training stays window by window: moving each training window's context up to 3 or 5 pixels off
-# its labelled pixel, as tile mode's pixels see it, cost 2.6 to 3.5 OA points on Indian Pines'
-# scattered pixels in that screen (whichever step classified) and gained under 0.4 elsewhere.
+# Tile mode (models.learning.inference.grid_probabilities): windows two thirds of a window apart
+# (10 pixels for 15-pixel windows, 6 for 9), their pooled features mixed bilinearly at each pixel,
+# the head given the pixel's own inputs; 1/100 and 1/36 of the backbone's windows
+# (bench/results/modes.md). Trained in tile mode (below), the default path moved OA against the
+# default before it (windows 0.4 of a window apart, trained window by window) by +0.9 / +1.5 /
+# -0.1 / -0.7 points (Indian Pines polygons / scattered, EnMAP Potsdam polygons / scattered; 3
+# draws at 10 pixels per class, bench/results/accuracy.md; +0.7 / +0.9 / +0.2 / -0.6 over 5 in a
+# screen) and by +1.4 / +2.0 / 0.0 / +0.2 at 25 per class (accuracy_default_25px.md); trained
+# window by window at the same step, -0.2 / -0.5 / -0.1 / -0.5 (5 draws). At 0.4 of a window,
+# training in tile mode moved it by +0.1 / -0.1 / -1.1 / -1.6 (3 draws): the wider the step, the
+# more the head gains from learning the mixed features. A whole window apart lost 0.4 and 0.7 on
+# Indian Pines' polygons (window by window, then in tile mode). Against a window per pixel with
+# the same adapters, tile mode: +0.2 / +0.9 / +0.8 / +1.0.
 DEFAULT_CLASSIFY_MODE = "tile"
-TILE_STEP_SHARE = 0.4
+TILE_STEP_SHARE = 0.67
 # Adapter files from before tile mode were measured with a window per pixel.
 LEGACY_CLASSIFY_MODE = "window"
 
 
-def classify_step(mode: str, window_size: int) -> int:
-    """Pixels between the windows the backbone sees: 1 in window mode, 0.4 of a window in tile
-    mode (6 for 15-pixel windows, 4 for 9; a window of 3 or less is classified window by window)."""
+# Tile mode's grid step in pixels as a setting (FineTuneSettings.tile_step); 0: the share above.
+DEFAULT_TILE_STEP = 0
+
+
+def classify_step(mode: str, window_size: int, tile_step: int = DEFAULT_TILE_STEP) -> int:
+    """Pixels between the windows the backbone sees: 1 in window mode; in tile mode ``tile_step``,
+    or where it is 0, TILE_STEP_SHARE of a window (10 for 15-pixel windows, 6 for 9, 2 for 3; a
+    window of one pixel is classified pixel by pixel)."""
     if mode not in CLASSIFY_MODES:
         raise ValueError(f"unknown classification mode {mode!r}")
-    return max(1, int(round(TILE_STEP_SHARE * int(window_size)))) if mode == "tile" else 1
+    if mode != "tile":
+        return 1
+    return int(tile_step) if tile_step else max(1, int(round(TILE_STEP_SHARE * int(window_size))))
 
 
 def classify_mode_problem(mode) -> str | None:
@@ -288,6 +298,35 @@ def classify_mode_problem(mode) -> str | None:
     if mode not in CLASSIFY_MODES:
         return (f"The classification mode '{mode}' is unknown; choose one of "
                 f"{', '.join(CLASSIFY_MODES)}.")
+    return None
+
+
+# How the training pixels are seen (models.learning.tile_training). Ids are stored in adapter
+# files (the settings): never rename one; new ones go at the end. Tile mode: against training
+# window by window at the same grid step, +1.0 / +1.3 / +0.2 / -0.1 OA points (the cases above, 5
+# draws; 9 of 10 draws better on Indian Pines, 6 of 10 on Potsdam), for about 2.8 times the time
+# per run at 10 pixels per class (four windows through the backbone per training pixel; 47 s
+# against 17 s fine-tuning and classifying, bench/results/accuracy.md).
+TRAINING_MODES = {
+    "window": "Window: each training window centred on its labelled pixel",
+    "tile": "Tile: each labelled pixel seen between the windows of tile mode's grid",
+}
+DEFAULT_TRAINING_MODE = "tile"
+
+
+def training_step(mode: str, window_size: int, tile_step: int = DEFAULT_TILE_STEP) -> int:
+    """Pixels between the grid windows a training pixel is seen between: tile mode's step
+    (classify_step), or 1 for a window centred on each pixel."""
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"unknown training mode {mode!r}")
+    return classify_step("tile", window_size, tile_step) if mode == "tile" else 1
+
+
+def training_mode_problem(mode) -> str | None:
+    """The sentence for a training mode the engine does not know, or None."""
+    if mode not in TRAINING_MODES:
+        return (f"The training mode '{mode}' is unknown; choose one of "
+                f"{', '.join(TRAINING_MODES)}.")
     return None
 
 

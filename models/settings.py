@@ -75,6 +75,11 @@ class FineTuneSettings:
             the same); options.CLASS_WEIGHTINGS.
         classify_mode: how the scene is classified after training and by the adapter later:
             "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
+        tile_step: tile mode's grid step in pixels, for classifying and for training in tile
+            mode; 0: options.TILE_STEP_SHARE of the window.
+        training_mode: how the training pixels are seen: "window" (a window centred on each) or
+            "tile" (between the windows of tile mode's grid, as tile mode classifies them;
+            models.learning.tile_training).
         spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in
             the map's probabilities (models.learning.spectral_kernel); 0: the network alone.
         spectral_context: odd side of the neighbourhood whose mean spectrum the kernel classifier
@@ -126,6 +131,8 @@ class FineTuneSettings:
     context_dropout: float = options.DEFAULT_CONTEXT_DROPOUT
     class_weighting: str = options.DEFAULT_CLASS_WEIGHTING
     classify_mode: str = options.DEFAULT_CLASSIFY_MODE
+    tile_step: int = options.DEFAULT_TILE_STEP
+    training_mode: str = options.DEFAULT_TRAINING_MODE
     spectral_weight: float = options.DEFAULT_SPECTRAL_WEIGHT
     spectral_context: int = options.DEFAULT_SPECTRAL_CONTEXT
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
@@ -163,6 +170,7 @@ class FineTuneSettings:
         _check_whole(settings.min_validation_pixels, "least pixels of a validated class", 0,
                      10**9)
         problem = (options.classify_mode_problem(settings.classify_mode)
+                   or options.training_mode_problem(settings.training_mode)
                    or options.class_weighting_problem(settings.class_weighting))
         if problem:
             raise HyperAdaptError(problem)
@@ -175,6 +183,7 @@ class FineTuneSettings:
             raise HyperAdaptError(f"The spectral classifier's neighbourhood must be an odd number "
                                   f"of pixels across, or 0 for each pixel's spectrum alone (got "
                                   f"{settings.spectral_context}).")
+        _check_whole(settings.tile_step, "tile step", 0, options.MAX_WINDOW_SIZE)
         _check_whole(settings.segment_size, "superpixel size", 0, options.MAX_SEGMENT_SIZE)
         _check_whole(settings.majority_size, "majority filter size", 0, options.MAX_MAJORITY_SIZE)
         if settings.majority_size and (settings.majority_size < 3 or settings.majority_size % 2 == 0):

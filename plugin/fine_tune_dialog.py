@@ -44,6 +44,7 @@ SPIN_DEFAULTS = {"steps_spin": options.DEFAULT_STEPS, "min_passes_spin": options
                  "spectral_weight_spin": options.DEFAULT_SPECTRAL_WEIGHT,
                  "spectral_context_spin": max(1, options.DEFAULT_SPECTRAL_CONTEXT),
                  "segment_size_spin": options.DEFAULT_SEGMENT_SIZE,
+                 "tile_step_spin": options.DEFAULT_TILE_STEP,
                  "majority_spin": max(1, options.DEFAULT_MAJORITY_SIZE),
                  "sieve_spin": options.DEFAULT_SIEVE_PIXELS,
                  "self_training_spin": options.DEFAULT_SELF_TRAINING_ROUNDS,
@@ -178,7 +179,9 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
                 (self.preset_combo, options.PRESETS, options.DEFAULT_PRESET),
                 (self.class_weighting_combo, options.CLASS_WEIGHTINGS,
                  options.DEFAULT_CLASS_WEIGHTING),
-                (self.classify_mode_combo, options.CLASSIFY_MODES, options.DEFAULT_CLASSIFY_MODE)):
+                (self.classify_mode_combo, options.CLASSIFY_MODES, options.DEFAULT_CLASSIFY_MODE),
+                (self.training_mode_combo, options.TRAINING_MODES,
+                 options.DEFAULT_TRAINING_MODE)):
             for key, label in choices.items():
                 combo.addItem(label, key)
             combo.setCurrentIndex(combo.findData(default))
@@ -191,6 +194,10 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
             f"times, within {options.MAX_SCHEDULED_STEPS} steps; 0 runs the steps alone.")
         self.batch_spin.setMaximum(options.MAX_BATCH_SIZE)
         self.segment_size_spin.setMaximum(options.MAX_SEGMENT_SIZE)
+        self.tile_step_spin.setMaximum(options.MAX_WINDOW_SIZE)
+        self.tile_step_spin.setToolTip(
+            f"Pixels between the windows tile mode sends the backbone, for classifying and for "
+            f"training in tile mode; auto: {options.TILE_STEP_SHARE:.0%} of the window.")
         self.majority_spin.setMaximum(options.MAX_MAJORITY_SIZE)
         self.sieve_spin.setMaximum(options.MAX_SIEVE_PIXELS)
         self.self_training_spin.setMaximum(options.MAX_SELF_TRAINING_ROUNDS)
@@ -282,6 +289,8 @@ class FineTuneDialog(JobDialog, FORM_CLASS):
                                  if self.spectral_context_spin.value() > 1 else 0),
             "class_weighting": self.class_weighting_combo.currentData(),
             "classify_mode": self.classify_mode_combo.currentData(),
+            "training_mode": self.training_mode_combo.currentData(),
+            "tile_step": self.tile_step_spin.value(),
             "segment_size": self.segment_size_spin.value(),
             # The majority box shows "off" at 1, its minimum, so that its steps stay odd.
             "majority_size": self.majority_spin.value() if self.majority_spin.value() > 1 else 0,

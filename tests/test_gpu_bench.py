@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from hyperadapt.bench import gpu
+from hyperadapt.models import options
 
 GDAL_FREE = ("hyperadapt.models.network.spectralgpt", "hyperadapt.models.network.adapters",
              "hyperadapt.models.learning.training", "hyperadapt.models.learning.inference",
@@ -38,7 +39,10 @@ def test_the_gpu_run_times_training_and_both_modes_and_writes_its_report(tmp_pat
     num_windows, window_side, tile_side = gpu.SIZES["quick"]
     assert row["training"]["windows"] == num_windows and row["training"]["windows_per_s"] > 0
     assert row["window"]["pixels"] == window_side ** 2 and row["window"]["pixels_per_s"] > 0
-    assert row["tile"]["pixels"] == tile_side ** 2 and row["tile"]["step"] == 6
+    # Classifying and training at the engine's own grid step.
+    assert row["tile"]["pixels"] == tile_side ** 2
+    assert row["tile"]["step"] == row["training"]["step"] == options.classify_step("tile", 15)
+    assert row["training"]["mode"] == options.DEFAULT_TRAINING_MODE
     assert row["training"]["peak_mib"] is None            # GPU memory only where there is a GPU
     text = (tmp_path / "gpu.md").read_text()
     assert "tiny, window 15, input 16: tile mode" in text and "| tiny | 15 / 16 |" in text

@@ -450,13 +450,15 @@ def test_an_untouched_dialog_asks_for_the_engines_default_run(open_dialog):
     for name in ("method", "steps", "min_passes", "learning_rate", "lr_ratio", "batch_size",
                  "window_size", "input_size", "band_adaptation", "targets", "rank", "preset",
                  "backbone", "pixel_dim", "context_dropout", "spectral_weight", "spectral_context",
-                 "class_weighting", "segment_size",
+                 "class_weighting", "classify_mode", "training_mode", "tile_step", "segment_size",
                  "self_training_rounds", "majority_size", "sieve_pixels"):
         assert asked[name] == getattr(defaults, name), name
     assert [dialog.method_combo.itemData(i) for i in range(dialog.method_combo.count())] == \
         list(options.METHODS)
     assert [dialog.band_combo.itemData(i) for i in range(dialog.band_combo.count())] == \
         list(options.BAND_ADAPTATIONS)
+    assert [dialog.training_mode_combo.itemData(i)
+            for i in range(dialog.training_mode_combo.count())] == list(options.TRAINING_MODES)
     assert dialog.pretrain_epochs_spin.value() == options.DEFAULT_PRETRAIN_EPOCHS
 
 

@@ -94,8 +94,11 @@ def test_geotiff_fine_tune_writes_adapter_classification_and_report(geotiff_run)
     assert any("labelled pixel(s) on nodata were left out" in n for n in metrics["notes"])
     assert result.adapter_bytes == Path(result.adapter_path).stat().st_size
     assert result.backbone.kind == "random"
-    # 5-pixel windows: tile mode steps 2 pixels, and the report says how the scene was classified
-    assert "tile mode (a window every 2 pixels" in (folder / "report.html").read_text()
+    # 5-pixel windows: tile mode steps 3 pixels, and the report says how the scene was classified
+    # and how the training pixels were seen
+    report = (folder / "report.html").read_text()
+    assert "tile mode (a window every 3 pixels" in report
+    assert "each pixel between the windows of a grid every 3 pixels" in report
 
 
 def test_adapter_file_records_what_classify_needs(geotiff_run):
@@ -530,7 +533,8 @@ def test_held_out_pixels_are_classified_with_a_spectral_classifier_fitted_withou
 
     raster = make_test_raster(tmp_path / "scene.tif", noise=0.3)
     layer = make_polygons(tmp_path / "t.gpkg", raster)
-    settings = tiny_settings(spectral_weight=1.0).resolved()
+    # Windows centred on the pixels, which the stand-in model below reads.
+    settings = tiny_settings(spectral_weight=1.0, training_mode="window").resolved()
     samples = _training_samples(str(raster.path), str(layer), "class", settings)
     features = samples.pixels.feature_index
     held = np.flatnonzero(np.isin(features, np.unique(features)[::3]))

@@ -92,7 +92,8 @@ def test_fine_tune_and_classify_apply_the_clean_up_the_adapter_records(speckled,
                         "class", str(tmp_path / "adapter.pt"), settings=settings,
                         classification_path=str(tmp_path / "classes.tif"))
     assert load_adapter_file(cleaned.adapter_path).postprocess == {
-        "classify_mode": "tile", "segment_size": 0, "majority_size": 3, "sieve_pixels": 4}
+        "classify_mode": "tile", "tile_step": 3, "segment_size": 0, "majority_size": 3,
+        "sieve_pixels": 4}
     # The same seed trains the same model, so the cleaned map is the speckled one cleaned.
     expected = tmp_path / "expected.tif"
     postprocess(plain.classification_path, str(expected), majority_size=3, sieve_pixels=4)

@@ -790,6 +790,7 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
                         ("SPECTRAL_CONTEXT", "spectral_context"), ("SEGMENT_SIZE", "segment_size"),
                         ("MAJORITY_SIZE", "majority_size"), ("SIEVE_PIXELS", "sieve_pixels"),
                         ("SELF_TRAINING", "self_training_rounds"), ("RANK", "rank"),
+                        ("TILE_STEP", "tile_step"),
                         ("REFIT", "refit")):
         assert parameter(name).defaultValue() == getattr(defaults, field), name
     assert parameter("EPOCHS").defaultValue() == 0 and defaults.epochs is None
@@ -799,6 +800,10 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
     weighting = parameter("CLASS_WEIGHTING")
     assert weighting.options() == list(options.CLASS_WEIGHTINGS.values())
     assert list(options.CLASS_WEIGHTINGS)[weighting.defaultValue()] == defaults.class_weighting
+    for name, choices, field in (("CLASSIFY_MODE", options.CLASSIFY_MODES, "classify_mode"),
+                                 ("TRAINING_MODE", options.TRAINING_MODES, "training_mode")):
+        assert parameter(name).options() == list(choices.values()), name
+        assert list(choices)[parameter(name).defaultValue()] == getattr(defaults, field), name
     assert sorted(a.name() for a in all_algorithms()) == ["classify", "evaluate", "finetune",
                                                          "postprocess", "pretrain", "suggest"]
 

@@ -64,6 +64,9 @@ def test_the_fast_preset_caps_steps_and_input():
                                "pixels across, or 0 for each pixel's spectrum alone (got 4)."),
     ({"spectral_context": 53}, "The spectral classifier's neighbourhood must be a whole number "
                                 "from 0 to 51 (got 53)."),
+    ({"tile_step": 64}, "The tile step must be a whole number from 0 to 63 (got 64)."),
+    ({"training_mode": "patch"}, "The training mode 'patch' is unknown; choose one of window, "
+                                 "tile."),
     ({"class_weighting": "focal"}, "The class weighting 'focal' is unknown; choose one of "
                                    "balanced, none."),
     ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "

@@ -25,7 +25,7 @@ from hyperadapt.models.learning.inference import grid_probabilities, predict_pro
 from hyperadapt.models.learning.predict import classify_raster
 from hyperadapt.models.stores.adapter_file import load_adapter_file, save_adapter_file
 
-WINDOW = 7          # tile mode steps 3 pixels
+WINDOW = 7          # tile mode steps 5 pixels; the tests below also classify at 3
 CPU = torch.device("cpu")
 
 
@@ -59,14 +59,19 @@ def _classify(trained, out, *, tile, step, segment_size=0, spectral=None):
     return read_band(out)
 
 
-def test_new_adapters_record_the_default_mode_and_tile_mode_steps_two_fifths_of_a_window(trained):
+def test_new_adapters_record_the_default_mode_and_tile_mode_steps_two_thirds_of_a_window(
+        trained):
     _, _, record, _ = trained
     assert record.classify_mode == options.DEFAULT_CLASSIFY_MODE == "tile"
-    assert options.classify_step("tile", WINDOW) == 3
-    assert options.classify_step("tile", 15) == 6
-    assert options.classify_step("tile", 9) == 4
+    assert options.classify_step("tile", WINDOW) == 5
+    assert options.classify_step("tile", 15) == 10
+    assert options.classify_step("tile", 9) == 6
     assert options.classify_step("window", 15) == 1
-    assert options.classify_step("tile", 3) == 1         # too small a window to skip any
+    assert options.classify_step("tile", 15, tile_step=4) == 4
+    assert options.classify_step("window", 15, tile_step=4) == 1
+    assert options.classify_step("tile", 1) == 1         # too small a window to skip any
+    assert record.tile_step == 5 and record.classify_step() == 5
+    assert record.classify_step("window") == 1
 
 
 def test_at_grid_points_tile_mode_gives_the_window_of_that_pixel(trained):
@@ -189,3 +194,28 @@ def test_an_adapter_of_either_mode_classifies_in_both(trained, tmp_path):
     with pytest.raises(HyperAdaptError, match="classification mode 'grid' is unknown"):
         classify(str(raster.path), result.adapter_path, str(tmp_path / "x.tif"), mode="grid")
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_an_adapter_classifies_at_the_tile_step_it_records(trained, tmp_path):
+    """A model trained in tile mode learned its grid, so the file keeps the step; older files,
+    without one, take the engine's share of the window."""
+    raster, _, record, _ = trained
+    # The network alone: the spectral classifier would hide what the step changes.
+    record = dataclasses.replace(record, spectral={})
+    at_three = dataclasses.replace(record, postprocess={**record.postprocess, "tile_step": 3})
+    save_adapter_file(at_three, tmp_path / "three.pt")
+    older = dataclasses.replace(record, postprocess={
+        k: v for k, v in record.postprocess.items() if k != "tile_step"})
+    save_adapter_file(older, tmp_path / "older.pt")
+    assert load_adapter_file(tmp_path / "older.pt").tile_step == 5
+    maps = {}
+    for name in ("three", "older"):
+        classify(str(raster.path), str(tmp_path / f"{name}.pt"), str(tmp_path / f"{name}.tif"))
+        maps[name] = read_band(tmp_path / f"{name}.tif")
+    valid = valid_mask(raster.path)
+    by_step = {step: _classify(trained, tmp_path / f"step{step}.tif", tile=64, step=step)
+               for step in (3, 5)}
+    # A 48 x 44 raster is one tile: the maps are the same pixel for pixel.
+    np.testing.assert_array_equal(maps["three"], by_step[3])
+    np.testing.assert_array_equal(maps["older"], by_step[5])
+    assert (by_step[3][valid] != by_step[5][valid]).any()

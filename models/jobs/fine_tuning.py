@@ -2,8 +2,9 @@
 optionally that raster classified with it and a report of the validation accuracy.
 
 fine_tune follows Ligan et al. (2025): the scene's bands are adapted to SpectralGPT's 12 inputs
-(PCA, MNF, or resampling to Sentinel-2 bands), pixel-centred windows around the training pixels
-are resized to the model's input, and a parameter-efficient adapter (KronA+ by default) on the
+(PCA, MNF, or resampling to Sentinel-2 bands), the windows tile mode classifies each training
+pixel from (or, window by window, one centred on it: models.learning.tile_training) are resized
+to the model's input, and a parameter-efficient adapter (KronA+ by default) on the
 frozen SpectralGPT encoder (Hong et al., IEEE TPAMI 2024) is trained with a head that sees the
 pooled tokens and the centre pixel (spectralgpt.PixelHead). A kernel classifier on the labelled
 pixels' spectra (models.learning.spectral_kernel) is fitted beside it, and the map mixes the two.
@@ -37,6 +38,7 @@ from ..learning.metrics import classification_metrics, metrics_from_labels
 from ..learning.inference import predict_probabilities
 from ..learning.pseudo import candidate_pixels, select_pseudo_labels
 from ..learning.spectral_kernel import SpectralKernel, fit_spectral_kernel
+from ..learning.tile_training import TileView, crop_window_size, grid_crops
 from ..learning.seeding import seeded
 from ..network import adapters
 from ..network.backbones import (BackboneSource, backbone_source,
@@ -97,10 +99,48 @@ class _Samples:
     window_size: int
     input_size: int
     pixels: object               # samples.LabelledPixels, capped per class
-    windows: torch.Tensor        # (N, 12, w, w), one per pixel
+    windows: torch.Tensor        # (N, 12, w, w), one per pixel; tile training: grid_crops
     spectra: np.ndarray | None   # (N, bands) of the band adaptation's bands; None at weight 0
     notes: list[str]
     means: np.ndarray | None = None  # (N, bands) neighbourhood means (settings.spectral_context)
+    tile_step: int = 1           # tile training's grid step; 1: windows centred on the pixels
+
+    @property
+    def tile_window(self) -> int | None:
+        """The window size tile training's crops hold (TileView), or None for plain windows."""
+        return self.window_size if self.tile_step > 1 else None
+
+    def network(self, model):
+        """What the samples' windows go through: the model, or the model as tile mode applies
+        it to grid crops."""
+        return model if self.tile_step == 1 else TileView(model, self.window_size)
+
+
+def _training_step(settings: FineTuneSettings, window_size: int) -> int:
+    """Tile training's grid step for this window (1: windows centred on the pixels), or the
+    sentence for a window too large to train in tile mode."""
+    step = options.training_step(settings.training_mode, window_size, settings.tile_step)
+    side = crop_window_size(window_size, step) if step > 1 else window_size
+    if side > options.MAX_WINDOW_SIZE:
+        largest = max(w for w in range(1, options.MAX_WINDOW_SIZE + 1, 2)
+                      if crop_window_size(w, options.training_step("tile", w, settings.tile_step))
+                      <= options.MAX_WINDOW_SIZE)
+        raise HyperAdaptError(f"Training in tile mode reads windows of {side} pixels around each "
+                              f"labelled pixel for {window_size}-pixel windows (the window and a "
+                              f"grid step on each side), more than {options.MAX_WINDOW_SIZE}; "
+                              f"choose windows of at most {largest} pixels, or train window by "
+                              f"window.")
+    return step
+
+
+def _read_windows(reader, adaptation: BandAdaptation, rows, cols, window_size: int, step: int,
+                  *, progress=None, cancel=None) -> np.ndarray:
+    """The training windows of pixels: centred on each (step 1), or tile training's crops of the
+    grid windows around each (models.learning.tile_training.grid_crops)."""
+    side = window_size if step == 1 else crop_window_size(window_size, step)
+    windows, _ = collect_windows(reader, adaptation, rows, cols, side, progress=progress,
+                                 cancel=cancel)
+    return windows if step == 1 else grid_crops(windows, rows, cols, window_size, step)
 
 
 def _training_samples(raster_path, vector_path, class_field: str, settings: FineTuneSettings, *,
@@ -142,8 +182,9 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         kept = cap_per_class(np.arange(len(pixels)), pixels.class_index,
                              settings.max_pixels_per_class, rng)
         pixels = pixels.subset(kept)
-        windows, _ = collect_windows(reader, adaptation, pixels.rows, pixels.cols, window_size,
-                                     progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
+        step = _training_step(settings, window_size)
+        windows = _read_windows(reader, adaptation, pixels.rows, pixels.cols, window_size, step,
+                                progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
         # The spectral classifier's inputs; without it (weight 0) nothing reads them.
         spectra = means = None
         if settings.spectral_weight:
@@ -152,7 +193,7 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
                                                 settings.spectral_context, cancel=cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
-                    spectra=spectra, notes=notes, means=means)
+                    spectra=spectra, notes=notes, means=means, tile_step=step)
 
 
 def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
@@ -164,10 +205,11 @@ def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
 def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes: int,
                  input_size: int, train_x, train_y, val_x, val_y, *, device, progress=None,
                  cancel=None, on_epoch=None, warm: AdapterRecord | None = None, classes=None,
-                 epochs: int | None = None):
+                 epochs: int | None = None, tile_window: int | None = None):
     """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time
     (or the ``warm`` adapter's state), trained on the windows and holding its best state; for
-    ``epochs`` where given, else for the settings' schedule."""
+    ``epochs`` where given, else for the settings' schedule. ``tile_window``: the windows are tile
+    training's crops around windows of that size (_Samples.tile_window)."""
     from ..learning.training import train_classifier
 
     adapter_config = _adapter_config(settings)
@@ -182,8 +224,8 @@ def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes
         warmup_fraction=settings.warmup_fraction, patience=settings.patience_for(),
         seed=settings.seed,
         device=device, augment=settings.augment, context_dropout=settings.context_dropout,
-        class_weighting=settings.class_weighting, progress=progress, cancel=cancel,
-        on_epoch=on_epoch)
+        class_weighting=settings.class_weighting, tile_window=tile_window, progress=progress,
+        cancel=cancel, on_epoch=on_epoch)
     adapters.load_trainable_state_dict(model, outcome.best_state)
     return model, identity, outcome
 
@@ -240,19 +282,21 @@ def _continue_from(model, record: AdapterRecord, identity: BackboneIdentity, cla
     adapters.load_trainable_state_dict(model, state)
 
 
-def _pseudo_labels(model, info: RasterInfo, adaptation: BandAdaptation, pixels, train_y,
-                   window_size: int, settings: FineTuneSettings, device, round_number: int,
-                   cancel) -> tuple[torch.Tensor, torch.Tensor]:
+def _pseudo_labels(model, samples, train_y, settings: FineTuneSettings, device,
+                   round_number: int, cancel) -> tuple[torch.Tensor, torch.Tensor]:
     """Windows and classes of the scene pixels the model is confident about
     (models.learning.pseudo)."""
     seed = settings.seed + 101 * (round_number + 1)
-    with RasterReader(info) as reader:
+    pixels, adaptation = samples.pixels, samples.adaptation
+    with RasterReader(samples.info) as reader:
         rows, cols = candidate_pixels(reader, adaptation.band_indices,
                                       count=options.PSEUDO_CANDIDATES, seed=seed,
                                       exclude_rows=pixels.rows, exclude_cols=pixels.cols,
                                       cancel=cancel)
-        windows, _ = collect_windows(reader, adaptation, rows, cols, window_size, cancel=cancel)
-    probabilities = predict_probabilities(model, torch.from_numpy(windows), device=device,
+        windows = _read_windows(reader, adaptation, rows, cols, samples.window_size,
+                                samples.tile_step, cancel=cancel)
+    probabilities = predict_probabilities(samples.network(model), torch.from_numpy(windows),
+                                          device=device,
                                           batch_size=max(64, settings.batch_size), cancel=cancel)
     counts = np.bincount(train_y.numpy(), minlength=len(pixels.classes))
     chosen, classes = select_pseudo_labels(probabilities, counts,
@@ -306,16 +350,16 @@ def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, 
         return _train_model(samples.source, settings, len(classes), samples.input_size,
                             windows_x, labels_y, val_x, val_y, device=device,
                             progress=_scaled(progress, start, start + share), cancel=cancel,
-                            on_epoch=on_epoch, warm=warm, classes=classes, epochs=epochs)
+                            on_epoch=on_epoch, warm=warm, classes=classes, epochs=epochs,
+                            tile_window=samples.tile_window)
 
     model, identity, outcome = train_model(train_x, train_y, 0)
     if identity.is_random_start:
         notes.append("The backbone started from random weights (no pretraining), so accuracy "
                      "is not representative of SpectralGPT.")
     for round_number in range(settings.self_training_rounds):
-        pseudo_x, pseudo_y = _pseudo_labels(model, samples.info, samples.adaptation,
-                                            samples.pixels, train_y, samples.window_size,
-                                            settings, device, round_number, cancel)
+        pseudo_x, pseudo_y = _pseudo_labels(model, samples, train_y, settings, device,
+                                            round_number, cancel)
         notes.append(f"Self-training round {round_number + 1}: {len(pseudo_y)} confident "
                      f"pixels of the scene (probability at least "
                      f"{settings.pseudo_threshold:g}) trained beside the "
@@ -368,7 +412,8 @@ def held_out_predictions(model, samples, settings: FineTuneSettings, train_index
                          held_index: np.ndarray, device, cancel) -> np.ndarray:
     """Classes of the held-out pixels as the map would give them: the model's probabilities,
     mixed with those of a spectral classifier fitted on ``train_index`` alone."""
-    probabilities = predict_probabilities(model, samples.windows[torch.from_numpy(held_index)],
+    probabilities = predict_probabilities(samples.network(model),
+                                          samples.windows[torch.from_numpy(held_index)],
                                           device=device, batch_size=max(64, settings.batch_size),
                                           cancel=cancel)
     spectral = spectral_classifier(samples, settings, train_index)
@@ -436,14 +481,15 @@ def _adapter_record(samples, settings: FineTuneSettings, model, identity: Backbo
         metrics=metrics,
         software={"torch": torch.__version__, "python": platform.python_version()},
         postprocess={"classify_mode": settings.classify_mode,
+                     "tile_step": options.classify_step("tile", window_size, settings.tile_step),
                      "segment_size": int(settings.segment_size),
                      "majority_size": int(settings.majority_size),
                      "sieve_pixels": int(settings.sieve_pixels)},
         spectral=spectral.to_state() if spectral is not None else {})
 
 
-def _describe_mode(mode: str, window_size: int) -> str:
-    step = options.classify_step(mode, window_size)
+def _describe_mode(mode: str, window_size: int, tile_step: int) -> str:
+    step = options.classify_step(mode, window_size, tile_step)
     return (f"tile mode (a window every {step} pixels, features resampled to each pixel)"
             if step > 1 else "a window per pixel")
 
@@ -465,7 +511,11 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
                      f"dropout {settings.context_dropout:g}" if settings.pixel_dim
                      else "pooled tokens"),
             "class weighting": options.CLASS_WEIGHTINGS[settings.class_weighting],
-            "classifying": _describe_mode(settings.classify_mode, samples.window_size),
+            "training windows": (f"tile mode's (each pixel between the windows of a grid every "
+                                 f"{samples.tile_step} pixels)" if samples.tile_step > 1
+                                 else "centred on each labelled pixel"),
+            "classifying": _describe_mode(settings.classify_mode, samples.window_size,
+                                          settings.tile_step),
             "spectral classifier": (spectral.describe() if spectral is not None else "off"),
             "segment vote": (f"superpixels of {settings.segment_size} pixels"
                              if settings.segment_size else "off"),
@@ -497,7 +547,7 @@ def _classify_scene(model, samples, record: AdapterRecord, device, output_path,
         classify_and_clean(reader=reader, model=model, adaptation=samples.adaptation,
                            classes=samples.pixels.classes, output_path=output_path,
                            window_size=samples.window_size, device=device,
-                           step=options.classify_step(record.classify_mode, samples.window_size),
+                           step=record.classify_step(),
                            segment_size=record.segment_size, majority_size=record.majority_size,
                            sieve_pixels=record.sieve_pixels, batch_size=batch_size,
                            spectral=record.spectral_kernel, confidence_path=confidence_path,

@@ -36,6 +36,7 @@ from .device import OUT_OF_MEMORY, autocast_dtype, cpu_bf16_training
 from .distributed import distributed_rank, mean_over_processes
 from .loop import TrainingTask, run_training
 from .steps import Optimization, augment_batch
+from .tile_training import TileView
 
 
 @dataclass
@@ -157,9 +158,11 @@ class _ClassifierTask(TrainingTask):
     def __init__(self, model, optimization: Optimization, windows, labels, val_windows,
                  val_labels, *, epochs: int, batch_size: int, warmup_fraction: float,
                  patience: int, min_epochs: int | None, seed: int, augment: bool,
-                 context_dropout: float, weights_per_class: np.ndarray | None, progress,
-                 cancel, on_epoch):
+                 context_dropout: float, weights_per_class: np.ndarray | None,
+                 tile_window: int | None, progress, cancel, on_epoch):
         self.model, self.optimization = model, optimization
+        # What the windows go through: the model, or the model as tile mode applies it.
+        self.network = model if tile_window is None else TileView(model, tile_window)
         self.windows, self.labels = windows, labels
         self.class_weights = (None if weights_per_class is None else torch.from_numpy(
             weights_per_class).float().to(optimization.device))
@@ -177,8 +180,10 @@ class _ClassifierTask(TrainingTask):
         # DDP averages the gradients, so N processes take the steps of one
         # (models.learning.distributed).
         device = optimization.device
-        self.trainer = model if self.world == 1 else torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.trainer = (self.network if self.world == 1
+                        else torch.nn.parallel.DistributedDataParallel(
+                            self.network,
+                            device_ids=[device.index] if device.type == "cuda" else None))
         self.total_samples = epochs * len(windows)
         self.seen = 0
         self.best = _BestEpoch()
@@ -232,7 +237,7 @@ class _ClassifierTask(TrainingTask):
                   "learning_rate": self.optimization.learning_rate}
         if self.has_val:
             record["val_accuracy"], record["val_loss"] = _evaluate(
-                self.model, self.val_windows, self.val_labels, device=self.optimization.device,
+                self.network, self.val_windows, self.val_labels, device=self.optimization.device,
                 batch_size=max(self.batch_size, 64), cancel=self.cancel)
         self.history.append(record)
         self.best.consider(self.model, record,
@@ -254,7 +259,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                      min_epochs: int | None = None, seed: int = 0,
                      device: torch.device = torch.device("cpu"), augment: bool = True,
                      context_dropout: float = 0.0, class_weighting: str = "none",
-                     progress=None, cancel=None, on_epoch=None) -> TrainingOutcome:
+                     tile_window: int | None = None, progress=None, cancel=None,
+                     on_epoch=None) -> TrainingOutcome:
     """Train the model's trainable tensors (adapter + head) on labelled windows.
 
     Args:
@@ -278,6 +284,9 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             (drawn per window from the seeded generator).
         class_weighting: "balanced" weighs each class in the loss by the inverse of its share of
             the training windows (class_balance.class_weights); "none": every window the same.
+        tile_window: train in tile mode: the windows are crops of models.learning.tile_training
+            (``grid_crops``) around windows of this size, seen through ``TileView``; None: each
+            window centred on its labelled pixel.
         progress: ``progress(fraction, message)``; cancel: ``cancel() -> bool`` (checked every
             batch); on_epoch: ``on_epoch(record)`` with epoch, epochs (planned), loss,
             train_accuracy, val_accuracy, val_loss, learning_rate.
@@ -298,7 +307,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                            context_dropout=context_dropout,
                            weights_per_class=class_weights(train_labels.cpu().numpy(),
                                                            class_weighting),
-                           progress=progress, cancel=cancel, on_epoch=on_epoch)
+                           tile_window=tile_window, progress=progress, cancel=cancel,
+                           on_epoch=on_epoch)
     epochs_run = run_training(task, optimization, first_epoch=1, last_epoch=epochs,
                               cancel=cancel)
     best = task.best

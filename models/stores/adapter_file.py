@@ -11,7 +11,8 @@ and numbers, so ``torch.load(..., weights_only=True)`` reads it without running 
 - ``backbone``: the backbone's ``config`` and which ``weights`` it started from (an official
   file's name and sha256, a backbone file's id, or a seeded random start);
 - ``metrics`` (validation), ``created`` (ISO time), ``software`` versions;
-- ``postprocess``: how classifying applies the model (``classify_mode``, tile or window) and what
+- ``postprocess``: how classifying applies the model (``classify_mode``, tile or window, and
+  ``tile_step``, the grid step in pixels; absent before it was a setting) and what
   it does after it (``segment_size`` of the segment vote, ``majority_size`` and ``sieve_pixels``
   of the clean-up); absent in older files, which classify window by window without them;
 - ``spectral_kernel``: the kernel classifier on each pixel's spectrum, or its neighbourhood's
@@ -105,6 +106,17 @@ class AdapterRecord:
     @property
     def classify_mode(self) -> str:
         return str(self.postprocess.get("classify_mode") or options.LEGACY_CLASSIFY_MODE)
+
+    @property
+    def tile_step(self) -> int:
+        """Tile mode's grid step in pixels: as recorded (a model trained in tile mode learned
+        that grid), or in older files the engine's share of the window."""
+        return int(self.postprocess.get("tile_step")
+                   or options.classify_step("tile", self.window_size))
+
+    def classify_step(self, mode: str | None = None) -> int:
+        """Pixels between the windows the backbone sees in ``mode`` (default: the file's own)."""
+        return self.tile_step if (mode or self.classify_mode) == "tile" else 1
 
     @property
     def segment_size(self) -> int:

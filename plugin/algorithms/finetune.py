@@ -24,6 +24,7 @@ from .common import (ADAPTER_FILE_FILTER, WEIGHTS_FILE_FILTER, EngineFeedback,
 METHODS = list(options.METHODS)
 BAND_ADAPTATIONS = list(options.BAND_ADAPTATIONS)
 CLASSIFY_MODES = list(options.CLASSIFY_MODES)
+TRAINING_MODES = list(options.TRAINING_MODES)
 CLASS_WEIGHTINGS = list(options.CLASS_WEIGHTINGS)
 PRESETS = list(options.PRESETS)
 BACKBONES = list(options.BACKBONES)
@@ -62,6 +63,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     SPECTRAL_CONTEXT = "SPECTRAL_CONTEXT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
     CLASSIFY_MODE = "CLASSIFY_MODE"
+    TRAINING_MODE = "TRAINING_MODE"
+    TILE_STEP = "TILE_STEP"
     CLASS_WEIGHTING = "CLASS_WEIGHTING"
     MAJORITY_SIZE = "MAJORITY_SIZE"
     SIEVE_PIXELS = "SIEVE_PIXELS"
@@ -216,6 +219,17 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                        options=list(options.CLASSIFY_MODES.values()),
                                        defaultValue=CLASSIFY_MODES.index(
                                            options.DEFAULT_CLASSIFY_MODE)),
+            QgsProcessingParameterEnum(self.TRAINING_MODE, self.tr("Training windows"),
+                                       options=list(options.TRAINING_MODES.values()),
+                                       defaultValue=TRAINING_MODES.index(
+                                           options.DEFAULT_TRAINING_MODE)),
+            QgsProcessingParameterNumber(self.TILE_STEP,
+                                         self.tr("Tile step in pixels (0 = {} of the "
+                                                 "window)").format(
+                                             f"{options.TILE_STEP_SHARE:.0%}"),
+                                         QgsProcessingParameterNumber.Integer,
+                                         options.DEFAULT_TILE_STEP, minValue=0,
+                                         maxValue=options.MAX_WINDOW_SIZE),
             QgsProcessingParameterNumber(self.SEGMENT_SIZE,
                                          self.tr("Segment vote: superpixel size in pixels "
                                                  "(0 = off)"),
@@ -362,6 +376,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             spectral_weight=self.parameterAsDouble(parameters, self.SPECTRAL_WEIGHT, context),
             spectral_context=self.parameterAsInt(parameters, self.SPECTRAL_CONTEXT, context),
             classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
+            training_mode=choice(self.TRAINING_MODE, TRAINING_MODES),
+            tile_step=self.parameterAsInt(parameters, self.TILE_STEP, context),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
             majority_size=self.parameterAsInt(parameters, self.MAJORITY_SIZE, context),
             sieve_pixels=self.parameterAsInt(parameters, self.SIEVE_PIXELS, context),
