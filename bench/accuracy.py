@@ -74,6 +74,8 @@ RF_TREES = 300
 # The goal of the default path (the accuracy issue): OA points over the strongest classical.
 GOAL_LEAD = {"indian_pines": 15.0, "enmap_potsdam": 10.0}
 GOAL_SCATTERED_OA = {"indian_pines": 85.0}
+# Tile mode, the default, against a window per pixel with the same adapters.
+GOAL_MODE_GAP = 1.0
 GOAL_FFT_GAP = 2.0
 
 
@@ -532,6 +534,13 @@ def verdicts(summary: list[dict], scenes: list[str], samplings: list[str],
                              f"fine-tuning on the same backbone: "
                              f"{'met' if gap <= GOAL_FFT_GAP else 'NOT met'} (full fine-tuning "
                              f"{fmt(fft[0]['oa'])}, {gap:+.1f}).")
+            window = _find(summary, scene, sampling, "deep", "window_mode")
+            if window:
+                gap = default["oa"]["mean"] - window[0]["oa"]["mean"]
+                lines.append(f"{scene}, {sampling}: the default's tile mode within "
+                             f"{GOAL_MODE_GAP:g} point of a window per pixel or "
+                             f"better: {'met' if gap >= -GOAL_MODE_GAP else 'NOT met'} (window "
+                             f"mode {fmt(window[0]['oa'])}, {gap:+.1f}).")
     return lines
 
 
