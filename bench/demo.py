@@ -34,8 +34,9 @@ FINETUNE_PARAMETERS = {"SEED": 0}
 METHOD_NAME = "KronA+"
 # Pretraining stops at whichever comes first: the 40 epochs the accuracy bench pretrains for, or 3
 # minutes. On 2 cores the 40 epochs took 2.8 minutes, and the demo 4.3 minutes of jobs (4.8 with
-# the set-up; fine-tuning in tile mode 65 s of them). Before the plugin let PyTorch's idle threads sleep (plugin.dependencies), the same
-# 3 minutes held 13 to 15 epochs and fresh clones gave OA 59.3 to 63.5 %.
+# the set-up; fine-tuning in tile mode 65 s of them). Before the plugin let PyTorch's idle threads
+# sleep (plugin.dependencies), the same 3 minutes held 13 to 15 epochs and fresh clones gave OA
+# 59.3 to 63.5 %.
 PRETRAIN_EPOCHS = 40
 PRETRAIN_MINUTES = 3.0
 
