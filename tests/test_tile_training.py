@@ -24,7 +24,7 @@ from hyperadapt.models.learning.inference import grid_probabilities, predict_pro
 from hyperadapt.models.learning.tile_training import TileView, crop_window_size, grid_crops
 from hyperadapt.models.stores.adapter_file import load_adapter_file
 
-WINDOW = 7          # tile mode steps 3 pixels
+WINDOW = 7          # tile mode's own step is 5 pixels; these tests train and classify at 3
 STEP = 3
 CPU = torch.device("cpu")
 

@@ -65,8 +65,6 @@ class TileView(nn.Module):
         super().__init__()
         self.model = model
         self.window_size = int(window_size)
-        # Read by the precision choice (models.learning.device.cpu_bf16_training).
-        self.embed_dim = getattr(model, "embed_dim", 0)
 
     def forward(self, crops: torch.Tensor, context_keep: torch.Tensor | None = None) -> torch.Tensor:
         bands, marker = crops[:, :-1], crops[:, -1]

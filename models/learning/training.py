@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..errors import HyperAdaptError, raise_if_cancelled
 from ..network.adapters import trainable_state_dict
 from .class_balance import class_weights
-from .device import OUT_OF_MEMORY, autocast_dtype, cpu_bf16_training
+from .device import OUT_OF_MEMORY, cpu_bf16_training
 from .distributed import distributed_rank, mean_over_processes
 from .loop import TrainingTask, run_training
 from .steps import Optimization, augment_batch
@@ -55,10 +55,10 @@ class TrainingOutcome:
 
 
 def _evaluate(model, windows: torch.Tensor, labels: torch.Tensor, *, device: torch.device,
-              batch_size: int, cancel) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the model on windows."""
+              dtype: torch.dtype | None, batch_size: int, cancel) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the model on windows, under the training's autocast
+    ``dtype`` (None: none)."""
     correct, loss_sum = 0, 0.0
-    dtype = autocast_dtype(device, cpu_bf16=cpu_bf16_training(model))
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
@@ -238,7 +238,8 @@ class _ClassifierTask(TrainingTask):
         if self.has_val:
             record["val_accuracy"], record["val_loss"] = _evaluate(
                 self.network, self.val_windows, self.val_labels, device=self.optimization.device,
-                batch_size=max(self.batch_size, 64), cancel=self.cancel)
+                dtype=self.optimization.dtype, batch_size=max(self.batch_size, 64),
+                cancel=self.cancel)
         self.history.append(record)
         self.best.consider(self.model, record,
                            after_warmup=self.seen >= self.warmup_fraction * self.total_samples)
