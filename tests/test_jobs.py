@@ -582,6 +582,8 @@ def test_balanced_class_weights_make_every_class_weigh_the_same():
     assert np.allclose(weights, [40 / 90, 40 / 18, 0.0, 40 / 12])
     assert np.isclose(weights[labels].sum(), 40.0)        # the loss keeps its scale
     assert np.array_equal(class_weights(np.tile(np.arange(4), 5), "balanced"), np.ones(4))
+    # Sized for every class a model outputs, also where the last has no pixels.
+    assert np.allclose(class_weights(labels, "balanced", num_classes=6), [*weights, 0.0, 0.0])
     assert class_weights(labels, "none") is None
     with pytest.raises(ValueError, match="unknown class weighting 'focal'"):
         class_weights(labels, "focal")
@@ -885,6 +887,31 @@ def test_evaluate_refuses_decimal_references_and_rasters_that_are_not_classifica
     assert str(caught.value) == ("scene.tif is not a classification: a classification has one "
                                  "band of whole class values from 1 to 255, as HyperAdapt writes "
                                  "them (it has 20 bands).")
+
+
+def test_cross_validation_of_a_class_drawn_once_holds_it_out_and_says_so(tmp_path):
+    """The last class has one polygon: the fold holding it out trains without the class, with
+    the default class weights (sized by every class the model outputs)."""
+    from osgeo import ogr
+
+    from hyperadapt.models.jobs import cross_validate
+
+    raster = make_test_raster(tmp_path / "scene.tif")
+    features = []
+    last = int(raster.labels.max())
+    for k in range(1, last + 1):
+        cols = np.flatnonzero(raster.labels[0] == k)
+        for r0 in (1, 9, 17)[:1 if k == last else 3]:
+            features.append((pixel_box_polygon(raster.geotransform, r0, cols.min() + 1, r0 + 5,
+                                               cols.max()), f"class {k}"))
+    layer = write_layer(tmp_path / "t.gpkg", features, field_name="class",
+                        field_type=ogr.OFTString, epsg=raster.epsg, source_epsg=raster.epsg)
+    metrics = cross_validate(str(raster.path), str(layer), "class", folds=3,
+                             settings=tiny_settings(epochs=2))
+    assert tiny_settings().resolved().class_weighting == "balanced"
+    assert sum(f["pixels"] for f in metrics["folds"]) == metrics["num_samples"]
+    assert any(f"'class {last}' cannot be learnt" in note for note in metrics["notes"])
+    assert not any("class 1'" in note for note in metrics["notes"])
 
 
 def test_cross_validation_by_polygon_pools_every_labelled_pixel(tmp_path):

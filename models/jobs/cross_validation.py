@@ -19,6 +19,19 @@ from .evaluation import write_reports
 from .fine_tuning import _train_model, _training_samples, held_out_predictions
 
 
+def _single_feature_notes(pixels) -> list[str]:
+    """A note naming the classes drawn as one polygon or point: the model of the fold that holds
+    it out never saw the class, so its pixels count as errors there."""
+    single = [pixels.classes[c].name for c in np.unique(pixels.class_index)
+              if len(np.unique(pixels.feature_index[pixels.class_index == c])) == 1]
+    if not single:
+        return []
+    names = ", ".join(f"'{name}'" for name in single)
+    return [f"Drawn as a single polygon or point, {names} cannot be learnt by the model of the "
+            f"fold that holds it out, so its pixels count as errors there; draw a second one to "
+            f"validate it."]
+
+
 def cross_validate(raster_path: str, vector_path: str, class_field: str, *, folds: int = 5,
                    settings: FineTuneSettings = FineTuneSettings(), layer_name: str | None = None,
                    class_colors: dict | None = None, class_names: dict | None = None,
@@ -74,7 +87,7 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
                                                         "kappa")}})
     metrics = classification_metrics(pooled, classes)
     spread = [f["overall_accuracy"] for f in per_fold if f["overall_accuracy"] is not None]
-    notes = list(samples.notes) + [
+    notes = list(samples.notes) + _single_feature_notes(pixels) + [
         f"{len(per_fold)} folds by whole polygon, stratified by class; each fold classified by a "
         f"model fine-tuned on the others, pixel by pixel (no segment vote). OA per fold from "
         f"{100 * min(spread):.1f} to {100 * max(spread):.1f} %."]

@@ -224,8 +224,8 @@ def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes
         warmup_fraction=settings.warmup_fraction, patience=settings.patience_for(),
         seed=settings.seed,
         device=device, augment=settings.augment, context_dropout=settings.context_dropout,
-        class_weighting=settings.class_weighting, tile_window=tile_window, progress=progress,
-        cancel=cancel, on_epoch=on_epoch)
+        class_weighting=settings.class_weighting, num_classes=num_classes,
+        tile_window=tile_window, progress=progress, cancel=cancel, on_epoch=on_epoch)
     adapters.load_trainable_state_dict(model, outcome.best_state)
     return model, identity, outcome
 

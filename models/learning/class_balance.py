@@ -13,17 +13,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def class_weights(class_index, weighting: str) -> np.ndarray | None:
+def class_weights(class_index, weighting: str, num_classes: int | None = None) -> np.ndarray | None:
     """Per-class weights (K,) float64 for the training pixels' class indices, or None for "none".
 
     "balanced": n / (k n_c) for a class of n_c of the n pixels among the k classes present; 0 for
-    a class index without pixels (K is the highest index plus one).
+    a class without pixels. K is ``num_classes``, or the highest index plus one without it: a
+    model's loss needs a weight for every class it outputs, also for a class whose pixels are all
+    held out (a cross-validation fold holding a class's only polygon).
     """
     if weighting == "none":
         return None
     if weighting != "balanced":
         raise ValueError(f"unknown class weighting {weighting!r}")
-    counts = np.bincount(np.asarray(class_index, dtype=np.int64)).astype(np.float64)
+    counts = np.bincount(np.asarray(class_index, dtype=np.int64),
+                         minlength=num_classes or 0).astype(np.float64)
     present = counts > 0
     weights = np.zeros_like(counts)
     weights[present] = counts.sum() / (int(present.sum()) * counts[present])

@@ -260,8 +260,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                      min_epochs: int | None = None, seed: int = 0,
                      device: torch.device = torch.device("cpu"), augment: bool = True,
                      context_dropout: float = 0.0, class_weighting: str = "none",
-                     tile_window: int | None = None, progress=None, cancel=None,
-                     on_epoch=None) -> TrainingOutcome:
+                     num_classes: int | None = None, tile_window: int | None = None,
+                     progress=None, cancel=None, on_epoch=None) -> TrainingOutcome:
     """Train the model's trainable tensors (adapter + head) on labelled windows.
 
     Args:
@@ -285,6 +285,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
             (drawn per window from the seeded generator).
         class_weighting: "balanced" weighs each class in the loss by the inverse of its share of
             the training windows (class_balance.class_weights); "none": every window the same.
+        num_classes: the classes the model outputs, which the class weights cover (a class may
+            have no training windows); None: the highest training label plus one.
         tile_window: train in tile mode: the windows are crops of models.learning.tile_training
             (``grid_crops``) around windows of this size, seen through ``TileView``; None: each
             window centred on its labelled pixel.
@@ -307,7 +309,7 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                            min_epochs=min_epochs, seed=seed, augment=augment,
                            context_dropout=context_dropout,
                            weights_per_class=class_weights(train_labels.cpu().numpy(),
-                                                           class_weighting),
+                                                           class_weighting, num_classes),
                            tile_window=tile_window, progress=progress, cancel=cancel,
                            on_epoch=on_epoch)
     epochs_run = run_training(task, optimization, first_epoch=1, last_epoch=epochs,
