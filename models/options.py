@@ -225,7 +225,8 @@ DEFAULT_CONTEXT_DROPOUT = 0.5
 # spread of 0.3). Same time per run; the adapter holds the training spectra (0.1 to 0.7 MB instead
 # of 0.09). With the neighbourhood inputs below, weights 0.25 and 0.75 did no better at 10 pixels
 # per class: +0.3 / -2.6 / +0.1 / -1.0 and -1.3 / -1.6 / -2.2 / -0.1 against 0.5
-# (bench/results/accuracy.md).
+# (bench/results/accuracy.md); nor did choosing the share per run on the held-out polygons at 100
+# per class on Potsdam, -0.4 / -0.3 (bench/README.md, accuracy).
 DEFAULT_SPECTRAL_WEIGHT = 0.5
 # The odd side of the square whose mean spectrum the kernel classifier may see instead of or
 # beside the pixel's own (models.learning.spectral_kernel), whichever scores best leaving one
