@@ -141,6 +141,8 @@ ROWS = {row.name: row for row in (
         settings={"classify_mode": "window"}),
     Row("window_training", "Default, trained window by window (each window centred on its pixel)",
         settings={"training_mode": "window"}),
+    Row("sampled_training", "Default, trained in tile mode sending one of the four grid windows "
+        "per pixel and step", settings={"training_mode": "sampled"}),
     Row("previous_default", "Previous default: trained window by window, tile step 6 (0.4 of the "
         "window)", settings={"training_mode": "window", "tile_step": 6}),
     Row("fp32_cpu", "Default in float32 on the CPU (fine-tuning and classifying)",

@@ -307,10 +307,17 @@ def classify_mode_problem(mode) -> str | None:
 # window by window at the same grid step, +1.0 / +1.3 / +0.2 / -0.1 OA points (the cases above, 5
 # draws; 9 of 10 draws better on Indian Pines, 6 of 10 on Potsdam), for about 2.8 times the time
 # per run at 10 pixels per class (four windows through the backbone per training pixel; 47 s
-# against 17 s fine-tuning and classifying, bench/results/accuracy.md).
+# against 17 s fine-tuning and classifying, bench/results/accuracy.md). Sampled, one of the four
+# windows per step drawn by its bilinear weight: -0.8 / 0.0 / -0.1 / -0.2 OA points against tile
+# mode at 10 pixels per class (5 draws) and -0.7 / 0.0 / +0.3 / -0.3 at 50 (3 draws), for a window
+# mode's time (19 s against 46 per run, 42 against 145 at 50; bench/results/accuracy_sampled*.md):
+# the choice where fine-tuning time counts more than a fraction of a point, as with ViT-Base on
+# a CPU.
 TRAINING_MODES = {
     "window": "Window: each training window centred on its labelled pixel",
     "tile": "Tile: each labelled pixel seen between the windows of tile mode's grid",
+    "sampled": "Sampled tile: each labelled pixel seen through one of the four grid windows "
+               "around it per step, drawn by its tile-mode weight (a window's time)",
 }
 DEFAULT_TRAINING_MODE = "tile"
 
@@ -320,7 +327,7 @@ def training_step(mode: str, window_size: int, tile_step: int = DEFAULT_TILE_STE
     (classify_step), or 1 for a window centred on each pixel."""
     if mode not in TRAINING_MODES:
         raise ValueError(f"unknown training mode {mode!r}")
-    return classify_step("tile", window_size, tile_step) if mode == "tile" else 1
+    return classify_step("tile", window_size, tile_step) if mode != "window" else 1
 
 
 def training_mode_problem(mode) -> str | None:

@@ -77,9 +77,10 @@ class FineTuneSettings:
             "tile" (a window every few pixels, features resampled) or "window" (one per pixel).
         tile_step: tile mode's grid step in pixels, for classifying and for training in tile
             mode; 0: options.TILE_STEP_SHARE of the window.
-        training_mode: how the training pixels are seen: "window" (a window centred on each) or
+        training_mode: how the training pixels are seen: "window" (a window centred on each),
             "tile" (between the windows of tile mode's grid, as tile mode classifies them;
-            models.learning.tile_training).
+            models.learning.tile_training) or "sampled" (as "tile", but each step sends one of
+            the four grid windows, drawn by its bilinear weight).
         spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in
             the map's probabilities (models.learning.spectral_kernel); 0: the network alone.
         spectral_context: odd side of the neighbourhood whose mean spectrum the kernel classifier

@@ -66,7 +66,7 @@ def test_the_fast_preset_caps_steps_and_input():
                                 "from 0 to 51 (got 53)."),
     ({"tile_step": 64}, "The tile step must be a whole number from 0 to 63 (got 64)."),
     ({"training_mode": "patch"}, "The training mode 'patch' is unknown; choose one of window, "
-                                 "tile."),
+                                 "tile, sampled."),
     ({"class_weighting": "focal"}, "The class weighting 'focal' is unknown; choose one of "
                                    "balanced, none."),
     ({"band_adaptation": "ica"}, "The band adaptation 'ica' is unknown; choose one of pca, s2, "

@@ -169,3 +169,65 @@ def test_a_window_too_large_for_tile_training_is_one_sentence(trained, tmp_path)
         "41-pixel windows (the window and a grid step on each side), more than 63; choose "
         "windows of at most 27 pixels, or train window by window.")
     assert list(out.iterdir()) == []
+
+
+def test_sampled_training_sends_one_corner_drawn_by_its_weight(trained, monkeypatch):
+    """While training, a sampling view sends one corner window per crop: a pixel on a grid point
+    gets its own window every time, and a pixel between grid points each corner as often as its
+    bilinear weight; in evaluation it mixes the four, as the plain view does."""
+    *_, model, _ = trained
+    rng = np.random.default_rng(2)
+    side = crop_window_size(WINDOW, STEP)
+    windows = rng.random((2, 12, side, side), dtype=np.float32)
+    # A pixel on a grid point, and one 1 row and 2 columns past one (weights 2/3 and 1/3 for the
+    # rows, 1/3 and 2/3 for the columns).
+    crops = torch.from_numpy(grid_crops(windows, np.array([3, 4]), np.array([6, 8]), WINDOW, STEP))
+    seen, pooled = [], model.pooled_features
+    monkeypatch.setattr(model, "pooled_features", lambda x: seen.append(x.clone()) or pooled(x))
+    view = TileView(model, WINDOW, sampler=torch.Generator().manual_seed(0)).train()
+    draws = 3000
+    with torch.no_grad():
+        for _ in range(draws // 100):
+            view(crops.repeat(100, 1, 1, 1))
+    view.eval()
+    sent = torch.cat(seen)
+    assert sent.shape == (draws * 2, 12, WINDOW, WINDOW)      # one window per crop
+    bands = crops[:, :-1]
+    corners = {(r, c): bands[:, :, r:r + WINDOW, c:c + WINDOW]
+               for r in (0, STEP) for c in (0, STEP)}
+    assert (sent[0::2] == corners[(0, 0)][0]).all()
+    between = sent[1::2]
+    for (r, c), weight in {(0, 0): 2 / 9, (0, STEP): 4 / 9, (STEP, 0): 1 / 9,
+                           (STEP, STEP): 2 / 9}.items():
+        share = (between == corners[(r, c)][1]).flatten(1).all(dim=1).float().mean()
+        assert abs(float(share) - weight) < 0.03, (r, c)
+    seen.clear()
+    with torch.no_grad():
+        mixed = view(crops)
+    assert len(seen) == 1 and seen[0].shape[0] == 4 * 2            # all four corners
+    torch.testing.assert_close(mixed, TileView(model, WINDOW).eval()(crops))
+
+
+def test_a_fine_tune_in_sampled_tile_mode_trains_a_window_per_pixel_and_maps(trained, tmp_path,
+                                                                             monkeypatch):
+    raster = trained[0]
+    layer = make_polygons(tmp_path / "training.gpkg", raster)
+    calls, original = [], TileView._sampled_corners
+
+    def counted(self, bands, frac_r, frac_c):
+        calls.append(len(bands))
+        return original(self, bands, frac_r, frac_c)
+
+    monkeypatch.setattr(TileView, "_sampled_corners", counted)
+    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
+                       settings=tiny_settings(epochs=2, window_size=WINDOW, segment_size=0,
+                                              training_mode="sampled", tile_step=STEP),
+                       classification_path=str(tmp_path / "map.tif"),
+                       report_path=str(tmp_path / "report.html"))
+    record = load_adapter_file(result.adapter_path)
+    assert record.training["training_mode"] == "sampled" and record.classify_step() == STEP
+    # Every training window of both epochs went through the sampler, one per pixel.
+    assert sum(calls) == 2 * result.metrics["split"]["train_pixels"]
+    values, valid = read_band(tmp_path / "map.tif"), valid_mask(raster.path)
+    assert (values[~valid] == 0).all() and (values[valid] > 0).all()
+    assert "one of the four per step" in (tmp_path / "report.html").read_text()

@@ -75,7 +75,8 @@ def cross_validate(raster_path: str, vector_path: str, class_field: str, *, fold
             samples.source, settings, len(classes), samples.input_size,
             samples.windows[torch.from_numpy(~held)], labels[torch.from_numpy(~held)], None, None,
             device=device, progress=_scaled(progress, start, start + 0.85 / folds),
-            cancel=cancel, tile_window=samples.tile_window)
+            cancel=cancel, tile_window=samples.tile_window,
+            sample_corners=samples.sample_corners)
         predicted = held_out_predictions(model, samples, settings, np.flatnonzero(~held),
                                          np.flatnonzero(held), device, cancel)
         matrix = confusion_matrix(pixels.class_index[held], predicted, len(classes))

@@ -104,6 +104,7 @@ class _Samples:
     notes: list[str]
     means: np.ndarray | None = None  # (N, bands) neighbourhood means (settings.spectral_context)
     tile_step: int = 1           # tile training's grid step; 1: windows centred on the pixels
+    sample_corners: bool = False  # tile training sends one corner window per pixel and step
 
     @property
     def tile_window(self) -> int | None:
@@ -193,7 +194,8 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
                                                 settings.spectral_context, cancel=cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
-                    spectra=spectra, notes=notes, means=means, tile_step=step)
+                    spectra=spectra, notes=notes, means=means, tile_step=step,
+                    sample_corners=step > 1 and settings.training_mode == "sampled")
 
 
 def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
@@ -205,11 +207,13 @@ def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
 def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes: int,
                  input_size: int, train_x, train_y, val_x, val_y, *, device, progress=None,
                  cancel=None, on_epoch=None, warm: AdapterRecord | None = None, classes=None,
-                 epochs: int | None = None, tile_window: int | None = None):
+                 epochs: int | None = None, tile_window: int | None = None,
+                 sample_corners: bool = False):
     """(model, weights identity, TrainingOutcome): a fresh model, the same seeded start every time
     (or the ``warm`` adapter's state), trained on the windows and holding its best state; for
     ``epochs`` where given, else for the settings' schedule. ``tile_window``: the windows are tile
-    training's crops around windows of that size (_Samples.tile_window)."""
+    training's crops around windows of that size (_Samples.tile_window), one corner window per
+    step where ``sample_corners``."""
     from ..learning.training import train_classifier
 
     adapter_config = _adapter_config(settings)
@@ -225,7 +229,8 @@ def _train_model(source: BackboneSource, settings: FineTuneSettings, num_classes
         seed=settings.seed,
         device=device, augment=settings.augment, context_dropout=settings.context_dropout,
         class_weighting=settings.class_weighting, num_classes=num_classes,
-        tile_window=tile_window, progress=progress, cancel=cancel, on_epoch=on_epoch)
+        tile_window=tile_window, sample_corners=sample_corners, progress=progress,
+        cancel=cancel, on_epoch=on_epoch)
     adapters.load_trainable_state_dict(model, outcome.best_state)
     return model, identity, outcome
 
@@ -351,7 +356,8 @@ def _train_rounds(samples, settings: FineTuneSettings, train_x, train_y, val_x, 
                             windows_x, labels_y, val_x, val_y, device=device,
                             progress=_scaled(progress, start, start + share), cancel=cancel,
                             on_epoch=on_epoch, warm=warm, classes=classes, epochs=epochs,
-                            tile_window=samples.tile_window)
+                            tile_window=samples.tile_window,
+                            sample_corners=samples.sample_corners)
 
     model, identity, outcome = train_model(train_x, train_y, 0)
     if identity.is_random_start:
@@ -512,14 +518,18 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
                      else "pooled tokens"),
             "class weighting": options.CLASS_WEIGHTINGS[settings.class_weighting],
             "training windows": (f"tile mode's (each pixel between the windows of a grid every "
-                                 f"{samples.tile_step} pixels)" if samples.tile_step > 1
-                                 else "centred on each labelled pixel"),
+                                 f"{samples.tile_step} pixels{_sampled(samples)})"
+                                 if samples.tile_step > 1 else "centred on each labelled pixel"),
             "classifying": _describe_mode(settings.classify_mode, samples.window_size,
                                           settings.tile_step),
             "spectral classifier": (spectral.describe() if spectral is not None else "off"),
             "segment vote": (f"superpixels of {settings.segment_size} pixels"
                              if settings.segment_size else "off"),
             "clean-up": _describe_cleanup(settings)}
+
+
+def _sampled(samples) -> str:
+    return ("; one of the four per step, drawn by its weight" if samples.sample_corners else "")
 
 
 def _run_figures(split, classes, outcome, identity: BackboneIdentity) -> dict:

@@ -11,6 +11,11 @@ with the crop. ``TileView`` wraps the model: it cuts the four windows, mixes the
 features with the pixel's bilinear weights and classifies them with the pixel's inputs; the
 model's own tensors, the adapter's and the head's, are the only ones trained.
 
+The four windows cost four passes through the backbone per training pixel. Sampled, a training
+step sends one of them instead, the corner drawn with its bilinear weight: the head is linear in
+the pooled features, so the class scores are on average those of the mix, for a window-mode
+step's cost. Validation and every prediction use the mix itself.
+
 This follows the patch-free recipe of Zheng et al., "FPGA: Fast Patch-Free Global Learning
 Framework for Fully End-to-End Hyperspectral Image Classification", IEEE TGRS 58(8), 2020: train on
 what inference computes, with the loss on the labelled pixels alone.
@@ -59,12 +64,17 @@ class TileView(nn.Module):
     """The model as tile mode applies it, for crops made by ``grid_crops``: class scores of each
     crop's marked pixel from the bilinear mix of the four corner windows' pooled features and the
     pixel's own inputs (``SpectralGPT.classify_pooled``, context dropout and two views included).
+
+    With a ``sampler`` (a torch.Generator), while the model trains, each crop sends one corner
+    window, drawn with its bilinear weight, instead of mixing all four.
     """
 
-    def __init__(self, model: nn.Module, window_size: int):
+    def __init__(self, model: nn.Module, window_size: int,
+                 sampler: torch.Generator | None = None):
         super().__init__()
         self.model = model
         self.window_size = int(window_size)
+        self.sampler = sampler
 
     def forward(self, crops: torch.Tensor, context_keep: torch.Tensor | None = None) -> torch.Tensor:
         bands, marker = crops[:, :-1], crops[:, -1]
@@ -74,10 +84,28 @@ class TileView(nn.Module):
         pr, pc = where // side, where % side
         frac_r = ((pr - w // 2).float() / step)[:, None]
         frac_c = ((pc - w // 2).float() / step)[:, None]
-        corners = torch.cat([bands[:, :, r:r + w, c:c + w]
-                             for r in (0, step) for c in (0, step)])
-        f00, f01, f10, f11 = self.model.pooled_features(corners).reshape(4, count, -1)
-        pooled = ((1 - frac_r) * (1 - frac_c) * f00 + (1 - frac_r) * frac_c * f01
-                  + frac_r * (1 - frac_c) * f10 + frac_r * frac_c * f11)
+        if self.sampler is not None and self.model.training:
+            pooled = self.model.pooled_features(self._sampled_corners(bands, frac_r, frac_c))
+        else:
+            corners = torch.cat([bands[:, :, r:r + w, c:c + w]
+                                 for r in (0, step) for c in (0, step)])
+            f00, f01, f10, f11 = self.model.pooled_features(corners).reshape(4, count, -1)
+            pooled = ((1 - frac_r) * (1 - frac_c) * f00 + (1 - frac_r) * frac_c * f01
+                      + frac_r * (1 - frac_c) * f10 + frac_r * frac_c * f11)
         pixel = bands[torch.arange(count, device=crops.device), :, pr, pc]
         return self.model.classify_pooled(pooled, pixel, context_keep)
+
+    def _sampled_corners(self, bands: torch.Tensor, frac_r: torch.Tensor,
+                         frac_c: torch.Tensor) -> torch.Tensor:
+        """One corner window per crop: the lower row with probability frac_r and the right
+        column with frac_c, each drawn apart, so a corner comes with its bilinear weight."""
+        count, w = bands.shape[0], self.window_size
+        step = bands.shape[-1] - w
+        draws = torch.rand((2, count), generator=self.sampler).to(bands.device)
+        lower, right = draws[0] < frac_r[:, 0], draws[1] < frac_c[:, 0]
+        windows = bands.new_empty((count, bands.shape[1], w, w))
+        for r in (0, step):
+            for c in (0, step):
+                chosen = (lower == bool(r)) & (right == bool(c))
+                windows[chosen] = bands[chosen, :, r:r + w, c:c + w]
+        return windows

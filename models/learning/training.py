@@ -159,10 +159,13 @@ class _ClassifierTask(TrainingTask):
                  val_labels, *, epochs: int, batch_size: int, warmup_fraction: float,
                  patience: int, min_epochs: int | None, seed: int, augment: bool,
                  context_dropout: float, weights_per_class: np.ndarray | None,
-                 tile_window: int | None, progress, cancel, on_epoch):
+                 tile_window: int | None, sample_corners: bool, progress, cancel, on_epoch):
         self.model, self.optimization = model, optimization
-        # What the windows go through: the model, or the model as tile mode applies it.
-        self.network = model if tile_window is None else TileView(model, tile_window)
+        # What the windows go through: the model, or the model as tile mode applies it (with
+        # its own generator, so that the batches are those of the other modes).
+        sampler = torch.Generator().manual_seed(int(seed) + 7919) if sample_corners else None
+        self.network = (model if tile_window is None
+                        else TileView(model, tile_window, sampler=sampler))
         self.windows, self.labels = windows, labels
         self.class_weights = (None if weights_per_class is None else torch.from_numpy(
             weights_per_class).float().to(optimization.device))
@@ -261,7 +264,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                      device: torch.device = torch.device("cpu"), augment: bool = True,
                      context_dropout: float = 0.0, class_weighting: str = "none",
                      num_classes: int | None = None, tile_window: int | None = None,
-                     progress=None, cancel=None, on_epoch=None) -> TrainingOutcome:
+                     sample_corners: bool = False, progress=None, cancel=None,
+                     on_epoch=None) -> TrainingOutcome:
     """Train the model's trainable tensors (adapter + head) on labelled windows.
 
     Args:
@@ -290,6 +294,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
         tile_window: train in tile mode: the windows are crops of models.learning.tile_training
             (``grid_crops``) around windows of this size, seen through ``TileView``; None: each
             window centred on its labelled pixel.
+        sample_corners: with ``tile_window``, each training step sends one of a crop's four
+            windows, drawn by its bilinear weight (TileView's sampler); validation mixes all four.
         progress: ``progress(fraction, message)``; cancel: ``cancel() -> bool`` (checked every
             batch); on_epoch: ``on_epoch(record)`` with epoch, epochs (planned), loss,
             train_accuracy, val_accuracy, val_loss, learning_rate.
@@ -310,7 +316,8 @@ def train_classifier(model, train_windows: torch.Tensor, train_labels: torch.Ten
                            context_dropout=context_dropout,
                            weights_per_class=class_weights(train_labels.cpu().numpy(),
                                                            class_weighting, num_classes),
-                           tile_window=tile_window, progress=progress, cancel=cancel,
+                           tile_window=tile_window, sample_corners=sample_corners,
+                           progress=progress, cancel=cancel,
                            on_epoch=on_epoch)
     epochs_run = run_training(task, optimization, first_epoch=1, last_epoch=epochs,
                               cancel=cancel)
