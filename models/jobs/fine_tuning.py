@@ -504,6 +504,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
                     num_train: int, spectral: SpectralKernel | None, *, raster_path, vector_path,
                     class_field: str) -> dict:
     """The run's settings as the report's Details table shows them."""
+    sampled = "; one of the four per step, drawn by its weight" if samples.sample_corners else ""
     return {"raster": str(raster_path), "training layer": str(vector_path),
             "class field": class_field, "method": adapters.describe_method(settings.method),
             "band adaptation": samples.adaptation.method,
@@ -518,7 +519,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
                      else "pooled tokens"),
             "class weighting": options.CLASS_WEIGHTINGS[settings.class_weighting],
             "training windows": (f"tile mode's (each pixel between the windows of a grid every "
-                                 f"{samples.tile_step} pixels{_sampled(samples)})"
+                                 f"{samples.tile_step} pixels{sampled})"
                                  if samples.tile_step > 1 else "centred on each labelled pixel"),
             "classifying": _describe_mode(settings.classify_mode, samples.window_size,
                                           settings.tile_step),
@@ -526,10 +527,6 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
             "segment vote": (f"superpixels of {settings.segment_size} pixels"
                              if settings.segment_size else "off"),
             "clean-up": _describe_cleanup(settings)}
-
-
-def _sampled(samples) -> str:
-    return ("; one of the four per step, drawn by its weight" if samples.sample_corners else "")
 
 
 def _run_figures(split, classes, outcome, identity: BackboneIdentity) -> dict:
