@@ -29,6 +29,16 @@ STEP = 3
 CPU = torch.device("cpu")
 
 
+def fine_tune_on_grid(raster, layer, folder, *, epochs: int, training_mode: str):
+    """Fine-tune at WINDOW and STEP without the vote, mapping the scene and reporting in
+    ``folder``."""
+    return fine_tune(str(raster.path), str(layer), "class", str(folder / "adapter.pt"),
+                     settings=tiny_settings(epochs=epochs, window_size=WINDOW, segment_size=0,
+                                            training_mode=training_mode, tile_step=STEP),
+                     classification_path=str(folder / "map.tif"),
+                     report_path=str(folder / "report.html"))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A noisy 40 x 36 scene with a nodata box, fine-tuned in tile mode and classified."""
@@ -36,11 +46,7 @@ def trained(tmp_path_factory):
     raster = make_test_raster(folder / "scene.tif", width=40, height=36,
                               nodata_box=(8, 20, 5, 4), noise=0.25)
     layer = make_polygons(folder / "training.gpkg", raster)
-    result = fine_tune(str(raster.path), str(layer), "class", str(folder / "adapter.pt"),
-                       settings=tiny_settings(epochs=3, window_size=WINDOW, segment_size=0,
-                                              training_mode="tile", tile_step=STEP),
-                       classification_path=str(folder / "map.tif"),
-                       report_path=str(folder / "report.html"))
+    result = fine_tune_on_grid(raster, layer, folder, epochs=3, training_mode="tile")
     record = load_adapter_file(result.adapter_path)
     model, _ = rebuild_model(record)
     return raster, result, record, model, folder
@@ -219,11 +225,7 @@ def test_a_fine_tune_in_sampled_tile_mode_trains_a_window_per_pixel_and_maps(tra
         return original(self, bands, frac_r, frac_c)
 
     monkeypatch.setattr(TileView, "_sampled_corners", counted)
-    result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "a.pt"),
-                       settings=tiny_settings(epochs=2, window_size=WINDOW, segment_size=0,
-                                              training_mode="sampled", tile_step=STEP),
-                       classification_path=str(tmp_path / "map.tif"),
-                       report_path=str(tmp_path / "report.html"))
+    result = fine_tune_on_grid(raster, layer, tmp_path, epochs=2, training_mode="sampled")
     record = load_adapter_file(result.adapter_path)
     assert record.training["training_mode"] == "sampled" and record.classify_step() == STEP
     # Every training window of both epochs went through the sampler, one per pixel.
