@@ -163,6 +163,8 @@ ROWS = {row.name: row for row in (
         settings={"spectral_weight": 0.25}),
     Row("spectral_three_quarters", "Default, spectral classifier weight 0.75",
         settings={"spectral_weight": 0.75}),
+    Row("vote_always", "Default, keeping the segment vote without checking it on the held-out "
+        "polygons", settings={"validate_vote": False}),
     Row("no_class_weighting", "Default without class weights (every pixel weighing the same in "
         "training)", settings={"class_weighting": "none"}),
 )}
@@ -647,6 +649,8 @@ def describe_row(row: Row) -> str:
                 f"the CPU")
     if not row.settings:
         defaults = FineTuneSettings()
+        checked = (" (left out where the held-out polygons do better without it)"
+                   if defaults.validate_vote else "")
         return (f"{row.band_adaptation.upper()} backbone, method {defaults.method} on "
                 f"{', '.join(defaults.targets)}, {defaults.steps} steps of {defaults.batch_size} "
                 f"(at least {defaults.min_passes} epochs, within "
@@ -659,7 +663,7 @@ def describe_row(row: Row) -> str:
                 f"{defaults.training_mode} mode, spectral classifier weight "
                 f"{defaults.spectral_weight:g} (pixel, {defaults.spectral_context} x "
                 f"{defaults.spectral_context} neighbourhood or both), segment vote "
-                f"{defaults.segment_size}, bfloat16 "
+                f"{defaults.segment_size}{checked}, bfloat16 "
                 f"where a CPU computes it (classifying; fine-tuning too for a ViT-Base-wide "
                 f"backbone)")
     return (f"{row.band_adaptation.upper()} backbone, "

@@ -343,6 +343,12 @@ def training_mode_problem(mode) -> str | None:
 # +2.5 and +2.6 OA points on Indian Pines, -0.1 and +0.5 on EnMAP Potsdam; 8-pixel superpixels
 # did no better (bench/results/accuracy_network_alone.md).
 DEFAULT_SEGMENT_SIZE = 5
+# Where polygons are held out for validation (classes of MIN_VALIDATION_CLASS_PIXELS or more),
+# the vote goes only where leaving it out puts more held-out pixels right than wrong by more than
+# chance (models.jobs.vote_choice): at 100 pixels per class +0.4 / +1.7 OA points on EnMAP Potsdam
+# (polygons / scattered, 5 draws) and 0.0 / +0.2 on Indian Pines (3 draws), worse in no draw
+# (bench/results/accuracy_vote_100px_potsdam.md, accuracy_vote_100px_indian_pines.md).
+DEFAULT_VALIDATE_VOTE = True
 MAX_SEGMENT_SIZE = 50
 # Majority filter side and sieve threshold applied after the vote (models.jobs.postprocessing);
 # 0 = off. Off by default: the segment vote already removes most single-pixel noise, and both

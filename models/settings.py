@@ -87,6 +87,9 @@ class FineTuneSettings:
             may see instead of or beside the pixel's (chosen by leave-out accuracy); 0 or 1: the
             pixel's spectrum alone.
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
+        validate_vote: where polygons are held out for validation, leave the segment vote out
+            if that puts more of their pixels right than wrong by more than chance
+            (models.jobs.vote_choice).
         majority_size: side of the majority filter after the vote (odd; 0: none).
         sieve_pixels: patches smaller than this many pixels are merged into a neighbour (0: none).
         self_training_rounds: rounds of training again with confident pseudo-labels of the
@@ -137,6 +140,7 @@ class FineTuneSettings:
     spectral_weight: float = options.DEFAULT_SPECTRAL_WEIGHT
     spectral_context: int = options.DEFAULT_SPECTRAL_CONTEXT
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
+    validate_vote: bool = options.DEFAULT_VALIDATE_VOTE
     majority_size: int = options.DEFAULT_MAJORITY_SIZE
     sieve_pixels: int = options.DEFAULT_SIEVE_PIXELS
     self_training_rounds: int = options.DEFAULT_SELF_TRAINING_ROUNDS

@@ -835,8 +835,8 @@ def test_an_empty_map_is_an_error_without_the_vote_too(geotiff_run, tmp_path):
                             adaptation=BandAdaptation.from_state(record.band_adaptation),
                             classes=record.classes, output_path=output,
                             window_size=record.window_size, device=torch.device("cpu"))
-    assert str(caught.value) == ("The raster empty.tif has no valid pixel to classify: every "
-                                 "pixel is nodata or masked.")
+    assert str(caught.value) == ("The raster empty.tif has no valid pixels: every pixel is "
+                                 "nodata or masked.")
     assert list(tmp_path.iterdir()) == [empty.path]
 
 

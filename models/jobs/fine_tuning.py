@@ -52,6 +52,8 @@ from ..stores.files import StagedFiles
 from ..stores.guard import check_job_files, layer_files, map_bytes, raster_files, report_files
 from ..stores.report import write_html_report, write_metrics_json
 from .postprocessing import classify_and_clean
+from .vote_choice import choose_segment_vote
+
 
 @dataclass
 class FineTuneResult:
@@ -415,14 +417,16 @@ def spectral_classifier(samples, settings: FineTuneSettings,
 
 
 def held_out_predictions(model, samples, settings: FineTuneSettings, train_index: np.ndarray,
-                         held_index: np.ndarray, device, cancel) -> np.ndarray:
+                         held_index: np.ndarray, device, cancel, *,
+                         fitted: SpectralKernel | None = None) -> np.ndarray:
     """Classes of the held-out pixels as the map would give them: the model's probabilities,
-    mixed with those of a spectral classifier fitted on ``train_index`` alone."""
+    mixed with those of a spectral classifier fitted on ``train_index`` alone (``fitted``, where
+    the caller has it already)."""
     probabilities = predict_probabilities(samples.network(model),
                                           samples.windows[torch.from_numpy(held_index)],
                                           device=device, batch_size=max(64, settings.batch_size),
                                           cancel=cancel)
-    spectral = spectral_classifier(samples, settings, train_index)
+    spectral = fitted or spectral_classifier(samples, settings, train_index)
     if spectral is not None:
         probabilities = spectral.mix(probabilities, spectral.features(
             samples.spectra[held_index],
@@ -431,12 +435,13 @@ def held_out_predictions(model, samples, settings: FineTuneSettings, train_index
 
 
 def _validation_metrics(model, samples, split, settings: FineTuneSettings, device,
-                        notes: list[str], cancel) -> dict:
-    """Accuracy on the held-out polygons; an empty matrix (and why) when none were held out."""
+                        notes: list[str], cancel, held_spectral: SpectralKernel | None) -> dict:
+    """Accuracy on the held-out polygons; an empty matrix (and why) when none were held out.
+    ``held_spectral``: the spectral classifier fitted on the training share."""
     classes = samples.pixels.classes
     if len(split.validation):
         predicted = held_out_predictions(model, samples, settings, split.train, split.validation,
-                                         device, cancel)
+                                         device, cancel, fitted=held_spectral)
         return metrics_from_labels(samples.pixels.class_index[split.validation], predicted,
                                    classes)
     notes.append("No validation share was asked for, so nothing was held out for validation."
@@ -445,6 +450,27 @@ def _validation_metrics(model, samples, split, settings: FineTuneSettings, devic
                  f"{settings.min_validation_pixels} pixels, so nothing was held out for "
                  f"validation and training ran all its epochs.")
     return classification_metrics(np.zeros((len(classes), len(classes)), np.int64), classes)
+
+
+def _chosen_segment_size(model, samples, split, settings: FineTuneSettings,
+                         held_spectral: SpectralKernel | None, metrics: dict, notes: list[str], *,
+                         device, progress, cancel) -> int:
+    """The segment vote the map and the adapter keep: the settings' own, or none where the
+    held-out polygons are classified clearly better without it (models.jobs.vote_choice)."""
+    if not (settings.validate_vote and settings.segment_size and len(split.validation)):
+        return int(settings.segment_size)
+    _report(progress, 1.0, "Checking the segment vote on the held-out polygons")
+    choice = choose_segment_vote(
+        model, samples, split.validation, segment_size=settings.segment_size,
+        step=options.classify_step(settings.classify_mode, samples.window_size,
+                                   settings.tile_step),
+        spectral=held_spectral, device=device, batch_size=max(64, settings.batch_size),
+        cancel=cancel)
+    if choice is None:
+        return int(settings.segment_size)
+    notes.append(choice.note(settings.segment_size))
+    metrics["segment_vote"] = choice.to_dict()
+    return int(settings.segment_size) if choice.keep else 0
 
 
 def _final_spectral_classifier(samples, settings: FineTuneSettings, split, notes: list[str],
@@ -466,8 +492,9 @@ def _final_spectral_classifier(samples, settings: FineTuneSettings, split, notes
 def _adapter_record(samples, settings: FineTuneSettings, model, identity: BackboneIdentity,
                     outcome, metrics: dict, adapter_config, *, name: str, sensor: str,
                     raster_path, class_field: str, processes: int,
-                    spectral: SpectralKernel | None) -> AdapterRecord:
-    """What the adapter file keeps: the trained tensors, and all a later classify needs."""
+                    spectral: SpectralKernel | None, segment_size: int) -> AdapterRecord:
+    """What the adapter file keeps: the trained tensors, and all a later classify needs
+    (``segment_size``: the vote the map keeps, _chosen_segment_size)."""
     info, window_size, input_size = samples.info, samples.window_size, samples.input_size
     return AdapterRecord(
         name=name, trainable_state=outcome.best_state, adapter_config=adapter_config.to_dict(),
@@ -488,7 +515,7 @@ def _adapter_record(samples, settings: FineTuneSettings, model, identity: Backbo
         software={"torch": torch.__version__, "python": platform.python_version()},
         postprocess={"classify_mode": settings.classify_mode,
                      "tile_step": options.classify_step("tile", window_size, settings.tile_step),
-                     "segment_size": int(settings.segment_size),
+                     "segment_size": int(segment_size),
                      "majority_size": int(settings.majority_size),
                      "sieve_pixels": int(settings.sieve_pixels)},
         spectral=spectral.to_state() if spectral is not None else {})
@@ -502,8 +529,15 @@ def _describe_mode(mode: str, window_size: int, tile_step: int) -> str:
 
 def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdentity, outcome,
                     num_train: int, spectral: SpectralKernel | None, *, raster_path, vector_path,
-                    class_field: str) -> dict:
-    """The run's settings as the report's Details table shows them."""
+                    class_field: str, vote: dict | None = None) -> dict:
+    """The run's settings as the report's Details table shows them (``vote``: the segment vote's
+    check on the held-out polygons, VoteChoice.to_dict)."""
+    segment_vote = (f"superpixels of {settings.segment_size} pixels"
+                    if settings.segment_size else "off")
+    if vote is not None:
+        segment_vote += (", kept" if vote["keep"] else ", left out") + (
+            f" (held-out polygons: accuracy {vote['accuracy_with']:.1%} with it, "
+            f"{vote['accuracy_without']:.1%} without)")
     sampled = "; one of the four per step, drawn by its weight" if samples.sample_corners else ""
     return {"raster": str(raster_path), "training layer": str(vector_path),
             "class field": class_field, "method": adapters.describe_method(settings.method),
@@ -524,8 +558,7 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
             "classifying": _describe_mode(settings.classify_mode, samples.window_size,
                                           settings.tile_step),
             "spectral classifier": (spectral.describe() if spectral is not None else "off"),
-            "segment vote": (f"superpixels of {settings.segment_size} pixels"
-                             if settings.segment_size else "off"),
+            "segment vote": segment_vote,
             "clean-up": _describe_cleanup(settings)}
 
 
@@ -613,8 +646,14 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             samples, settings, train_x, train_y, val_x, val_y, device=device, warm=warm,
             notes=notes, progress=_scaled(progress, 0.12, first_end), cancel=cancel,
             on_epoch=on_epoch)
-        metrics = {**_validation_metrics(model, samples, split, settings, device, notes, cancel),
+        held_spectral = (spectral_classifier(samples, settings, split.train)
+                         if len(split.validation) else None)
+        metrics = {**_validation_metrics(model, samples, split, settings, device, notes, cancel,
+                                         held_spectral),
                    **_run_figures(split, classes, outcome, identity)}
+        segment_size = _chosen_segment_size(model, samples, split, settings, held_spectral,
+                                            metrics, notes, device=device, cancel=cancel,
+                                            progress=_scaled(progress, 0.12, first_end))
         if refit:
             model, identity, outcome = _refit(
                 samples, settings, train_x, train_y, val_x, val_y, outcome, metrics,
@@ -627,7 +666,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         record = _adapter_record(
             samples, settings, model, identity, outcome, metrics, adapter_config,
             name=adapter_name or Path(adapter_path).stem, sensor=sensor or info.sensor,
-            raster_path=raster_path, class_field=class_field, processes=world, spectral=spectral)
+            raster_path=raster_path, class_field=class_field, processes=world, spectral=spectral,
+            segment_size=segment_size)
 
         # Under torchrun every process has trained the same model; rank 0 alone writes.
         if classification_path and rank == 0:
@@ -640,7 +680,8 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
         if report_path and rank == 0:
             details = _report_details(samples, settings, identity, outcome, len(train_x),
                                       spectral, raster_path=raster_path, vector_path=vector_path,
-                                      class_field=class_field)
+                                      class_field=class_field,
+                                      vote=metrics.get("segment_vote"))
             write_metrics_json(metrics, staged.stage(report_files(report_path)[1]))
             write_html_report(metrics, staged.stage(report_path),
                               title="HyperAdapt validation accuracy", details=details)

@@ -117,6 +117,18 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
     probabilities of its superpixel. ``on_chunk(fraction)`` hears how much of the tile's valid
     pixels is done.
     """
+    unvoted, voted, valid = _tile_both(reader, model, adaptation, box, window_size=window_size,
+                                       num_classes=num_classes, device=device,
+                                       batch_size=batch_size, vote=vote, step=step,
+                                       spectral=spectral, cancel=cancel, on_chunk=on_chunk)
+    return (unvoted if voted is None else voted), valid
+
+
+def _tile_both(reader: RasterReader, model, adaptation: BandAdaptation,
+               box: tuple[int, int, int, int], *, window_size: int, num_classes: int,
+               device: torch.device, batch_size: int, vote: SegmentVote | None, step: int,
+               spectral: SpectralKernel | None, cancel, on_chunk=None):
+    """tile_probabilities' (before the vote, after it or None without one, validity)."""
     x, y, w, h = box
     margin = vote.margin if vote is not None else 0
     x0, y0 = max(0, x - margin), max(0, y - margin)
@@ -147,15 +159,59 @@ def tile_probabilities(reader: RasterReader, model, adaptation: BandAdaptation,
         # GDAL's block cache still holds these blocks: the spectra need no second read from disk.
         probs[:, rows, cols] = spectral.mix_block(probs[:, rows, cols].T, reader,
                                                   (x0, y0, x1 - x0, y1 - y0), rows, cols).T
-    if len(rows) and vote is not None:
-        core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
-        segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
-                                 origin=(y0, x0))
-        probs = segment_vote(probs, segments)
-        total = probs.sum(axis=0)
-        probs /= np.where(total > 0, total, 1.0)
+    voted = None
+    if vote is not None:
+        voted = probs
+        if len(rows):
+            core = region[:, halo:halo + (y1 - y0), halo:halo + (x1 - x0)]
+            segments = slic_segments(segment_features(core, vote.scale), valid, size=vote.size,
+                                     origin=(y0, x0))
+            voted = segment_vote(probs, segments)
+            total = voted.sum(axis=0)
+            voted /= np.where(total > 0, total, 1.0)
     top, left = y - y0, x - x0
-    return (probs[:, top:top + h, left:left + w], valid[top:top + h, left:left + w])
+    crop = (slice(top, top + h), slice(left, left + w))
+    return (probs[(slice(None), *crop)], None if voted is None else voted[(slice(None), *crop)],
+            valid[crop])
+
+
+def classify_tiles(reader: RasterReader, adaptation: BandAdaptation, window_size: int,
+                   step: int, segment_size: int) -> list[tuple[int, int, int, int]]:
+    """The tiles (x, y, w, h) classify_raster classifies the raster in."""
+    halo = classify_halo(window_size, step, segment_size)
+    tile = tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
+    return list(iter_tiles(reader.width, reader.height, tile))
+
+
+def probabilities_at(reader: RasterReader, model, adaptation: BandAdaptation, rows, cols, *,
+                     window_size: int, num_classes: int, device: torch.device, batch_size: int,
+                     vote: SegmentVote, step: int = 1, spectral: SpectralKernel | None = None,
+                     cancel=None) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, K) at the valid pixels (rows, cols) without the segment vote and
+    with it, as classify_raster computes them, for a fraction of its time where the pixels are
+    few: within each of the map's tiles only the box around the pixels it holds is classified,
+    with the vote's margin around it. Without the vote they are the map's to the last digit (the
+    windows' grid and the neighbourhoods are fixed to the raster); with it, the superpixels are
+    cut on that box and its margin instead of the whole tile, which moves a few pixels near the
+    margin's edge (SegmentVote)."""
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    unvoted = np.zeros((len(rows), num_classes), dtype=np.float32)
+    voted = np.zeros_like(unvoted)
+    for x, y, w, h in classify_tiles(reader, adaptation, window_size, step, vote.size):
+        inside = np.flatnonzero((rows >= y) & (rows < y + h) & (cols >= x) & (cols < x + w))
+        if not len(inside):
+            continue
+        raise_if_cancelled(cancel)
+        top, left = int(rows[inside].min()), int(cols[inside].min())
+        box = (left, top, int(cols[inside].max()) + 1 - left, int(rows[inside].max()) + 1 - top)
+        plain, both, _ = _tile_both(reader, model, adaptation, box, window_size=window_size,
+                                    num_classes=num_classes, device=device,
+                                    batch_size=batch_size, vote=vote, step=step,
+                                    spectral=spectral, cancel=cancel)
+        unvoted[inside] = plain[:, rows[inside] - top, cols[inside] - left].T
+        voted[inside] = both[:, rows[inside] - top, cols[inside] - left].T
+        reader.release_cache()
+    return unvoted, voted
 
 
 def _temporaries(output_path: Path, confidence_path: Path | None):
@@ -251,14 +307,13 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
     """
     window_size = check_window_size(window_size)
     step = int(step)
-    halo = classify_halo(window_size, step, segment_size)
     output_path = Path(output_path)
     confidence_path = Path(confidence_path) if confidence_path else None
     if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
         raise HyperAdaptError("The confidence raster needs a file name of its own.")
     lookup = np.array([info.value for info in classes], dtype=np.uint8)
-    tile = tile or tile_side_for(adaptation.num_inputs, halo=halo, maximum=256)
-    tiles = list(iter_tiles(reader.width, reader.height, tile))
+    tiles = (list(iter_tiles(reader.width, reader.height, tile)) if tile else
+             classify_tiles(reader, adaptation, window_size, step, segment_size))
 
     temp_out, temp_conf, style_temp, created = _temporaries(output_path, confidence_path)
     counts = np.zeros(len(classes), dtype=np.int64)
@@ -289,8 +344,8 @@ def classify_raster(*, reader: RasterReader, model, adaptation: BandAdaptation,
             report.tile_done(done)
         raise_if_cancelled(cancel)
         if counts.sum() == 0:
-            raise HyperAdaptError(f"The raster {Path(reader.info.path).name} has no valid pixel "
-                                  f"to classify: every pixel is nodata or masked.")
+            raise HyperAdaptError(f"The raster {Path(reader.info.path).name} has no valid "
+                                  f"pixels: every pixel is nodata or masked.")
         out_band = conf_band = None
         out_ds.FlushCache()
         out_ds = None

@@ -62,6 +62,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     SPECTRAL_WEIGHT = "SPECTRAL_WEIGHT"
     SPECTRAL_CONTEXT = "SPECTRAL_CONTEXT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
+    VALIDATE_VOTE = "VALIDATE_VOTE"
     CLASSIFY_MODE = "CLASSIFY_MODE"
     TRAINING_MODE = "TRAINING_MODE"
     TILE_STEP = "TILE_STEP"
@@ -113,7 +114,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             "classifier neighbourhood), or both, whichever classifies the training polygons "
             "best when each is left out in turn; each pixel then takes the mean class "
             "probabilities of its superpixel "
-            "(segment vote; 0 turns it off). "
+            "(segment vote; 0 turns it off), unless polygons were held out for validation and "
+            "they are classified clearly better without it. "
             "The defaults are those the accuracy bench found best (bench/results/accuracy.md).")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
@@ -236,6 +238,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Integer,
                                          options.DEFAULT_SEGMENT_SIZE, minValue=0,
                                          maxValue=options.MAX_SEGMENT_SIZE),
+            QgsProcessingParameterBoolean(self.VALIDATE_VOTE,
+                                          self.tr("Check the segment vote on the held-out "
+                                                  "polygons (left out where they are classified "
+                                                  "clearly better without it)"),
+                                          defaultValue=options.DEFAULT_VALIDATE_VOTE),
             QgsProcessingParameterNumber(self.MAJORITY_SIZE,
                                          self.tr("Majority filter after the vote: odd window "
                                                  "side in pixels (0 = off)"),
@@ -379,6 +386,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             training_mode=choice(self.TRAINING_MODE, TRAINING_MODES),
             tile_step=self.parameterAsInt(parameters, self.TILE_STEP, context),
             segment_size=self.parameterAsInt(parameters, self.SEGMENT_SIZE, context),
+            validate_vote=self.parameterAsBoolean(parameters, self.VALIDATE_VOTE, context),
             majority_size=self.parameterAsInt(parameters, self.MAJORITY_SIZE, context),
             sieve_pixels=self.parameterAsInt(parameters, self.SIEVE_PIXELS, context),
             self_training_rounds=self.parameterAsInt(parameters, self.SELF_TRAINING, context),
