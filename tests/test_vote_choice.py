@@ -69,29 +69,32 @@ def test_probabilities_at_pixels_are_the_maps(scene):
     spread = (np.r_[rows[pick], 0, 35], np.r_[cols[pick], 0, 39])
     cluster = np.meshgrid(np.arange(14, 19), np.arange(12, 17), indexing="ij")
     cluster = (cluster[0].ravel(), cluster[1].ravel())
-    maps = {}
     with RasterReader(read_raster_info(str(raster.path))) as reader:
-        for size in (0, 3):
-            output, confidence = folder / f"map{size}.tif", folder / f"confidence{size}.tif"
-            classify_raster(reader=reader, model=loaded.model, adaptation=loaded.adaptation,
-                            classes=record.classes, output_path=output,
-                            window_size=record.window_size, device=CPU, segment_size=size,
-                            step=record.classify_step(), spectral=loaded.spectral,
-                            confidence_path=confidence)
-            maps[size] = read_band(output), read_band(confidence)
         vote = fit_segment_vote(reader, loaded.adaptation, 3)
-        for (r, c), exact in ((spread, True), (cluster, False)):
-            without, with_vote = probabilities_at(
-                reader, loaded.model, loaded.adaptation, r, c,
-                window_size=record.window_size, num_classes=len(record.classes), device=CPU,
-                batch_size=64, vote=vote, step=record.classify_step(), spectral=loaded.spectral)
-            np.testing.assert_array_equal(lookup[without.argmax(axis=1)], maps[0][0][r, c])
-            np.testing.assert_allclose(without.max(axis=1), maps[0][1][r, c], atol=1e-5)
-            agree = lookup[with_vote.argmax(axis=1)] == maps[3][0][r, c]
-            assert agree.all() if exact else agree.mean() >= 0.8
-            if exact:
-                np.testing.assert_allclose(with_vote.max(axis=1), maps[3][1][r, c], atol=1e-5)
-            assert not np.allclose(without, with_vote)
+        # Tile mode (the adapter's) and a window per pixel.
+        for step in (record.classify_step(), 1):
+            maps = {}
+            for size in (0, 3):
+                output = folder / f"map{size}_{step}.tif"
+                confidence = folder / f"confidence{size}_{step}.tif"
+                classify_raster(reader=reader, model=loaded.model, adaptation=loaded.adaptation,
+                                classes=record.classes, output_path=output,
+                                window_size=record.window_size, device=CPU, segment_size=size,
+                                step=step, spectral=loaded.spectral, confidence_path=confidence)
+                maps[size] = read_band(output), read_band(confidence)
+            for (r, c), exact in ((spread, True), (cluster, False)):
+                without, with_vote = probabilities_at(
+                    reader, loaded.model, loaded.adaptation, r, c,
+                    window_size=record.window_size, num_classes=len(record.classes),
+                    device=CPU, batch_size=64, vote=vote, step=step, spectral=loaded.spectral)
+                np.testing.assert_array_equal(lookup[without.argmax(axis=1)], maps[0][0][r, c])
+                np.testing.assert_allclose(without.max(axis=1), maps[0][1][r, c], atol=1e-5)
+                agree = lookup[with_vote.argmax(axis=1)] == maps[3][0][r, c]
+                assert agree.all() if exact else agree.mean() >= 0.8
+                if exact:
+                    np.testing.assert_allclose(with_vote.max(axis=1), maps[3][1][r, c],
+                                               atol=1e-5)
+                assert not np.allclose(without, with_vote)
 
 
 def test_fine_tune_keeps_or_drops_the_vote_as_the_held_out_polygons_say(scene):
