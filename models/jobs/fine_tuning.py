@@ -452,6 +452,21 @@ def _validation_metrics(model, samples, split, settings: FineTuneSettings, devic
     return classification_metrics(np.zeros((len(classes), len(classes)), np.int64), classes)
 
 
+def _validate(model, samples, split, settings: FineTuneSettings, outcome,
+              identity: BackboneIdentity, notes: list[str], *, device, progress,
+              cancel) -> tuple[dict, int]:
+    """(metrics, segment size): the held-out polygons' figures and the segment vote they leave
+    the map, both judged with one spectral classifier fitted on the training share."""
+    held_spectral = (spectral_classifier(samples, settings, split.train)
+                     if len(split.validation) else None)
+    metrics = {**_validation_metrics(model, samples, split, settings, device, notes, cancel,
+                                     held_spectral),
+               **_run_figures(split, samples.pixels.classes, outcome, identity)}
+    segment_size = _chosen_segment_size(model, samples, split, settings, held_spectral, metrics,
+                                        notes, device=device, progress=progress, cancel=cancel)
+    return metrics, segment_size
+
+
 def _chosen_segment_size(model, samples, split, settings: FineTuneSettings,
                          held_spectral: SpectralKernel | None, metrics: dict, notes: list[str], *,
                          device, progress, cancel) -> int:
@@ -466,8 +481,6 @@ def _chosen_segment_size(model, samples, split, settings: FineTuneSettings,
                                    settings.tile_step),
         spectral=held_spectral, device=device, batch_size=max(64, settings.batch_size),
         cancel=cancel)
-    if choice is None:
-        return int(settings.segment_size)
     notes.append(choice.note(settings.segment_size))
     metrics["segment_vote"] = choice.to_dict()
     return int(settings.segment_size) if choice.keep else 0
@@ -562,6 +575,13 @@ def _report_details(samples, settings: FineTuneSettings, identity: BackboneIdent
             "clean-up": _describe_cleanup(settings)}
 
 
+def _write_report(metrics: dict, details: dict, staged: StagedFiles, report_path) -> None:
+    """The HTML report of the validation and its metrics as JSON beside it, staged."""
+    write_metrics_json(metrics, staged.stage(report_files(report_path)[1]))
+    write_html_report(metrics, staged.stage(report_path), title="HyperAdapt validation accuracy",
+                      details=details)
+
+
 def _run_figures(split, classes, outcome, identity: BackboneIdentity) -> dict:
     """What a fine-tune's metrics tell beside the validation accuracy: the split, the epochs and
     the backbone."""
@@ -646,14 +666,9 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
             samples, settings, train_x, train_y, val_x, val_y, device=device, warm=warm,
             notes=notes, progress=_scaled(progress, 0.12, first_end), cancel=cancel,
             on_epoch=on_epoch)
-        held_spectral = (spectral_classifier(samples, settings, split.train)
-                         if len(split.validation) else None)
-        metrics = {**_validation_metrics(model, samples, split, settings, device, notes, cancel,
-                                         held_spectral),
-                   **_run_figures(split, classes, outcome, identity)}
-        segment_size = _chosen_segment_size(model, samples, split, settings, held_spectral,
-                                            metrics, notes, device=device, cancel=cancel,
-                                            progress=_scaled(progress, 0.12, first_end))
+        metrics, segment_size = _validate(model, samples, split, settings, outcome, identity,
+                                          notes, device=device, cancel=cancel,
+                                          progress=_scaled(progress, 0.12, first_end))
         if refit:
             model, identity, outcome = _refit(
                 samples, settings, train_x, train_y, val_x, val_y, outcome, metrics,
@@ -678,13 +693,10 @@ def fine_tune(raster_path: str, vector_path: str, class_field: str, adapter_path
                 progress=_scaled(progress, end_of_training, 0.97), cancel=cancel)
         raise_if_cancelled(cancel)
         if report_path and rank == 0:
-            details = _report_details(samples, settings, identity, outcome, len(train_x),
-                                      spectral, raster_path=raster_path, vector_path=vector_path,
-                                      class_field=class_field,
-                                      vote=metrics.get("segment_vote"))
-            write_metrics_json(metrics, staged.stage(report_files(report_path)[1]))
-            write_html_report(metrics, staged.stage(report_path),
-                              title="HyperAdapt validation accuracy", details=details)
+            _write_report(metrics, _report_details(
+                samples, settings, identity, outcome, len(train_x), spectral,
+                raster_path=raster_path, vector_path=vector_path, class_field=class_field,
+                vote=metrics.get("segment_vote")), staged, report_path)
         raise_if_cancelled(cancel)
         adapter_bytes = save_adapter_file(record, staged.stage(adapter_path)) if rank == 0 else 0
         raise_if_cancelled(cancel)

@@ -67,12 +67,10 @@ def compare_vote(without: np.ndarray, with_vote: np.ndarray, labels: np.ndarray)
 
 def choose_segment_vote(model, samples, held_index: np.ndarray, *, segment_size: int, step: int,
                         spectral: SpectralKernel | None, device, batch_size: int,
-                        cancel=None) -> VoteChoice | None:
-    """Whether the map keeps its segment vote, from the held-out pixels ``held_index`` of
-    ``samples`` (fine_tuning's labelled pixels and raster); None where there is no vote or no
-    held-out pixel. ``spectral``: the spectral classifier fitted without the held-out pixels."""
-    if not segment_size or not len(held_index):
-        return None
+                        cancel=None) -> VoteChoice:
+    """Whether the map keeps its segment vote of ``segment_size`` (above 0), from the held-out
+    pixels ``held_index`` (at least one) of ``samples`` (fine_tuning's labelled pixels and
+    raster). ``spectral``: the spectral classifier fitted without the held-out pixels."""
     pixels = samples.pixels
     model.eval()
     with RasterReader(samples.info) as reader:
