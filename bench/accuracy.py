@@ -159,6 +159,8 @@ ROWS = {row.name: row for row in (
         settings={"spectral_weight": 0.0}),
     Row("spectral_pixel", "Default, the spectral classifier on the pixel's spectrum alone",
         settings={"spectral_context": 0}),
+    Row("spectral_standardised", "Default, the spectral classifier on each band standardised "
+        "(not in units of the scene's noise)", settings={"spectral_whitening": False}),
     Row("spectral_quarter", "Default, spectral classifier weight 0.25",
         settings={"spectral_weight": 0.25}),
     Row("spectral_three_quarters", "Default, spectral classifier weight 0.75",
@@ -662,7 +664,9 @@ def describe_row(row: Row) -> str:
                 f"{options.TILE_STEP_SHARE:g} of a window apart), training in "
                 f"{defaults.training_mode} mode, spectral classifier weight "
                 f"{defaults.spectral_weight:g} (pixel, {defaults.spectral_context} x "
-                f"{defaults.spectral_context} neighbourhood or both), segment vote "
+                f"{defaults.spectral_context} neighbourhood or both"
+                f"{', in units of the scene noise' if defaults.spectral_whitening else ''}), "
+                f"segment vote "
                 f"{defaults.segment_size}{checked}, bfloat16 "
                 f"where a CPU computes it (classifying; fine-tuning too for a ViT-Base-wide "
                 f"backbone)")

@@ -81,11 +81,13 @@ class FineTuneSettings:
             "tile" (between the windows of tile mode's grid, as tile mode classifies them;
             models.learning.tile_training) or "sampled" (as "tile", but each step sends one of
             the four grid windows, drawn by its bilinear weight).
-        spectral_weight: share of a kernel classifier on each pixel's standardised spectrum in
+        spectral_weight: share of a kernel classifier on each pixel's spectrum in
             the map's probabilities (models.learning.spectral_kernel); 0: the network alone.
         spectral_context: odd side of the neighbourhood whose mean spectrum the kernel classifier
             may see instead of or beside the pixel's (chosen by leave-out accuracy); 0 or 1: the
             pixel's spectrum alone.
+        spectral_whitening: the kernel classifier compares spectra in units of the scene's
+            noise (models.data.bands.noise_whitening) instead of each band standardised.
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
         validate_vote: where polygons are held out for validation, leave the segment vote out
             if that puts more of their pixels right than wrong by more than chance
@@ -139,6 +141,7 @@ class FineTuneSettings:
     training_mode: str = options.DEFAULT_TRAINING_MODE
     spectral_weight: float = options.DEFAULT_SPECTRAL_WEIGHT
     spectral_context: int = options.DEFAULT_SPECTRAL_CONTEXT
+    spectral_whitening: bool = options.DEFAULT_SPECTRAL_WHITENING
     segment_size: int = options.DEFAULT_SEGMENT_SIZE
     validate_vote: bool = options.DEFAULT_VALIDATE_VOTE
     majority_size: int = options.DEFAULT_MAJORITY_SIZE

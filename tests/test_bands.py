@@ -185,3 +185,26 @@ def test_mnf_is_stored_and_reapplied_like_the_other_adaptations():
     with pytest.raises(HyperAdaptError, match="MNF to 12 components needs at least 12 usable "
                                               "bands"):
         fit_mnf_reduction(pixels[:, :8], differences[:, :8], list(range(8)))
+
+
+def test_noise_whitening_gives_the_noise_unit_covariance_in_the_mnf_coordinates():
+    """Spectra times the whitening have unit noise covariance (its ridge included): the noisy bands
+    shrink to their signal-to-noise ratio, and distances are those of all the MNF's components."""
+    from hyperadapt.models.data.bands import MNF_NOISE_RIDGE, fit_mnf_reduction, noise_whitening
+
+    pixels, differences = _noisy_band_scene()
+    whitening, note = noise_whitening(pixels, differences)
+    assert whitening.shape == (30, 30) and "neighbouring-pixel differences" in note
+    noise = differences.T @ differences / (2.0 * len(differences))
+    noise += MNF_NOISE_RIDGE * np.trace(noise) / 30 * np.eye(30)
+    np.testing.assert_allclose(whitening.T @ noise @ whitening, np.eye(30), atol=1e-6)
+    # The five noisy bands weigh about their noise's 1.5 less than the clean ones' 0.01.
+    size = np.abs(whitening).sum(axis=1)
+    assert size[-5:].max() < 0.05 * size[:-5].min()
+    # The MNF's 12 components are this whitening followed by a rotation: distances agree.
+    mnf = fit_mnf_reduction(pixels, differences, list(range(30)))
+    a, b = pixels[:200], pixels[200:400]
+    rotation = np.linalg.lstsq(whitening, mnf.projection, rcond=None)[0]
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(12), atol=1e-6)
+    np.testing.assert_allclose((a - b) @ mnf.projection, (a - b) @ whitening @ rotation,
+                               rtol=1e-6, atol=1e-8)

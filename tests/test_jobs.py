@@ -508,6 +508,9 @@ def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
     # Fitted on every labelled pixel, the held-out ones included.
     assert len(kernel.support) == split["train_pixels"] + split["validation_pixels"]
     assert any("9 x 9 neighbourhood" in note for note in result.notes)
+    # Spectra compared in units of the scene's noise, the whitening kept with the classifier.
+    assert kernel.whitening.shape == (len(kernel.band_indices),) * 2
+    assert any("units of the scene's noise" in note for note in result.notes)
     with RasterReader(str(raster.path)) as reader:
         data, valid = reader.read(0, 0, reader.width, reader.height, kernel.band_indices)
     means = box_means(data, valid, kernel.context_size) if kernel.context_size else None
@@ -551,6 +554,16 @@ def test_held_out_pixels_are_classified_with_a_spectral_classifier_fitted_withou
     assert (predicted == expected).all()
     assert spectral_classifier(samples, dataclasses.replace(settings, spectral_weight=0.0),
                                kept) is None
+    # The scene's noise whitening, read once with the samples; off, each band is standardised.
+    assert np.array_equal(fitted_without.whitening, samples.whitening)
+    plain_settings = dataclasses.replace(settings, spectral_whitening=False)
+    plain = _training_samples(str(raster.path), str(layer), "class", plain_settings)
+    assert plain.whitening is None
+    standardised = spectral_classifier(plain, plain_settings, kept)
+    assert standardised.whitening is None and "standardised" in standardised.describe()
+    assert not np.array_equal(standardised.probabilities(standardised.features(
+        plain.spectra[held], plain.means[held])), fitted_without.probabilities(
+        fitted_without.features(samples.spectra[held], samples.means[held])))
 
 
 def test_early_stopping_waits_for_the_warm_up_and_half_the_epochs():

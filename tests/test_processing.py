@@ -791,7 +791,8 @@ def test_finetune_parameters_offer_the_engines_choices_and_defaults():
                         ("MAJORITY_SIZE", "majority_size"), ("SIEVE_PIXELS", "sieve_pixels"),
                         ("SELF_TRAINING", "self_training_rounds"), ("RANK", "rank"),
                         ("TILE_STEP", "tile_step"),
-                        ("REFIT", "refit"), ("VALIDATE_VOTE", "validate_vote")):
+                        ("REFIT", "refit"), ("VALIDATE_VOTE", "validate_vote"),
+                        ("SPECTRAL_WHITENING", "spectral_whitening")):
         assert parameter(name).defaultValue() == getattr(defaults, field), name
     assert parameter("EPOCHS").defaultValue() == 0 and defaults.epochs is None
     assert parameter("WINDOW_SIZE").maximum() == options.MAX_WINDOW_SIZE

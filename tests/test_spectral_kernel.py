@@ -266,3 +266,45 @@ def test_a_neighbourhood_classifier_survives_its_state_and_older_states_read_as_
     mismatched = {**kernel.to_state(), "context_size": 0}
     with pytest.raises(ValueError):
         SpectralKernel.from_state(mismatched)
+
+
+def test_in_units_of_the_noise_the_noisy_bands_no_longer_drown_the_clean_ones():
+    """Classes told apart by 5 clean bands beside 55 bands of loud noise: standardising each band
+    gives the noise eleven times the clean bands' weight; whitened by the noise (here known,
+    per band), the classifier sees the classes, and keeps the whitening in its saved state."""
+    rng = np.random.default_rng(11)
+
+    def draw(count):
+        labels = np.repeat(np.arange(3), count)
+        clean = np.linspace(0.0, 1.0, 3)[labels, None] + 0.2 * rng.standard_normal((len(labels), 5))
+        loud = 3.0 * rng.standard_normal((len(labels), 55))
+        return np.concatenate([clean, loud], axis=1).astype(np.float32), labels
+
+    train, train_y = draw(15)
+    test, test_y = draw(300)
+    whitening = np.diag(1.0 / np.r_[np.full(5, 0.2), np.full(55, 3.0)]).astype(np.float32)
+    standardised = fit_spectral_kernel(train, train_y, np.arange(45), 3, range(60))
+    whitened = fit_spectral_kernel(train, train_y, np.arange(45), 3, range(60),
+                                   whitening=whitening)
+    accuracy = {name: np.mean(kernel.probabilities(kernel.features(test, None)).argmax(1)
+                              == test_y)
+                for name, kernel in (("standardised", standardised), ("whitened", whitened))}
+    assert accuracy["whitened"] > 0.95 and accuracy["standardised"] < 0.8, accuracy
+    assert "units of the scene's noise" in whitened.describe()
+    # One common scale: the whitened features keep their relative sizes.
+    assert np.all(whitened.scale == whitened.scale[0])
+    buffer = io.BytesIO()
+    torch.save(whitened.to_state(), buffer)
+    buffer.seek(0)
+    again = SpectralKernel.from_state(torch.load(buffer, weights_only=True))
+    np.testing.assert_array_equal(again.whitening, whitening)
+    np.testing.assert_allclose(again.probabilities(again.features(test[:50], None)),
+                               whitened.probabilities(whitened.features(test[:50], None)),
+                               atol=1e-3)     # the support is saved in float16
+    # Saved before the whitening, a state standardises each band.
+    older = standardised.to_state()
+    del older["whitening"]
+    assert SpectralKernel.from_state(older).whitening is None
+    with pytest.raises(ValueError):
+        SpectralKernel.from_state({**whitened.to_state(),
+                                   "whitening": torch.eye(59, dtype=torch.float32)})

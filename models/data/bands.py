@@ -197,6 +197,20 @@ def noise_covariance(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.nd
                                f"(noisiest bands {spread:.1f} x the median).")
 
 
+def noise_whitening(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray, str]:
+    """(B, B) matrix W under which spectra have unit noise covariance (spectra @ W), from valid
+    spectra (N, B) and neighbouring-pixel differences (M, B) of a scene, and ``noise_covariance``'s
+    sentence. With noise = L L^T (a small ridge added), W = L^-T: distances in these coordinates
+    weigh each direction by its signal-to-noise ratio, the MNF's measure (all its components)."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    differences = np.asarray(differences, dtype=np.float64)
+    num_bands = pixels.shape[1]
+    noise, note = noise_covariance(pixels, differences)
+    ridge = MNF_NOISE_RIDGE * max(float(np.trace(noise)) / num_bands, 1e-12)
+    noise[np.diag_indices(num_bands)] += ridge
+    return np.linalg.inv(np.linalg.cholesky(noise)).T, note
+
+
 def fit_mnf_reduction(pixels: np.ndarray, differences: np.ndarray, band_indices: list[int], *,
                       num_components: int = NUM_MODEL_BANDS,
                       percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> BandAdaptation:
@@ -225,15 +239,12 @@ def fit_mnf_reduction(pixels: np.ndarray, differences: np.ndarray, band_indices:
     mean = pixels.mean(axis=0)
     centred = pixels - mean
     signal = centred.T @ centred / (len(pixels) - 1)
-    noise, note = noise_covariance(pixels, differences)
-    ridge = MNF_NOISE_RIDGE * max(float(np.trace(noise)) / num_bands, 1e-12)
-    noise[np.diag_indices(num_bands)] += ridge
-    # With noise = L L^T, the generalised problem becomes a symmetric one in L^-1 signal L^-T.
-    lower = np.linalg.cholesky(noise)
-    inverse = np.linalg.inv(lower)
-    ratios, vectors = np.linalg.eigh(inverse @ signal @ inverse.T)
+    # In whitened coordinates the noise is the identity, and the generalised problem a symmetric
+    # one.
+    whitening, note = noise_whitening(pixels, differences)
+    ratios, vectors = np.linalg.eigh(whitening.T @ signal @ whitening)
     order = np.argsort(ratios)[::-1][:num_components]
-    projection = _fixed_signs(inverse.T @ vectors[:, order])
+    projection = _fixed_signs(whitening @ vectors[:, order])
     total = float(np.clip(ratios, 0, None).sum()) or 1.0
     share = [float(max(v, 0.0) / total) for v in ratios[order]]
     low, high = fit_common_scaling(centred @ projection, percentiles)

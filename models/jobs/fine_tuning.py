@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from .. import options
-from ..data.bands import BandAdaptation, fit_band_adaptation
+from ..data.bands import BandAdaptation, fit_band_adaptation, noise_whitening
 from ..data.neighbourhood import read_with_means_at
-from ..data.raster import RasterInfo, RasterReader, read_raster_info
+from ..data.raster import (RasterInfo, RasterReader, read_raster_info,
+                           sample_neighbour_differences, sample_valid_pixels)
 from ..data.samples import (MIN_TRAINING_FEATURES, ClassInfo, cap_per_class, check_class_pixels,
                             read_labelled_pixels, split_by_feature)
 from ..data.regions import collect_windows
@@ -105,6 +106,7 @@ class _Samples:
     spectra: np.ndarray | None   # (N, bands) of the band adaptation's bands; None at weight 0
     notes: list[str]
     means: np.ndarray | None = None  # (N, bands) neighbourhood means (settings.spectral_context)
+    whitening: np.ndarray | None = None  # (bands, bands) the scene's noise whitening, or None
     tile_step: int = 1           # tile training's grid step; 1: windows centred on the pixels
     sample_corners: bool = False  # tile training sends one corner window per pixel and step
 
@@ -189,15 +191,36 @@ def _training_samples(raster_path, vector_path, class_field: str, settings: Fine
         windows = _read_windows(reader, adaptation, pixels.rows, pixels.cols, window_size, step,
                                 progress=_scaled(progress, 0.05, 0.1), cancel=cancel)
         # The spectral classifier's inputs; without it (weight 0) nothing reads them.
-        spectra = means = None
+        spectra = means = whitening = None
         if settings.spectral_weight:
             spectra, means = read_with_means_at(reader, pixels.rows, pixels.cols,
                                                 adaptation.band_indices,
                                                 settings.spectral_context, cancel=cancel)
+            if settings.spectral_whitening:
+                whitening = _scene_noise_whitening(reader, adaptation.band_indices, settings,
+                                                   notes, cancel)
     return _Samples(info=info, source=source, adaptation=adaptation, window_size=window_size,
                     input_size=input_size, pixels=pixels, windows=torch.from_numpy(windows),
-                    spectra=spectra, notes=notes, means=means, tile_step=step,
+                    spectra=spectra, notes=notes, means=means, whitening=whitening,
+                    tile_step=step,
                     sample_corners=step > 1 and settings.training_mode == "sampled")
+
+
+def _scene_noise_whitening(reader, bands: list[int], settings: FineTuneSettings,
+                           notes: list[str], cancel) -> np.ndarray | None:
+    """The spectral classifier's noise whitening, from the scene's own pixels (whatever the
+    backbone's band adaptation), or None where no two neighbouring pixels are valid."""
+    try:
+        differences = sample_neighbour_differences(reader, max_pairs=settings.fit_pixels,
+                                                   seed=settings.seed, bands=bands, cancel=cancel)
+    except HyperAdaptError:
+        notes.append("The spectral classifier standardises each band: no two neighbouring pixels "
+                     "are valid, so the scene's noise could not be estimated.")
+        return None
+    pixels = sample_valid_pixels(reader, max_pixels=settings.fit_pixels, seed=settings.seed,
+                                 bands=bands, cancel=cancel)
+    whitening, _ = noise_whitening(pixels, differences)
+    return whitening.astype(np.float32)
 
 
 def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
@@ -412,7 +435,7 @@ def spectral_classifier(samples, settings: FineTuneSettings,
                                samples.adaptation.band_indices,
                                means=None if samples.means is None else samples.means[index],
                                context_size=settings.spectral_context,
-                               weight=settings.spectral_weight,
+                               whitening=samples.whitening, weight=settings.spectral_weight,
                                class_weighting=settings.class_weighting, seed=settings.seed)
 
 

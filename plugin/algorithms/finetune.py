@@ -63,6 +63,7 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
     SPECTRAL_CONTEXT = "SPECTRAL_CONTEXT"
     SEGMENT_SIZE = "SEGMENT_SIZE"
     VALIDATE_VOTE = "VALIDATE_VOTE"
+    SPECTRAL_WHITENING = "SPECTRAL_WHITENING"
     CLASSIFY_MODE = "CLASSIFY_MODE"
     TRAINING_MODE = "TRAINING_MODE"
     TILE_STEP = "TILE_STEP"
@@ -217,6 +218,11 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          QgsProcessingParameterNumber.Integer,
                                          options.DEFAULT_SPECTRAL_CONTEXT, minValue=0,
                                          maxValue=options.MAX_SPECTRAL_CONTEXT),
+            QgsProcessingParameterBoolean(self.SPECTRAL_WHITENING,
+                                          self.tr("Spectral classifier compares spectra in units "
+                                                  "of the scene's noise (off: each band "
+                                                  "standardised)"),
+                                          defaultValue=options.DEFAULT_SPECTRAL_WHITENING),
             QgsProcessingParameterEnum(self.CLASSIFY_MODE, self.tr("Classifying the scene"),
                                        options=list(options.CLASSIFY_MODES.values()),
                                        defaultValue=CLASSIFY_MODES.index(
@@ -382,6 +388,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
             class_weighting=choice(self.CLASS_WEIGHTING, CLASS_WEIGHTINGS),
             spectral_weight=self.parameterAsDouble(parameters, self.SPECTRAL_WEIGHT, context),
             spectral_context=self.parameterAsInt(parameters, self.SPECTRAL_CONTEXT, context),
+            spectral_whitening=self.parameterAsBoolean(parameters, self.SPECTRAL_WHITENING,
+                                                       context),
             classify_mode=choice(self.CLASSIFY_MODE, CLASSIFY_MODES),
             training_mode=choice(self.TRAINING_MODE, TRAINING_MODES),
             tile_step=self.parameterAsInt(parameters, self.TILE_STEP, context),
