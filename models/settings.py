@@ -87,7 +87,8 @@ class FineTuneSettings:
             may see instead of or beside the pixel's (chosen by leave-out accuracy); 0 or 1: the
             pixel's spectrum alone.
         spectral_whitening: the kernel classifier compares spectra in units of the scene's
-            noise (models.data.bands.noise_whitening) instead of each band standardised.
+            noise (models.data.bands.noise_whitening) instead of each band standardised, where
+            neighbour differences measure the noise (not where they vary like the scene).
         segment_size: superpixel side of the segment vote after classifying (0: no vote).
         validate_vote: where polygons are held out for validation, leave the segment vote out
             if that puts more of their pixels right than wrong by more than chance

@@ -126,7 +126,7 @@ def make_test_raster(path, *, width: int = 36, height: int = 30, num_bands: int 
                      nodata_box: tuple[int, int, int, int] | None = (0, 0, 4, 4),
                      scale: float | None = None, bbl=None, with_wavelengths: bool = True,
                      epsg: int | None = UTM33N, origin=(500000.0, 5800000.0),
-                     pixel_size: float = 30.0, all_nodata: bool = False, noise: float = 0.01,
+                     pixel_size: float = 30.0, all_nodata: bool = False, noise=0.01,
                      seed: int = 0) -> TestRaster:
     """A small raster whose classes (vertical stripes) have distinct spectra plus noise.
 
@@ -135,13 +135,14 @@ def make_test_raster(path, *, width: int = 36, height: int = 30, num_bands: int 
         scale: stored values are reflectance / scale (an integer-like product with a GDAL scale).
         bbl: bad-band flags written with the wavelengths.
         all_nodata: every pixel is nodata.
+        noise: the noise's standard deviation, one for every band or one per band.
     """
     rng = np.random.default_rng(seed)
     wavelengths = np.linspace(420.0, 2400.0, num_bands)
     labels = stripe_labels(height, width, num_classes)
     spectra = class_spectra(num_classes, wavelengths)
-    cube = spectra[labels - 1].transpose(2, 0, 1) + noise * rng.standard_normal(
-        (num_bands, height, width))
+    cube = spectra[labels - 1].transpose(2, 0, 1) + np.reshape(noise, (-1, 1, 1)) * (
+        rng.standard_normal((num_bands, height, width)))
     if scale is not None:
         cube = np.round(cube / scale)
     cube = cube.astype(np.float32)

@@ -488,11 +488,19 @@ def test_refit_trains_again_on_every_pixel_for_the_epochs_validation_chose(tmp_p
     assert not any("trained again" in note for note in whole.notes)
 
 
-def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
+# The noise of 16 bands, well under their classes' differences, then of 4 bands where noise
+# drowns them (water absorption's edges).
+LOUD_LAST_BANDS = np.r_[np.full(16, 0.05), np.full(4, 1.0)]
+
+
+@pytest.mark.parametrize("loud_bands", [False, True])
+def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path, loud_bands):
     from hyperadapt.models.data.bands import BandAdaptation
 
-    # Noisy spectra, so that the classifier sees each pixel's neighbourhood too.
-    raster = make_test_raster(tmp_path / "scene.tif", noise=1.0)
+    # Noisy spectra, so that the classifier sees each pixel's neighbourhood too; or four bands
+    # far noisier than the rest, which the classifier's noise whitening weighs down.
+    raster = make_test_raster(tmp_path / "scene.tif",
+                              noise=LOUD_LAST_BANDS if loud_bands else 1.0)
     layer = make_polygons(tmp_path / "t.gpkg", raster)
     # Weight 1 and no vote: the map is the spectral classifier's alone, pixel for pixel.
     result = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "spectral.pt"),
@@ -501,16 +509,20 @@ def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
     record = load_adapter_file(result.adapter_path)
     kernel = record.spectral_kernel
     assert kernel.weight == 1.0
-    assert kernel.inputs != "spectrum" and kernel.context_size == 9
+    if not loud_bands:
+        assert kernel.inputs != "spectrum" and kernel.context_size == 9
     assert kernel.band_indices == BandAdaptation.from_state(record.band_adaptation).band_indices
     split = result.metrics["split"]
     assert split["validation_pixels"] > 0
     # Fitted on every labelled pixel, the held-out ones included.
     assert len(kernel.support) == split["train_pixels"] + split["validation_pixels"]
-    assert any("9 x 9 neighbourhood" in note for note in result.notes)
-    # Spectra compared in units of the scene's noise, the whitening kept with the classifier.
-    assert kernel.whitening.shape == (len(kernel.band_indices),) * 2
-    assert any("units of the scene's noise" in note for note in result.notes)
+    if loud_bands:
+        # Spectra compared in units of the scene's noise, the whitening kept with the classifier.
+        assert kernel.whitening.shape == (len(kernel.band_indices),) * 2
+        assert any("units of the scene's noise" in note for note in result.notes)
+    else:
+        assert any("9 x 9 neighbourhood" in note for note in result.notes)
+        assert kernel.whitening is None
     with RasterReader(str(raster.path)) as reader:
         data, valid = reader.read(0, 0, reader.width, reader.height, kernel.band_indices)
     means = box_means(data, valid, kernel.context_size) if kernel.context_size else None
@@ -521,6 +533,8 @@ def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
     # The adapter file classifies a scene the same way later.
     classify(str(raster.path), result.adapter_path, str(tmp_path / "again.tif"))
     assert (read_band(tmp_path / "again.tif") == read_band(tmp_path / "spectral.tif")).all()
+    if loud_bands:
+        return
     # Weight 0: no spectral classifier in the file, and a map that differs from the spectra's.
     alone = fine_tune(str(raster.path), str(layer), "class", str(tmp_path / "alone.pt"),
                       settings=tiny_settings(spectral_weight=0.0, segment_size=0),
@@ -530,11 +544,31 @@ def test_the_map_mixes_in_the_spectral_classifier_the_adapter_keeps(tmp_path):
     assert (read_band(tmp_path / "alone.tif")[valid] != expected).any()
 
 
+def test_the_spectral_classifier_standardises_bands_where_noise_looks_like_the_scene(tmp_path):
+    """Where every band is as noisy as the others, neighbour differences cannot tell noise from
+    texture: no whitening, each band standardised, and a note that says why."""
+    from hyperadapt.models.jobs.fine_tuning import _training_samples
+
+    raster = make_test_raster(tmp_path / "scene.tif", noise=1.0)
+    layer = make_polygons(tmp_path / "t.gpkg", raster)
+    samples = _training_samples(str(raster.path), str(layer), "class",
+                                tiny_settings(spectral_weight=1.0).resolved())
+    assert samples.whitening is None
+    assert any("noise cannot be told from its texture" in note for note in samples.notes)
+    loud = make_test_raster(tmp_path / "loud.tif", noise=LOUD_LAST_BANDS)
+    samples = _training_samples(str(loud.path), str(layer), "class",
+                                tiny_settings(spectral_weight=1.0).resolved())
+    assert samples.whitening.shape == (20, 20)
+    # The loud bands weigh a fifth of the others, or less.
+    size = np.abs(samples.whitening).sum(axis=1)
+    assert size[16:].max() < 0.2 * size[:16].min()
+
+
 def test_held_out_pixels_are_classified_with_a_spectral_classifier_fitted_without_them(tmp_path):
     from hyperadapt.models.jobs.fine_tuning import (_training_samples, held_out_predictions,
                                                     spectral_classifier)
 
-    raster = make_test_raster(tmp_path / "scene.tif", noise=0.3)
+    raster = make_test_raster(tmp_path / "scene.tif", noise=LOUD_LAST_BANDS)
     layer = make_polygons(tmp_path / "t.gpkg", raster)
     # Windows centred on the pixels, which the stand-in model below reads.
     settings = tiny_settings(spectral_weight=1.0, training_mode="window").resolved()

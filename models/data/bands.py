@@ -173,6 +173,16 @@ def _check_reduction_inputs(pixels: np.ndarray, num_bands: int, num_components: 
                               f"{len(pixels)}.")
 
 
+def noisy_band_spread(pixels: np.ndarray, differences: np.ndarray) -> float:
+    """How many times the median band's share of neighbour differences (half their variance over
+    the band's) the noisiest bands (95th percentile) carry; at MNF_NOISY_BAND_SPREAD or more the
+    differences are taken as noise (noise_covariance)."""
+    variance = np.maximum(np.asarray(pixels, dtype=np.float64).var(axis=0), 1e-12)
+    differences = np.asarray(differences, dtype=np.float64)
+    share = (differences * differences).mean(axis=0) / (2.0 * variance)
+    return float(np.percentile(share, 95) / max(float(np.median(share)), 1e-12))
+
+
 def noise_covariance(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray, str]:
     """The MNF's noise covariance (bands x bands) and a sentence saying which model was used.
 
@@ -187,8 +197,7 @@ def noise_covariance(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.nd
     """
     variance = np.maximum(pixels.var(axis=0), 1e-12)
     noise = differences.T @ differences / (2.0 * len(differences))
-    share = np.diag(noise) / variance
-    spread = float(np.percentile(share, 95) / max(float(np.median(share)), 1e-12))
+    spread = noisy_band_spread(pixels, differences)
     if spread >= MNF_NOISY_BAND_SPREAD:
         return noise, (f"MNF noise from neighbouring-pixel differences (the noisiest bands have "
                        f"{spread:.1f} x the median band's noise share).")

@@ -28,11 +28,11 @@ Standardising every band gives a noisy band (water absorption, a detector's edge
 without a bad-band list keeps) the weight of a clean one. With the scene's noise whitening
 (models.data.bands.noise_whitening: the MNF's coordinates, all of its components) the spectra are
 compared in units of their noise, at one common scale, as Green et al.'s minimum noise fraction
-orders them; where neighbouring pixels differ like the scene itself (a city at 30 m), the noise
-is taken as equal in every standardised band and little changes. At 10 pixels per class the
-classifier alone scored 63.9 % instead of 53.3 % on Indian Pines' polygons and 84.9 instead of
-77.5 on its scattered pixels, 56.8 / 56.9 instead of 55.5 / 56.9 on EnMAP Potsdam (5 draws each;
-bench/README.md, accuracy).
+orders them. At 10 pixels per class the classifier alone scored 63.9 % instead of 53.3 % on
+Indian Pines' polygons and 84.9 instead of 77.5 on its scattered pixels (5 draws each;
+bench/README.md, accuracy). Where neighbouring pixels differ like the scene itself in every band
+(a city at 30 m), noise cannot be told from texture, and the bands stay standardised
+(models.jobs.fine_tuning decides, from the scene's own pixels).
 """
 from __future__ import annotations
 

@@ -220,8 +220,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                          maxValue=options.MAX_SPECTRAL_CONTEXT),
             QgsProcessingParameterBoolean(self.SPECTRAL_WHITENING,
                                           self.tr("Spectral classifier compares spectra in units "
-                                                  "of the scene's noise (off: each band "
-                                                  "standardised)"),
+                                                  "of the scene's noise where neighbouring pixels "
+                                                  "measure it (off: each band standardised)"),
                                           defaultValue=options.DEFAULT_SPECTRAL_WHITENING),
             QgsProcessingParameterEnum(self.CLASSIFY_MODE, self.tr("Classifying the scene"),
                                        options=list(options.CLASSIFY_MODES.values()),
