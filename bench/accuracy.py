@@ -641,6 +641,9 @@ def _took(report: dict) -> str:
             f"their time.")
 
 
+WHITENED = ", in units of the scene's noise where neighbouring pixels measure it"
+
+
 def describe_row(row: Row) -> str:
     """The row's backbone and the settings it changes, or the defaults it runs."""
     from hyperadapt.models import options
@@ -665,7 +668,7 @@ def describe_row(row: Row) -> str:
                 f"{defaults.training_mode} mode, spectral classifier weight "
                 f"{defaults.spectral_weight:g} (pixel, {defaults.spectral_context} x "
                 f"{defaults.spectral_context} neighbourhood or both"
-                f"{', in units of the scene noise' if defaults.spectral_whitening else ''}), "
+                f"{WHITENED if defaults.spectral_whitening else ''}), "
                 f"segment vote "
                 f"{defaults.segment_size}{checked}, bfloat16 "
                 f"where a CPU computes it (classifying; fine-tuning too for a ViT-Base-wide "

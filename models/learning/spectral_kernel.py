@@ -286,12 +286,15 @@ def _fit_inputs(features: np.ndarray, targets: np.ndarray, class_index: np.ndarr
     the plain ones' and its scores S^-1 times theirs, so one eigendecomposition per width still
     serves every ridge and every left-out group."""
     mean = features.mean(axis=0)
-    scale = features.std(axis=0)
-    # A band constant over the training pixels carries nothing: an infinite scale zeroes it in
-    # every spectrum, rather than dividing by zero.
-    scale = np.where(scale > 1e-6 * max(float(scale.max(initial=0.0)), 1e-12), scale, np.inf)
+    variance = features.var(axis=0)
     if common_scale:
-        scale = np.full_like(scale, max(float(np.sqrt(np.mean(features.var(axis=0)))), 1e-12))
+        scale = np.full(features.shape[1], max(float(np.sqrt(np.mean(variance))), 1e-12))
+    else:
+        spread = np.sqrt(variance)    # features.std, to the bit
+        # A band constant over the training pixels carries nothing: an infinite scale zeroes it
+        # in every spectrum, rather than dividing by zero.
+        scale = np.where(spread > 1e-6 * max(float(spread.max(initial=0.0)), 1e-12), spread,
+                         np.inf)
     support = (features - mean) / scale
     distances = _squared_distances(support, support)
     root = np.sqrt(pixel_weights)[:, None]
