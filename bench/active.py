@@ -25,7 +25,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .accuracy import (PER_CLASS, SCENES, RunStore, pretrained_backbone, score, split_pixels)
+from .accuracy import (DEFAULT_SCENES, PER_CLASS, SCENES, RunStore, pretrained_backbone, score,
+                       split_pixels)
 from .common import (RESULTS, log, machine_info, markdown_table, mean_std, publish, pyplot,
                      run_in_work_folder, save_figure, set_threads, write_markdown,
                      write_point_layer)
@@ -312,7 +313,8 @@ def run_benchmark(args, work: Path) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--scenes", nargs="+", default=list(DEFAULT_SCENES),
+                        choices=list(SCENES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)

@@ -21,7 +21,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .accuracy import PER_CLASS, SCENES, pretrained_backbone, split_pixels, write_training_layer
+from .accuracy import (DEFAULT_SCENES, PER_CLASS, SCENES, pretrained_backbone, split_pixels,
+                       write_training_layer)
 from .common import (RESULTS, cpu_precision, log, machine_info, markdown_table, publish,
                      run_in_work_folder, set_threads, write_markdown)
 
@@ -148,7 +149,8 @@ def plot(report: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--scenes", nargs="+", default=list(DEFAULT_SCENES),
+                        choices=list(SCENES))
     parser.add_argument("--pretrain-epochs", type=int, default=40)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
