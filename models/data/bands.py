@@ -176,11 +176,21 @@ def _check_reduction_inputs(pixels: np.ndarray, num_bands: int, num_components: 
 def noisy_band_spread(pixels: np.ndarray, differences: np.ndarray) -> float:
     """How many times the median band's share of neighbour differences (half their variance over
     the band's) the noisiest bands (95th percentile) carry; at MNF_NOISY_BAND_SPREAD or more the
-    differences are taken as noise (noise_covariance)."""
+    differences are taken as noise (measured_noise)."""
     variance = np.maximum(np.asarray(pixels, dtype=np.float64).var(axis=0), 1e-12)
     differences = np.asarray(differences, dtype=np.float64)
     share = (differences * differences).mean(axis=0) / (2.0 * variance)
     return float(np.percentile(share, 95) / max(float(np.median(share)), 1e-12))
+
+
+def measured_noise(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Half the covariance of neighbour differences (bands x bands) where they measure the noise,
+    else None, and ``noisy_band_spread``, which decides: at MNF_NOISY_BAND_SPREAD or more."""
+    spread = noisy_band_spread(pixels, differences)
+    if spread < MNF_NOISY_BAND_SPREAD:
+        return None, spread
+    differences = np.asarray(differences, dtype=np.float64)
+    return differences.T @ differences / (2.0 * len(differences)), spread
 
 
 def noise_covariance(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray, str]:
@@ -195,29 +205,32 @@ def noise_covariance(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.nd
     standardised spectra); noise is then taken as equal in every standardised band, which makes
     the MNF a PCA of the standardised bands.
     """
-    variance = np.maximum(pixels.var(axis=0), 1e-12)
-    noise = differences.T @ differences / (2.0 * len(differences))
-    spread = noisy_band_spread(pixels, differences)
-    if spread >= MNF_NOISY_BAND_SPREAD:
+    noise, spread = measured_noise(pixels, differences)
+    if noise is not None:
         return noise, (f"MNF noise from neighbouring-pixel differences (the noisiest bands have "
                        f"{spread:.1f} x the median band's noise share).")
-    return np.diag(variance), (f"MNF noise taken as equal in every standardised band: "
-                               f"neighbouring pixels differ like the scene itself in every band "
-                               f"(noisiest bands {spread:.1f} x the median).")
+    return np.diag(np.maximum(pixels.var(axis=0), 1e-12)), (
+        f"MNF noise taken as equal in every standardised band: neighbouring pixels differ like "
+        f"the scene itself in every band (noisiest bands {spread:.1f} x the median).")
+
+
+def whitening_of(noise: np.ndarray) -> np.ndarray:
+    """(B, B) matrix W under which spectra have unit ``noise`` covariance (spectra @ W): with
+    noise = L L^T (a small ridge added), W = L^-T. Distances in these coordinates weigh each
+    direction by its signal-to-noise ratio, the MNF's measure (all its components)."""
+    num_bands = len(noise)
+    noise = np.array(noise, dtype=np.float64)
+    ridge = MNF_NOISE_RIDGE * max(float(np.trace(noise)) / num_bands, 1e-12)
+    noise[np.diag_indices(num_bands)] += ridge
+    return np.linalg.inv(np.linalg.cholesky(noise)).T
 
 
 def noise_whitening(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray, str]:
-    """(B, B) matrix W under which spectra have unit noise covariance (spectra @ W), from valid
-    spectra (N, B) and neighbouring-pixel differences (M, B) of a scene, and ``noise_covariance``'s
-    sentence. With noise = L L^T (a small ridge added), W = L^-T: distances in these coordinates
-    weigh each direction by its signal-to-noise ratio, the MNF's measure (all its components)."""
-    pixels = np.asarray(pixels, dtype=np.float64)
-    differences = np.asarray(differences, dtype=np.float64)
-    num_bands = pixels.shape[1]
-    noise, note = noise_covariance(pixels, differences)
-    ridge = MNF_NOISE_RIDGE * max(float(np.trace(noise)) / num_bands, 1e-12)
-    noise[np.diag_indices(num_bands)] += ridge
-    return np.linalg.inv(np.linalg.cholesky(noise)).T, note
+    """``whitening_of`` the MNF's noise covariance, from valid spectra (N, B) and
+    neighbouring-pixel differences (M, B) of a scene, and ``noise_covariance``'s sentence."""
+    noise, note = noise_covariance(np.asarray(pixels, dtype=np.float64),
+                                   np.asarray(differences, dtype=np.float64))
+    return whitening_of(noise), note
 
 
 def fit_mnf_reduction(pixels: np.ndarray, differences: np.ndarray, band_indices: list[int], *,

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from .. import options
-from ..data.bands import (MNF_NOISY_BAND_SPREAD, BandAdaptation, fit_band_adaptation,
-                          noise_whitening, noisy_band_spread)
+from ..data.bands import BandAdaptation, fit_band_adaptation, measured_noise, whitening_of
 from ..data.neighbourhood import read_with_means_at
 from ..data.raster import (RasterInfo, RasterReader, read_raster_info,
                            sample_neighbour_differences, sample_valid_pixels)
@@ -212,9 +211,9 @@ def _scene_noise_whitening(reader, bands: list[int], settings: FineTuneSettings,
     """The spectral classifier's noise whitening, from the scene's own pixels (whatever the
     backbone's band adaptation), or None (each band standardised) where the scene's noise cannot
     be told apart: no two neighbouring pixels valid, or neighbours that differ like the scene
-    itself in every band (noise_covariance would take the noise as equal in every standardised
-    band, and the whitening would only trade the training pixels' spread of each band for the
-    scene's)."""
+    itself in every band (measured_noise's test: the MNF then takes the noise as equal in every
+    standardised band, and a whitening would only trade the training pixels' spread of each band
+    for the scene's)."""
     try:
         differences = sample_neighbour_differences(reader, max_pairs=settings.fit_pixels,
                                                    seed=settings.seed, bands=bands, cancel=cancel)
@@ -224,14 +223,13 @@ def _scene_noise_whitening(reader, bands: list[int], settings: FineTuneSettings,
         return None
     pixels = sample_valid_pixels(reader, max_pixels=settings.fit_pixels, seed=settings.seed,
                                  bands=bands, cancel=cancel)
-    spread = noisy_band_spread(pixels, differences)
-    if spread < MNF_NOISY_BAND_SPREAD:
+    noise, spread = measured_noise(pixels, differences)
+    if noise is None:
         notes.append(f"The spectral classifier standardises each band: neighbouring pixels differ "
                      f"like the scene itself in every band (noisiest bands {spread:.1f} x the "
                      f"median band's share), so its noise cannot be told from its texture.")
         return None
-    whitening, _ = noise_whitening(pixels, differences)
-    return whitening.astype(np.float32)
+    return whitening_of(noise).astype(np.float32)
 
 
 def _adapter_config(settings: FineTuneSettings) -> adapters.AdapterConfig:
