@@ -9,8 +9,8 @@ labels:
 - "suggest": ``models.jobs.suggest`` (margin sampling, spacing, classes in turn; Tuia et al. 2011);
 - "uncertainty": the most uncertain pixels alone, without spacing or class turns;
 - "random": labelled pixels drawn at random (what drawing where it is easy amounts to);
-- "suggest_warm": "suggest", each round continuing from the last adapter with half the steps
-  (FineTuneSettings.warm_start) instead of training afresh.
+- "suggest_warm": "suggest", each round continuing from the last adapter with a share of the
+  steps (options.WARM_START_STEP_SHARE; FineTuneSettings.warm_start) instead of training afresh.
 
 After each round the model is fine-tuned again from the backbone and scored on every labelled
 pixel not used for training. OA is plotted against the number of training pixels.

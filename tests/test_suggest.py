@@ -140,13 +140,14 @@ def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tm
     assert continued.trainable_state.keys() == earlier.trainable_state.keys()
     for name, tensor in earlier.trainable_state.items():
         assert torch.allclose(continued.trainable_state[name], tensor, atol=1e-6), name
+    share = f"{options.WARM_START_STEP_SHARE:.0%}"
     assert any(note.startswith("Continued from the adapter 'adapter' (with its head), training "
-                               "50% of the steps.") for note in again.notes)
+                               f"{share} of the steps.") for note in again.notes)
     assert again.metrics["epochs_run"] <= 1 == round(2 * options.WARM_START_STEP_SHARE)
-    assert FineTuneSettings(steps=300, batch_size=30, warm_start="a.pt").epochs_for(30) == 150
+    assert FineTuneSettings(steps=300, batch_size=30, warm_start="a.pt").epochs_for(30) == 120
     # Its early stop waits the same share of the patience: a fresh round stops on its held-out
     # polygons, and a warm one that waited as long would take most of a fresh one's time.
-    assert FineTuneSettings(patience=10, warm_start="a.pt").patience_for() == 5
+    assert FineTuneSettings(patience=10, warm_start="a.pt").patience_for() == 4
     assert FineTuneSettings(patience=10).patience_for() == 10
     assert FineTuneSettings(patience=1, warm_start="a.pt").patience_for() == 1
 

@@ -288,7 +288,8 @@ class FineTuneAlgorithm(HyperAdaptAlgorithm):
                                        fileFilter=WEIGHTS_FILE_FILTER, optional=True),
             QgsProcessingParameterFile(self.CONTINUE_FROM,
                                        self.tr("Continue from an adapter (a later round on the "
-                                               "same backbone: half the steps)"),
+                                               "same backbone: {:.0%} of the steps)").format(
+                                                   options.WARM_START_STEP_SHARE),
                                        behavior=QgsProcessingParameterFile.File,
                                        fileFilter=ADAPTER_FILE_FILTER, optional=True),
             QgsProcessingParameterBoolean(self.RANDOM_START,
