@@ -122,7 +122,7 @@ def test_bad_requests_are_one_sentence_and_write_nothing(trained, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_warm_start_continues_from_the_adapter_with_half_the_steps(trained, tmp_path):
+def test_a_warm_start_continues_from_the_adapter_with_a_share_of_the_steps(trained, tmp_path):
     import torch
 
     from hyperadapt.models import options
