@@ -186,10 +186,10 @@ def noisy_band_spread(pixels: np.ndarray, differences: np.ndarray) -> float:
 def measured_noise(pixels: np.ndarray, differences: np.ndarray) -> tuple[np.ndarray | None, float]:
     """Half the covariance of neighbour differences (bands x bands) where they measure the noise,
     else None, and ``noisy_band_spread``, which decides: at MNF_NOISY_BAND_SPREAD or more."""
+    differences = np.asarray(differences, dtype=np.float64)     # once, for both uses
     spread = noisy_band_spread(pixels, differences)
     if spread < MNF_NOISY_BAND_SPREAD:
         return None, spread
-    differences = np.asarray(differences, dtype=np.float64)
     return differences.T @ differences / (2.0 * len(differences)), spread
 
 
